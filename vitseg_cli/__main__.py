@@ -1,0 +1,5 @@
+"""Allow `python -m vitseg_cli ...` (and `torchrun -m vitseg_cli ...`)."""
+
+from .cli import app
+
+app()

@@ -1,0 +1,23 @@
+"""The `vitseg` command: one Typer app; each subcommand lives in `vitseg_cli/commands/` and calls the engine."""
+
+from __future__ import annotations
+
+import typer
+
+from .commands import model_cmds
+
+app = typer.Typer(
+    name="vitseg",
+    help="Semantic segmentation at dataset scale with ViT-Adapter.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+for _module in (model_cmds,):
+    _module.register(app)
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,240 @@
+"""ViT-Adapter: Spatial Prior Module, Injector, Extractor, ConvFFN, InteractionBlock and the ViTAdapter backbone.
+
+Exactly the official architecture (DESIGN §2); names match official checkpoint keys. The ViT token grid is at 1/16,
+the spatial-prior tokens `c` are the concatenated 1/8, 1/16 and 1/32 maps.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, trunc_normal_
+from torch import nn
+
+from .msda import MSDeformAttn
+from .vit import VisionTransformer
+
+Shapes = list[tuple[int, int]]
+
+
+def _norm(dim: int) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=1e-6)
+
+
+def _conv_bn_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
+    return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+
+class SpatialPriorModule(nn.Module):
+    """ResNet-style conv stem giving c1 (1/4, as a map) and c2, c3, c4 (1/8, 1/16, 1/32, as D-dim tokens)."""
+
+    def __init__(self, inplanes: int, embed_dim: int):
+        super().__init__()
+        c = inplanes
+        self.stem = nn.Sequential(*_conv_bn_relu(3, c, 2), *_conv_bn_relu(c, c, 1), *_conv_bn_relu(c, c, 1),
+                                  nn.MaxPool2d(kernel_size=3, stride=2, padding=1))
+        self.conv2 = nn.Sequential(*_conv_bn_relu(c, 2 * c, 2))
+        self.conv3 = nn.Sequential(*_conv_bn_relu(2 * c, 4 * c, 2))
+        self.conv4 = nn.Sequential(*_conv_bn_relu(4 * c, 4 * c, 2))
+        self.fc1 = nn.Conv2d(c, embed_dim, 1)
+        self.fc2 = nn.Conv2d(2 * c, embed_dim, 1)
+        self.fc3 = nn.Conv2d(4 * c, embed_dim, 1)
+        self.fc4 = nn.Conv2d(4 * c, embed_dim, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        c1 = self.stem(x)
+        c2 = self.conv2(c1)
+        c3 = self.conv3(c2)
+        c4 = self.conv4(c3)
+        tokens = [fc(c).flatten(2).transpose(1, 2) for fc, c in ((self.fc2, c2), (self.fc3, c3), (self.fc4, c4))]
+        return self.fc1(c1), *tokens
+
+
+class DWConv(nn.Module):
+    """Depthwise 3x3 conv applied to each of the three pyramid levels of the token sequence, weights shared."""
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.dwconv = nn.Conv2d(dim, dim, 3, 1, 1, bias=True, groups=dim)
+
+    def forward(self, x: torch.Tensor, shapes: Shapes) -> torch.Tensor:
+        b, _, ch = x.shape
+        parts = x.split([h * w for h, w in shapes], dim=1)
+        out = [self.dwconv(p.transpose(1, 2).reshape(b, ch, h, w)).flatten(2).transpose(1, 2)
+               for p, (h, w) in zip(parts, shapes)]
+        return torch.cat(out, dim=1)
+
+
+class ConvFFN(nn.Module):
+    def __init__(self, dim: int, hidden: int):
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.dwconv = DWConv(hidden)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor, shapes: Shapes) -> torch.Tensor:
+        return self.fc2(self.act(self.dwconv(self.fc1(x), shapes)))
+
+
+class Injector(nn.Module):
+    """Spatial Feature Injector: ViT tokens (queries) attend to the multi-scale spatial-prior tokens."""
+
+    def __init__(self, dim: int, num_heads: int, n_points: int, n_levels: int, deform_ratio: float,
+                 init_values: float):
+        super().__init__()
+        self.query_norm = _norm(dim)
+        self.feat_norm = _norm(dim)
+        self.attn = MSDeformAttn(dim, n_levels, num_heads, n_points, deform_ratio)
+        self.gamma = nn.Parameter(init_values * torch.ones(dim))
+
+    def forward(self, query, reference_points, feat, feat_shapes: Shapes) -> torch.Tensor:
+        attn = self.attn(self.query_norm(query), reference_points, self.feat_norm(feat), feat_shapes)
+        return query + self.gamma * attn
+
+
+class Extractor(nn.Module):
+    """Multi-Scale Feature Extractor: spatial-prior tokens (queries) attend back to the ViT tokens, then a ConvFFN."""
+
+    def __init__(self, dim: int, num_heads: int, n_points: int, deform_ratio: float, with_cffn: bool,
+                 cffn_ratio: float, drop_path: float):
+        super().__init__()
+        self.query_norm = _norm(dim)
+        self.feat_norm = _norm(dim)
+        self.attn = MSDeformAttn(dim, 1, num_heads, n_points, deform_ratio)
+        self.with_cffn = with_cffn
+        if with_cffn:
+            self.ffn = ConvFFN(dim, int(dim * cffn_ratio))
+            self.ffn_norm = _norm(dim)
+            self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, query, reference_points, feat, feat_shapes: Shapes, query_shapes: Shapes) -> torch.Tensor:
+        query = query + self.attn(self.query_norm(query), reference_points, self.feat_norm(feat), feat_shapes)
+        if self.with_cffn:
+            query = query + self.drop_path(self.ffn(self.ffn_norm(query), query_shapes))
+        return query
+
+
+class InteractionBlock(nn.Module):
+    def __init__(self, dim: int, num_heads: int, n_points: int, init_values: float, drop_path: float,
+                 with_cffn: bool, cffn_ratio: float, deform_ratio: float, extra_extractor: bool):
+        super().__init__()
+        self.injector = Injector(dim, num_heads, n_points, 3, deform_ratio, init_values)
+        make_extractor = lambda: Extractor(dim, num_heads, n_points, deform_ratio, with_cffn, cffn_ratio,  # noqa: E731
+                                           drop_path)
+        self.extractor = make_extractor()
+        self.extra_extractors = nn.Sequential(make_extractor(), make_extractor()) if extra_extractor else None
+
+    def forward(self, x, c, blocks, geometry: "_Geometry") -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.injector(x, geometry.vit_refs, c, geometry.prior_shapes)
+        for blk in blocks:
+            x = blk(x)
+        extractors = [self.extractor, *(self.extra_extractors or [])]
+        for extractor in extractors:
+            c = extractor(c, geometry.prior_refs, x, geometry.vit_shapes, geometry.prior_shapes)
+        return x, c
+
+
+def _reference_points(shapes: Shapes, device: torch.device) -> torch.Tensor:
+    """Pixel-centre (x, y) points in [0, 1] for every position of every level, shape (1, sum(h*w), 2)."""
+    refs = []
+    for h, w in shapes:
+        ys, xs = torch.meshgrid(torch.linspace(0.5, h - 0.5, h, device=device) / h,
+                                torch.linspace(0.5, w - 0.5, w, device=device) / w, indexing="ij")
+        refs.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
+    return torch.cat(refs, 0)[None]
+
+
+class _Geometry:
+    """Token-grid shapes and reference points for one input size, computed once and reused by every interaction."""
+
+    def __init__(self, height: int, width: int, device: torch.device):
+        h, w = height // 16, width // 16
+        self.vit_shapes: Shapes = [(h, w)]
+        self.prior_shapes: Shapes = [(height // 8, width // 8), (h, w), (height // 32, width // 32)]
+        self.vit_refs = _reference_points(self.vit_shapes, device)
+        self.prior_refs = _reference_points(self.prior_shapes, device)
+
+
+@lru_cache(maxsize=16)
+def _geometry(height: int, width: int, device: torch.device) -> _Geometry:
+    # plain tensors even when first built under inference_mode, so a cached entry also serves training
+    with torch.inference_mode(False), torch.no_grad():
+        return _Geometry(height, width, device)
+
+
+class ViTAdapter(VisionTransformer):
+    """ViT + adapter; `forward(x)` with H, W multiples of 32 returns [f1, f2, f3, f4] at 1/4, 1/8, 1/16, 1/32."""
+
+    def __init__(self, pretrain_size: int = 224, patch_size: int = 16, embed_dim: int = 192, depth: int = 12,
+                 num_heads: int = 3, mlp_ratio: float = 4.0, drop_path_rate: float = 0.1, conv_inplane: int = 64,
+                 n_points: int = 4, deform_num_heads: int = 6, init_values: float = 0.0,
+                 interaction_indexes: list[tuple[int, int]] = ((0, 2), (3, 5), (6, 8), (9, 11)),
+                 with_cffn: bool = True, cffn_ratio: float = 0.25, deform_ratio: float = 1.0,
+                 add_vit_feature: bool = True, use_extra_extractor: bool = True, layer_scale: bool = True):
+        super().__init__(pretrain_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path_rate,
+                         layer_scale)
+        self.interaction_indexes = [tuple(p) for p in interaction_indexes]
+        self.add_vit_feature = add_vit_feature
+        d = embed_dim
+        self.level_embed = nn.Parameter(torch.zeros(3, d))
+        self.spm = SpatialPriorModule(conv_inplane, d)
+        n = len(self.interaction_indexes)
+        self.interactions = nn.Sequential(*[
+            InteractionBlock(d, deform_num_heads, n_points, init_values, drop_path_rate, with_cffn, cffn_ratio,
+                             deform_ratio, extra_extractor=use_extra_extractor and i == n - 1)
+            for i in range(n)])
+        self.up = nn.ConvTranspose2d(d, d, 2, 2)
+        self.norm1, self.norm2, self.norm3, self.norm4 = (nn.BatchNorm2d(d) for _ in range(4))
+        self._init_adapter_weights()
+
+    def _init_adapter_weights(self) -> None:
+        for module in (self.up, self.spm, self.interactions):
+            for m in module.modules():
+                if isinstance(m, nn.Linear):
+                    trunc_normal_(m.weight, std=0.02)
+                    if m.bias is not None:
+                        nn.init.constant_(m.bias, 0)
+                elif isinstance(m, (nn.LayerNorm, nn.BatchNorm2d)):
+                    nn.init.constant_(m.bias, 0)
+                    nn.init.constant_(m.weight, 1.0)
+                elif isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+                    fan_out = m.kernel_size[0] * m.kernel_size[1] * m.out_channels // m.groups
+                    m.weight.data.normal_(0, math.sqrt(2.0 / fan_out))
+                    if m.bias is not None:
+                        m.bias.data.zero_()
+        for m in self.modules():
+            if isinstance(m, MSDeformAttn):
+                m.reset_parameters()
+        nn.init.normal_(self.level_embed)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        height, width = x.shape[-2:]
+        if height % 32 or width % 32:
+            raise ValueError(f"ViTAdapter needs H and W divisible by 32, got {height}x{width} "
+                             "(the segmentor pads for you)")
+        geometry = _geometry(height, width, x.device)
+        c1, c2, c3, c4 = self.spm(x)
+        sizes = [c2.shape[1], c3.shape[1], c4.shape[1]]
+        c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
+        x, h, w = self.embed(x)
+        bs, _, dim = x.shape
+        outs = []
+        for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
+            x, c = layer(x, c, self.blocks[first:last + 1], geometry)
+            outs.append(x.transpose(1, 2).reshape(bs, dim, h, w))
+        c2, c3, c4 = c.split(sizes, dim=1)
+        c2 = c2.transpose(1, 2).reshape(bs, dim, h * 2, w * 2)
+        c3 = c3.transpose(1, 2).reshape(bs, dim, h, w)
+        c4 = c4.transpose(1, 2).reshape(bs, dim, h // 2, w // 2)
+        c1 = self.up(c2) + c1
+        if self.add_vit_feature:
+            x1, x2, x3, x4 = outs
+            c1 = c1 + F.interpolate(x1, scale_factor=4, mode="bilinear", align_corners=False)
+            c2 = c2 + F.interpolate(x2, scale_factor=2, mode="bilinear", align_corners=False)
+            c3 = c3 + x3
+            c4 = c4 + F.interpolate(x4, scale_factor=0.5, mode="bilinear", align_corners=False)
+        return [self.norm1(c1), self.norm2(c2), self.norm3(c3), self.norm4(c4)]
