@@ -1,0 +1,1 @@
+"""Data: image and label IO, dataset formats, transforms, the synthetic generator."""
