@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from .commands import data as data_cmds
 from .commands import model_cmds
 
 app = typer.Typer(
@@ -15,7 +16,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (model_cmds,):
+for _module in (model_cmds, data_cmds,):
     _module.register(app)
 
 
