@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import re
 import struct
 import tempfile
@@ -55,11 +56,19 @@ def _is_safetensors(path: Path) -> bool:
 def read_torch_file(path: Path) -> Any:
     """Load a zip-based torch file safely (weights only)."""
     _check_exists(path)
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic != b"PK\x03\x04":
+        what = "an empty file" if not magic else "neither a torch (zip) file nor safetensors"
+        raise VitsegError(f"{path}: not a readable checkpoint ({what})")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for garbage input
+    except pickle.UnpicklingError:
+        raise VitsegError(f"{path}: not a readable checkpoint (it holds Python objects that cannot be loaded "
+                          "safely; only tensors, numbers, strings and containers are accepted)") from None
+    except Exception as err:  # torch raises many types for damaged zips
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VitsegError(f"{path}: not a readable checkpoint ({first[:200]})") from None
+        raise VitsegError(f"{path}: not a readable checkpoint ({first[:160]})") from None
 
 
 def _unwrap_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -220,19 +229,20 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
                device: "str | torch.device" = "cpu") -> Segmentor:
     """A ready model (eval mode) from a vitseg `.safetensors` or an official `.pth` (+ optional spec)."""
     path = Path(path)
+    given = load_spec(spec) if spec is not None else None  # a bad spec is reported before the weights are read
     _check_exists(path)
     notes: list[str] = []
     if _is_safetensors(path):
         state, metadata = read_vitseg(path)
-        resolved = load_spec(spec) if spec is not None else _spec_from_metadata(metadata, path)
+        resolved = given or _spec_from_metadata(metadata, path)
         source = metadata.get("source", str(path))
     else:
         state, meta = read_official(path)
-        if spec is None:
+        if given is None:
             resolved, assumed = infer_spec(state, meta)
             notes.append("spec inferred from the weights; assumed " + "; ".join(assumed))
         else:
-            resolved = load_spec(spec)
+            resolved = given
             data = _meta_classes(meta, resolved.model.num_classes)
             if data and not resolved.data.classes:
                 resolved = resolved.updated(data=data)

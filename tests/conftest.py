@@ -1,0 +1,19 @@
+"""Shared test fixtures: the parity vectors made with the official implementation, and small threads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def parity_dir() -> Path:
+    if not (PARITY / "mini_checkpoint.pth").exists():
+        pytest.fail(f"parity vectors not found in {PARITY} (the repo expects ../shared/parity beside it)")
+    return PARITY
