@@ -1,0 +1,1 @@
+"""Engines behind the CLI commands: inference (shared by predict and eval), predict, eval, train."""

@@ -1,0 +1,365 @@
+"""The one inference path (predict and eval both use it): the official mmseg test pipeline, in bounded memory.
+
+Per image: RGB; resize (keep ratio to `resize.scale`, then up to a multiple of `size_divisor`, cv2 INTER_LINEAR on
+uint8); normalize; whole or slide inference; logits resized bilinearly (align_corners=False) to the original size;
+flip / multi-scale TTA average the softmax probabilities; argmax (DESIGN §2).
+
+Memory stays bounded for any image size: nothing of shape (K, H, W) in float32 is ever allocated. Each TTA pass
+produces its class scores at the original size band by band (a few rows at a time, top to bottom): the window logits
+(kept at 1/4 resolution, only while they cover rows still to come) are resized to their window rows, summed, divided
+by the window count, then resized to the original rows. All passes advance in step, so TTA is band-wise too; only
+`want_probs` keeps a full (K, H, W) float16 array, because that is what it returns.
+
+Decoding and preprocessing run in a torch DataLoader; a file that cannot be read gives a `Prediction` whose `error`
+is one line naming it, and the iteration goes on.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable, Iterator, Literal, Optional, Sequence
+
+import cv2
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.io import read_image
+from ..errors import VitsegError
+from ..spec import ResizeSpec, Spec
+
+# Bytes one band of float32 class scores may take; bands of rows are sized from it (tests shrink it).
+BAND_BYTES = 64 << 20
+
+
+# ----------------------------------------------------------------------------------------------------- settings
+
+
+@dataclass
+class InferenceSettings:
+    mode: Literal["whole", "slide"]
+    crop_size: tuple[int, int]
+    stride: tuple[int, int]
+    flip: bool
+    scales: list[float]
+    resize: Optional[ResizeSpec]
+    batch_size: int = 1
+    half: bool = False
+
+    @classmethod
+    def from_spec(cls, spec: Spec, **overrides: Any) -> "InferenceSettings":
+        """The spec's `test` section, with any override that is not None put over it (`resize: null` = native)."""
+        t = spec.test
+        base = cls(mode=t.mode, crop_size=tuple(t.crop_size), stride=tuple(t.stride), flip=t.flip,
+                   scales=list(t.scales), resize=t.resize)
+        unknown = set(overrides) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise TypeError(f"unknown inference settings: {', '.join(sorted(unknown))}")
+        settings = replace(base, **{k: v for k, v in overrides.items() if v is not None})
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.mode not in ("whole", "slide"):
+            raise VitsegError(f"mode: {self.mode!r} is not one of whole, slide")
+        if self.mode == "slide":
+            if len(self.crop_size) != 2 or min(self.crop_size) < 1:
+                raise VitsegError(f"crop size must be two positive integers, got {list(self.crop_size)}")
+            if len(self.stride) != 2 or min(self.stride) < 1:
+                raise VitsegError(f"stride must be two positive integers, got {list(self.stride)}")
+        if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
+            raise VitsegError(f"scales must be positive numbers, got {self.scales}")
+        if self.batch_size < 1:
+            raise VitsegError(f"batch size must be at least 1, got {self.batch_size}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "crop_size": list(self.crop_size), "stride": list(self.stride), "flip": self.flip,
+                "scales": list(self.scales), "resize": self.resize.model_dump(mode="json") if self.resize else None,
+                "batch_size": self.batch_size, "half": self.half}
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise VitsegError(f"device {name}: CUDA is not available on this machine (use --device cpu)")
+        index = name.partition(":")[2]
+        if index:
+            if not index.isdigit():
+                raise VitsegError(f"device {name}: expected cuda:N with N a GPU index")
+            if int(index) >= torch.cuda.device_count():
+                raise VitsegError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
+        return torch.device(name)
+    raise VitsegError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+
+
+@dataclass
+class Prediction:
+    path: Path
+    labels: Optional[np.ndarray]  # (H, W) class indices at the original size; uint8, uint16 past 255 classes
+    probs: Optional[np.ndarray]  # (K, H, W) float16 averaged softmax, when asked for
+    image: Optional[np.ndarray]  # (H, W, 3) RGB uint8 as read, when asked for
+    error: Optional[str] = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+# ------------------------------------------------------------------------------------------------ preprocessing
+
+
+def resized_shape(h: int, w: int, resize: Optional[ResizeSpec], ratio: float = 1.0) -> tuple[int, int]:
+    """(height, width) the test pipeline resizes an h×w image to, for one multi-scale ratio (mmcv rules)."""
+    if resize is None:
+        if ratio == 1.0:
+            return h, w
+        nh, nw = int(h * ratio + 0.5), int(w * ratio + 0.5)
+    else:
+        sw, sh = int(resize.scale[0] * ratio), int(resize.scale[1] * ratio)
+        if resize.keep_ratio:
+            factor = min(max(sw, sh) / max(h, w), min(sw, sh) / min(h, w))
+            nh, nw = int(h * factor + 0.5), int(w * factor + 0.5)
+        else:
+            nh, nw = sh, sw
+    return max(nh, 1), max(nw, 1)
+
+
+def preprocess(image: np.ndarray, resize: Optional[ResizeSpec], ratio: float,
+               mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> normalized float32 (3, h, w): resize, resize up to the size divisor, normalize."""
+    h, w = image.shape[:2]
+    nh, nw = resized_shape(h, w, resize, ratio)
+    if (nh, nw) != (h, w):
+        image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+    if resize is not None and resize.size_divisor:
+        d = resize.size_divisor
+        mh, mw = math.ceil(nh / d) * d, math.ceil(nw / d) * d
+        if (mh, mw) != (nh, nw):
+            image = cv2.resize(image, (mw, mh), interpolation=cv2.INTER_LINEAR)
+    x = image.astype(np.float32)
+    x -= np.asarray(mean, dtype=np.float32)
+    x *= (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32)  # mmcv multiplies by 1/std
+    return np.ascontiguousarray(x.transpose(2, 0, 1))
+
+
+def _one_line(path: Path, err: BaseException) -> str:
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    return text if str(path) in text else f"{path}: {text}"
+
+
+class _ImageDataset(torch.utils.data.Dataset):
+    """Reads and preprocesses one image per item; never raises for a bad file (the item carries the error)."""
+
+    def __init__(self, paths: Sequence[Path], settings: InferenceSettings, mean, std, keep_image: bool):
+        self.paths = [Path(p) for p in paths]
+        self.settings, self.mean, self.std, self.keep_image = settings, mean, std, keep_image
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.paths[index]
+        item: dict[str, Any] = {"index": index, "path": path, "error": None}
+        try:
+            image = read_image(path)
+            item["inputs"] = [torch.from_numpy(preprocess(image, self.settings.resize, r, self.mean, self.std))
+                              for r in self.settings.scales]
+        except VitsegError as err:
+            item["error"] = _one_line(path, err)
+            return item
+        except Exception as err:  # a decoder can fail in many ways; one bad file must not stop the run
+            item["error"] = f"{path}: cannot read ({type(err).__name__}: {_one_line(path, err)[:200]})"
+            return item
+        item["size"] = image.shape[:2]
+        item["image"] = image if self.keep_image else None
+        return item
+
+
+def _identity(item):
+    return item
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+
+
+# -------------------------------------------------------------------------------------------- band-wise scores
+
+
+def _resize_rows(get_rows: Callable[[int, int], torch.Tensor], in_size: tuple[int, int],
+                 out_size: tuple[int, int], r0: int, r1: int) -> torch.Tensor:
+    """Rows r0:r1 of `F.interpolate(src, out_size, 'bilinear', align_corners=False)` for a (K, H, W) source whose
+    rows come from `get_rows(lo, hi)`: only the source rows those output rows need are fetched."""
+    hin, win = in_size
+    hout, wout = out_size
+    if hin == hout:
+        src = get_rows(r0, r1)
+        return src if win == wout else F.interpolate(src[None], size=(r1 - r0, wout), mode="bilinear",
+                                                      align_corners=False)[0]
+    # PyTorch's source index: max(scale * (dst + 0.5) - 0.5, 0) in float32, scale = in / out
+    scale = torch.tensor(hin, dtype=torch.float32) / hout
+    dst = torch.arange(r0, r1, dtype=torch.float32)
+    pos = (scale * (dst + 0.5) - 0.5).clamp(min=0)
+    y0 = pos.floor().long().clamp(max=hin - 1)
+    y1 = torch.where(y0 < hin - 1, y0 + 1, y0)
+    l1 = (pos - y0.float()).clamp(0, 1)
+    l0 = 1.0 - l1
+    lo, hi = int(y0[0]), int(y1[-1]) + 1
+    src = get_rows(lo, hi)
+    if win != wout:  # horizontal first, then vertical: the order of PyTorch's own kernel
+        src = F.interpolate(src[None], size=(hi - lo, wout), mode="bilinear", align_corners=False)[0]
+    l0, l1 = l0.to(src.device)[None, :, None], l1.to(src.device)[None, :, None]
+    return l0 * src[:, (y0 - lo).to(src.device)] + l1 * src[:, (y1 - lo).to(src.device)]
+
+
+def slide_windows(h: int, w: int, crop: tuple[int, int], stride: tuple[int, int]) -> list[tuple[int, int, int, int]]:
+    """(y1, y2, x1, x2) of the mmseg slide windows, row by row."""
+    (ch, cw), (sh, sw) = crop, stride
+    h_grids = max(h - ch + sh - 1, 0) // sh + 1
+    w_grids = max(w - cw + sw - 1, 0) // sw + 1
+    out = []
+    for i in range(h_grids):
+        for j in range(w_grids):
+            y2, x2 = min(i * sh + ch, h), min(j * sw + cw, w)
+            out.append((max(y2 - ch, 0), y2, max(x2 - cw, 0), x2))
+    return out
+
+
+class _ScorePass:
+    """Logits of one TTA pass (one scale, flipped or not) at the original size, produced in bands of rows, top to
+    bottom: windows are run only when a band needs them and dropped once every band they cover is done."""
+
+    def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, settings: InferenceSettings,
+                 out_size: tuple[int, int], flipped: bool):
+        self.forward, self.x, self.flipped = forward, x, flipped
+        self.batch_size = settings.batch_size
+        self.in_size = tuple(x.shape[-2:])
+        self.out_size = out_size
+        h, w = self.in_size
+        windows = [(0, h, 0, w)] if settings.mode == "whole" else slide_windows(h, w, settings.crop_size,
+                                                                                settings.stride)
+        self.pending = deque(windows)
+        self.live: list[tuple[tuple[int, int, int, int], torch.Tensor]] = []
+
+    def _run_until(self, row: int) -> None:
+        """Run the windows that start above `row` (in batches, in grid order)."""
+        while self.pending and self.pending[0][0] < row:
+            batch = [self.pending.popleft() for _ in range(min(self.batch_size, len(self.pending)))]
+            crops = torch.cat([self.x[:, :, y1:y2, x1:x2] for y1, y2, x1, x2 in batch])
+            logits = self.forward(crops)
+            self.live += [(win, logits[i]) for i, win in enumerate(batch)]
+
+    def _input_rows(self, a: int, b: int) -> torch.Tensor:
+        """Rows a:b of the window-averaged logits at the (resized) input size."""
+        self._run_until(b)
+        self.live = [(win, lg) for win, lg in self.live if win[1] > a]
+        k = self.live[0][1].shape[0]
+        total = self.x.new_zeros((k, b - a, self.in_size[1]), dtype=torch.float32)
+        count = self.x.new_zeros((1, b - a, self.in_size[1]), dtype=torch.float32)
+        for (y1, y2, x1, x2), lg in self.live:
+            r0, r1 = max(a, y1), min(b, y2)
+            if r0 >= r1:
+                continue
+            part = _resize_rows(lambda lo, hi: lg[:, lo:hi], tuple(lg.shape[-2:]), (y2 - y1, x2 - x1),
+                                r0 - y1, r1 - y1)
+            total[:, r0 - a:r1 - a, x1:x2] += part
+            count[:, r0 - a:r1 - a, x1:x2] += 1
+        return total / count
+
+    def rows(self, a: int, b: int) -> torch.Tensor:
+        out = _resize_rows(self._input_rows, self.in_size, self.out_size, a, b)
+        return out.flip(-1) if self.flipped else out
+
+
+def _band_rows(num_classes: int, widths: Sequence[int]) -> int:
+    return max(1, BAND_BYTES // (4 * num_classes * max(widths)))
+
+
+# -------------------------------------------------------------------------------------------------- the iterator
+
+
+def _model_forward(model: Any, device: torch.device, half: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        if half:
+            with torch.autocast(device_type=device.type, dtype=torch.float16):
+                out = model(x)
+        else:
+            out = model(x)
+        return torch.as_tensor(out, device=x.device).float()
+
+    return forward
+
+
+def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, device: torch.device,
+                 num_classes: int, want_probs: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    out_size = tuple(int(s) for s in item["size"])
+    passes = []
+    for x in item["inputs"]:
+        x = x.to(device, non_blocking=True)[None]
+        passes.append(_ScorePass(forward, x, settings, out_size, flipped=False))
+        if settings.flip:
+            passes.append(_ScorePass(forward, x.flip(-1), settings, out_size, flipped=True))
+    label_dtype = np.uint8 if num_classes <= 255 else np.uint16 if num_classes <= 65535 else np.int32
+    labels = np.empty(out_size, dtype=label_dtype)
+    probs = np.empty((num_classes, *out_size), dtype=np.float16) if want_probs else None
+    step = _band_rows(num_classes, [out_size[1]] + [p.in_size[1] for p in passes])
+    for a in range(0, out_size[0], step):
+        b = min(out_size[0], a + step)
+        total = None
+        for p in passes:
+            prob = p.rows(a, b).softmax(0)
+            total = prob if total is None else total + prob
+        if len(passes) > 1:
+            total /= len(passes)
+        labels[a:b] = total.argmax(0).cpu().numpy().astype(label_dtype)
+        if probs is not None:
+            probs[:, a:b] = total.half().cpu().numpy()
+    return labels, probs
+
+
+def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSettings, device: torch.device, *,
+                     workers: int = 0, want_probs: bool = False, keep_image: bool = False) -> Iterator[Prediction]:
+    """One `Prediction` per path, in order. `model` is a Segmentor (or any callable `(x) -> logits` with a `.spec`);
+    a bad file yields a Prediction with `.error` set instead of raising."""
+    settings.validate()
+    if settings.half and device.type != "cuda":
+        raise VitsegError("--half needs a CUDA device (float16 inference is not supported on the CPU)")
+    spec: Spec = model.spec
+    if isinstance(model, torch.nn.Module):
+        model.to(device).eval()
+    num_classes = spec.model.num_classes
+    dataset = _ImageDataset(paths, settings, spec.data.mean, spec.data.std, keep_image)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
+                                         collate_fn=_identity, worker_init_fn=_worker_init if workers else None,
+                                         pin_memory=False)
+    forward = _model_forward(model, device, settings.half)
+    with torch.inference_mode():
+        for item in loader:
+            path = item["path"]
+            if item["error"]:
+                yield Prediction(path=path, labels=None, probs=None, image=None, error=item["error"])
+                continue
+            start = time.perf_counter()
+            try:
+                labels, probs = _predict_one(forward, item, settings, device, num_classes, want_probs)
+            except torch.cuda.OutOfMemoryError:
+                torch.cuda.empty_cache()
+                h, w = item["size"]
+                yield Prediction(path=path, labels=None, probs=None, image=None,
+                                 error=f"{path}: out of GPU memory for this {w}x{h} image (try --mode slide, a "
+                                       f"smaller --crop-size or --device cpu)")
+                continue
+            yield Prediction(path=path, labels=labels, probs=probs, image=item.get("image"), error=None,
+                             timings={"infer_s": time.perf_counter() - start})
