@@ -1,0 +1,436 @@
+"""Labelled datasets in the common layouts (DESIGN §6), behind one interface: `open_dataset(root, fmt, split)`.
+
+Formats:
+- `folder`: `images/` and `masks/` (optionally `images/<split>/`, `masks/<split>/`), matched by relative path
+  without extension (or, failing that, by a unique stem); classes from `classes.yaml|yml|json|txt` in the root or
+  `classes_file`: a list of names, or a mapping with `classes` and optional `palette`, `ignore_index`,
+  `reduce_zero_label`.
+- `ade20k`: `ADEChallengeData2016/images|annotations/{training,validation}`; reduce_zero_label (0 → ignore).
+- `cityscapes`: `leftImg8bit/<split>/<city>/*_leftImg8bit.png` + `gtFine/<split>/<city>/*_gtFine_labelTrainIds.png`
+  (falls back to `*_gtFine_labelIds.png`, mapped to the 19 train ids).
+- `voc`: `JPEGImages`, `SegmentationClass` (palette PNGs read as indices, 255 = ignore),
+  `ImageSets/Segmentation/<split>.txt`.
+- `coco`: an images folder + an instances or stuff JSON; labels rasterised with pycocotools: category ids mapped to
+  contiguous ids in id order, larger areas painted first (small objects stay visible), unlabelled pixels = ignore (or
+  a `background` class 0 with `coco_unlabeled="background"`).
+
+`SegDataset.read_label(i)` returns int64 (H, W) class indices with reduce_zero_label applied and every value checked
+(`check_label`), so training and evaluation see exactly the same targets.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, Optional, Sequence
+
+import numpy as np
+import yaml
+
+from ..errors import VitsegError
+from ..metrics import reduce_zero_label as _reduce_zero_label
+from ..spec import default_palette
+from . import io
+from .classes import builtin_classes
+
+FORMATS = ("folder", "ade20k", "cityscapes", "voc", "coco")
+Format = Literal["folder", "ade20k", "cityscapes", "voc", "coco"]
+Palette = list[tuple[int, int, int]]
+
+# Cityscapes labelIds -> trainIds (the 19 evaluated classes); every other id is ignored.
+CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
+                            25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image and its label file (`None` when the label comes from elsewhere, e.g. a COCO JSON)."""
+
+    key: str
+    image: Path
+    label: Optional[Path]
+
+
+@dataclass
+class SegDataset:
+    """A list of samples plus what it takes to read them: class names, palette, ignore index, label decoding."""
+
+    root: Path
+    fmt: str
+    split: str
+    samples: list[Sample]
+    class_names: list[str]
+    palette: Palette
+    ignore_index: int = 255
+    reduce_zero_label: bool = False
+    label_map: Optional[np.ndarray] = field(default=None, repr=False)  # lookup table applied to raw label values
+    coco: Optional["CocoLabels"] = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def read_image(self, i: int) -> np.ndarray:
+        """RGB uint8 (H, W, 3)."""
+        return io.read_image(self.samples[i].image)
+
+    def read_label(self, i: int) -> np.ndarray:
+        """int64 (H, W) class indices in [0, K−1] or ignore_index (reduce_zero_label and id maps applied)."""
+        sample = self.samples[i]
+        if self.coco is not None:
+            return self.coco.rasterize(sample.key)
+        if sample.label is None:
+            raise VitsegError(f"{sample.image}: this dataset has no label for it")
+        raw = io.read_label(sample.label)
+        label = raw.astype(np.int64)
+        if self.label_map is not None:
+            label = self.label_map[np.clip(label, 0, len(self.label_map) - 1)]
+        if self.reduce_zero_label:
+            label = _reduce_zero_label(label, self.ignore_index)
+        check_label(label, self.num_classes, self.ignore_index, sample.label)
+        return label
+
+    def read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image, label), with their sizes checked against each other."""
+        image = self.read_image(i)
+        label = self.read_label(i)
+        check_same_size(label, image.shape[:2], self.label_source(i))
+        return image, label
+
+    def label_source(self, i: int) -> str:
+        """What to name in a message about sample i's label."""
+        s = self.samples[i]
+        if self.coco is not None:
+            return f"{self.coco.json_path} (image {s.key})"
+        return str(s.label or s.image)
+
+    def describe(self) -> str:
+        return f"{self.fmt} dataset {self.root} ({self.split}): {len(self)} images, {self.num_classes} classes"
+
+
+# ------------------------------------------------------------------------------------------------------ checks
+
+
+def check_label(label: np.ndarray, num_classes: int, ignore_index: int, path: "str | Path") -> None:
+    """Raise `VitsegError` naming `path` and the value when a label holds a value outside [0, K−1] that isn't ignore."""
+    if label.size == 0:
+        raise VitsegError(f"{path}: empty label map")
+    if int(label.min()) >= 0 and int(label.max()) < num_classes:
+        return
+    bad_mask = ((label < 0) | (label >= num_classes)) & (label != ignore_index)
+    if bad_mask.any():
+        bad = np.unique(label[bad_mask])
+        shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise VitsegError(f"{path}: label value {shown} outside [0, {num_classes - 1}] and not the ignore index "
+                          f"{ignore_index}")
+
+
+def check_same_size(label: np.ndarray, image_hw: Sequence[int], path: "str | Path") -> None:
+    if tuple(label.shape[:2]) != tuple(image_hw[:2]):
+        raise VitsegError(f"{path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image is "
+                          f"{image_hw[1]}x{image_hw[0]}")
+
+
+def _require_dir(path: Path, what: str) -> Path:
+    if not path.is_dir():
+        raise VitsegError(f"{path}: {what} folder not found")
+    return path
+
+
+def _image_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and io.is_image_path(p) and not p.name.startswith("."))
+
+
+def _key(path: Path, folder: Path) -> str:
+    return path.relative_to(folder).with_suffix("").as_posix()
+
+
+# --------------------------------------------------------------------------------------------------- class files
+
+
+def load_classes_file(path: Path) -> dict:
+    """{'classes': [...], 'palette': [...]|None, ...} from YAML/JSON (list or mapping) or a txt (one name a line)."""
+    if not path.is_file():
+        raise VitsegError(f"{path}: classes file not found")
+    text = path.read_text(encoding="utf-8")
+    if path.suffix.lower() == ".txt":
+        data: object = [line.strip() for line in text.splitlines() if line.strip()]
+    else:
+        try:
+            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
+        except (json.JSONDecodeError, yaml.YAMLError) as err:
+            raise VitsegError(f"{path}: not valid {path.suffix.lstrip('.').upper()} "
+                              f"({str(err).splitlines()[0]})") from None
+    if isinstance(data, list):
+        data = {"classes": data}
+    if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
+        raise VitsegError(f"{path}: expected a list of class names or a mapping with a 'classes' list")
+    names = [str(c) for c in data["classes"]]
+    palette = data.get("palette")
+    if palette is not None:
+        try:
+            palette = [tuple(int(v) for v in c) for c in palette]
+        except (TypeError, ValueError):
+            raise VitsegError(f"{path}: palette must be a list of [r, g, b] triples") from None
+        if len(palette) != len(names) or any(len(c) != 3 for c in palette):
+            raise VitsegError(f"{path}: palette has {len(palette)} colours for {len(names)} classes "
+                              f"(each must be [r, g, b])")
+    out = {"classes": names, "palette": palette}
+    for key in ("ignore_index", "reduce_zero_label"):
+        if key in data:
+            out[key] = data[key]
+    return out
+
+
+def _find_classes_file(root: Path) -> Optional[Path]:
+    for name in ("classes.yaml", "classes.yml", "classes.json", "classes.txt"):
+        if (root / name).is_file():
+            return root / name
+    return None
+
+
+# ------------------------------------------------------------------------------------------------------ formats
+
+
+def _open_folder(root: Path, split: str, classes_file: Optional[Path], num_classes: Optional[int]) -> SegDataset:
+    _require_dir(root, "dataset")
+    images_dir = _require_dir(root / "images", "images")
+    masks_dir = _require_dir(root / "masks", "masks")
+    if split and (images_dir / split).is_dir():
+        images_dir = images_dir / split
+        masks_dir = _require_dir(masks_dir / split, f"masks/{split}")
+    images = _image_files(images_dir)
+    if not images:
+        raise VitsegError(f"{images_dir}: no images found")
+    by_key: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
+    for m in _image_files(masks_dir):
+        by_key.setdefault(_key(m, masks_dir), m)
+        by_stem.setdefault(m.stem, []).append(m)
+    samples = []
+    for img in images:
+        key = _key(img, images_dir)
+        mask = by_key.get(key)
+        if mask is None and len(by_stem.get(img.stem, [])) == 1:
+            mask = by_stem[img.stem][0]
+        if mask is None:
+            raise VitsegError(f"{img}: no label for this image in {masks_dir} (expected {key}.png)")
+        samples.append(Sample(key, img, mask))
+    classes_file = classes_file or _find_classes_file(root)
+    if classes_file is not None:
+        meta = load_classes_file(Path(classes_file))
+    elif num_classes:
+        meta = {"classes": [f"class_{i}" for i in range(num_classes)], "palette": None}
+    else:
+        raise VitsegError(f"{root}: no classes file (classes.yaml/.json/.txt) found: give one with --classes")
+    if num_classes and len(meta["classes"]) != num_classes:
+        raise VitsegError(f"{classes_file}: {len(meta['classes'])} classes but the model predicts {num_classes}")
+    names = meta["classes"]
+    return SegDataset(root, "folder", split, samples, names, meta["palette"] or default_palette(len(names)),
+                      ignore_index=int(meta.get("ignore_index", 255)),
+                      reduce_zero_label=bool(meta.get("reduce_zero_label", False)))
+
+
+def _ade_split(split: str) -> str:
+    return {"val": "validation", "validation": "validation", "train": "training", "training": "training"}.get(
+        split, split)
+
+
+def _open_ade20k(root: Path, split: str) -> SegDataset:
+    _require_dir(root, "dataset")
+    if (root / "ADEChallengeData2016").is_dir():
+        root = root / "ADEChallengeData2016"
+    sub = _ade_split(split)
+    images_dir = _require_dir(root / "images" / sub, f"ADE20K images/{sub}")
+    labels_dir = _require_dir(root / "annotations" / sub, f"ADE20K annotations/{sub}")
+    samples = []
+    for img in _image_files(images_dir):
+        key = _key(img, images_dir)
+        label = labels_dir / f"{key}.png"
+        if not label.is_file():
+            raise VitsegError(f"{img}: no annotation {label}")
+        samples.append(Sample(key, img, label))
+    if not samples:
+        raise VitsegError(f"{images_dir}: no images found")
+    names, palette = builtin_classes("ade20k")
+    return SegDataset(root, "ade20k", sub, samples, names, palette, reduce_zero_label=True)
+
+
+def _open_cityscapes(root: Path, split: str) -> SegDataset:
+    _require_dir(root, "dataset")
+    images_dir = _require_dir(root / "leftImg8bit" / split, f"Cityscapes leftImg8bit/{split}")
+    gt_dir = _require_dir(root / "gtFine" / split, f"Cityscapes gtFine/{split}")
+    samples = []
+    use_ids: Optional[bool] = None
+    for img in sorted(images_dir.rglob("*_leftImg8bit.png")):
+        rel = img.relative_to(images_dir)
+        base = str(rel)[: -len("_leftImg8bit.png")]
+        train_ids = gt_dir / f"{base}_gtFine_labelTrainIds.png"
+        label_ids = gt_dir / f"{base}_gtFine_labelIds.png"
+        if use_ids is None:
+            use_ids = not train_ids.is_file() and label_ids.is_file()
+        label = label_ids if use_ids else train_ids
+        if not label.is_file():
+            raise VitsegError(f"{img}: no label {label}")
+        samples.append(Sample(Path(base).as_posix(), img, label))
+    if not samples:
+        raise VitsegError(f"{images_dir}: no *_leftImg8bit.png images found")
+    names, palette = builtin_classes("cityscapes")
+    label_map = None
+    if use_ids:
+        label_map = np.full(256, 255, np.int64)
+        for k, v in CITYSCAPES_ID_TO_TRAINID.items():
+            label_map[k] = v
+    return SegDataset(root, "cityscapes", split, samples, names, palette, label_map=label_map)
+
+
+def _open_voc(root: Path, split: str) -> SegDataset:
+    _require_dir(root, "dataset")
+    for sub in ("VOCdevkit/VOC2012", "VOC2012"):
+        if (root / sub / "JPEGImages").is_dir():
+            root = root / sub
+            break
+    images_dir = _require_dir(root / "JPEGImages", "VOC JPEGImages")
+    labels_dir = _require_dir(root / "SegmentationClass", "VOC SegmentationClass")
+    sets = root / "ImageSets" / "Segmentation"
+    list_file = sets / f"{split}.txt"
+    if not list_file.is_file():
+        have = ", ".join(sorted(p.stem for p in sets.glob("*.txt"))) if sets.is_dir() else "none"
+        raise VitsegError(f"{list_file}: split list not found (available: {have})")
+    samples = []
+    for line in list_file.read_text().split():
+        img = images_dir / f"{line}.jpg"
+        if not img.is_file():
+            found = [p for p in images_dir.glob(f"{line}.*") if io.is_image_path(p)]
+            if not found:
+                raise VitsegError(f"{list_file}: image {line} not found in {images_dir}")
+            img = found[0]
+        label = labels_dir / f"{line}.png"
+        if not label.is_file():
+            raise VitsegError(f"{img}: no label {label}")
+        samples.append(Sample(line, img, label))
+    if not samples:
+        raise VitsegError(f"{list_file}: lists no images")
+    names, palette = builtin_classes("voc")
+    return SegDataset(root, "voc", split, samples, names, palette)
+
+
+class CocoLabels:
+    """Rasterises semantic labels from a COCO instances/stuff JSON with pycocotools."""
+
+    def __init__(self, json_path: Path, unlabeled: Literal["ignore", "background"] = "ignore",
+                 ignore_index: int = 255):
+        try:
+            from pycocotools.coco import COCO
+        except ImportError:  # pragma: no cover - a declared dependency
+            raise VitsegError("the coco format needs pycocotools (pip install pycocotools)") from None
+        import contextlib
+        import io as _io
+
+        self.json_path = json_path
+        if not json_path.is_file():
+            raise VitsegError(f"{json_path}: COCO annotation file not found")
+        try:
+            with contextlib.redirect_stdout(_io.StringIO()):  # pycocotools prints progress
+                self.coco = COCO(str(json_path))
+        except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as err:
+            raise VitsegError(f"{json_path}: not a COCO annotation file ({type(err).__name__}: {err})") from None
+        cats = sorted(self.coco.loadCats(self.coco.getCatIds()), key=lambda c: c["id"])
+        if not cats:
+            raise VitsegError(f"{json_path}: no categories")
+        offset = 1 if unlabeled == "background" else 0
+        self.cat_to_label = {c["id"]: i + offset for i, c in enumerate(cats)}
+        self.class_names = (["background"] if offset else []) + [str(c["name"]) for c in cats]
+        self.fill = 0 if offset else ignore_index
+        self.ignore_index = ignore_index
+        if len(self.class_names) > 65535:
+            raise VitsegError(f"{json_path}: too many categories ({len(self.class_names)})")
+        self.images = {str(img["id"]): img for img in self.coco.dataset.get("images", [])}
+
+    def rasterize(self, key: str) -> np.ndarray:
+        info = self.images[key]
+        h, w = int(info["height"]), int(info["width"])
+        label = np.full((h, w), self.fill, np.int64)
+        anns = self.coco.loadAnns(self.coco.getAnnIds(imgIds=[info["id"]], iscrowd=None))
+
+        def area(ann) -> float:
+            return float(ann.get("area") or 0.0)
+
+        for ann in sorted(anns, key=area, reverse=True):  # larger first: smaller objects painted over them
+            cls = self.cat_to_label.get(ann.get("category_id"))
+            if cls is None:
+                raise VitsegError(f"{self.json_path}: annotation {ann.get('id')} has unknown category_id "
+                                  f"{ann.get('category_id')}")
+            try:
+                mask = self.coco.annToMask(ann)
+            except Exception as err:  # malformed segmentation
+                raise VitsegError(f"{self.json_path}: annotation {ann.get('id')} has an unreadable segmentation "
+                                  f"({type(err).__name__}: {err})") from None
+            if mask.shape != (h, w):
+                raise VitsegError(f"{self.json_path}: annotation {ann.get('id')} mask is {mask.shape[1]}x"
+                                  f"{mask.shape[0]} but image {key} is {w}x{h}")
+            label[mask.astype(bool)] = cls
+        return label
+
+
+def _open_coco(root: Path, split: str, coco_json: Optional[Path], unlabeled: str, ignore_index: int) -> SegDataset:
+    _require_dir(root, "dataset")
+    split_dir = split if split[-4:].isdigit() else f"{split}2017"
+    if coco_json is None:
+        ann_dir = root / "annotations"
+        candidates = [ann_dir / f"{kind}_{split_dir}.json" for kind in ("stuff", "instances")]
+        coco_json = next((c for c in candidates if c.is_file()), None)
+        if coco_json is None:
+            raise VitsegError(f"{ann_dir}: no {candidates[0].name} or {candidates[1].name} (give one with --coco-json)")
+    if unlabeled not in ("ignore", "background"):
+        raise VitsegError(f"coco unlabeled pixels: {unlabeled!r} is not one of ignore, background")
+    labels = CocoLabels(Path(coco_json), unlabeled, ignore_index)  # type: ignore[arg-type]
+    images_dir = root / split_dir if (root / split_dir).is_dir() else root
+    samples = []
+    for key, info in sorted(labels.images.items(), key=lambda kv: str(kv[1].get("file_name"))):
+        name = info.get("file_name")
+        if not name:
+            raise VitsegError(f"{coco_json}: image {key} has no file_name")
+        img = images_dir / name
+        if not img.is_file():
+            raise VitsegError(f"{img}: image listed in {coco_json} not found")
+        samples.append(Sample(key, img, None))
+    if not samples:
+        raise VitsegError(f"{coco_json}: lists no images")
+    names = labels.class_names
+    palette = default_palette(len(names))
+    return SegDataset(root, "coco", split, samples, names, palette, ignore_index=ignore_index, coco=labels)
+
+
+def open_dataset(root: "str | Path", fmt: str = "folder", split: str = "val", *,
+                 classes_file: "str | Path | None" = None, coco_json: "str | Path | None" = None,
+                 coco_unlabeled: str = "ignore", num_classes: Optional[int] = None) -> SegDataset:
+    """Open a labelled dataset of format `fmt` (one of FORMATS). `num_classes` lets a folder dataset without a
+    classes file take generic names (class_0, ...) from the model; it is checked against a classes file if any."""
+    root = Path(root)
+    fmt = fmt.lower()
+    if fmt not in FORMATS:
+        raise VitsegError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+    if not root.exists():
+        raise VitsegError(f"{root}: dataset folder not found")
+    if fmt == "folder":
+        return _open_folder(root, split, Path(classes_file) if classes_file else None, num_classes)
+    if fmt == "ade20k":
+        ds = _open_ade20k(root, split)
+    elif fmt == "cityscapes":
+        ds = _open_cityscapes(root, split)
+    elif fmt == "voc":
+        ds = _open_voc(root, split)
+    else:
+        ds = _open_coco(root, split, Path(coco_json) if coco_json else None, coco_unlabeled, 255)
+    if classes_file:  # rename classes (e.g. a translated list); the count must match the format's
+        meta = load_classes_file(Path(classes_file))
+        if len(meta["classes"]) != ds.num_classes:
+            raise VitsegError(f"{classes_file}: {len(meta['classes'])} classes but {fmt} has {ds.num_classes}")
+        ds.class_names = meta["classes"]
+        ds.palette = meta["palette"] or ds.palette
+    return ds
