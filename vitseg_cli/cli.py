@@ -6,6 +6,7 @@ import typer
 
 from .commands import data as data_cmds
 from .commands import model_cmds
+from .commands import predict as predict_cmds
 
 app = typer.Typer(
     name="vitseg",
@@ -16,7 +17,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (model_cmds, data_cmds,):
+for _module in (model_cmds, data_cmds, predict_cmds,):
     _module.register(app)
 
 

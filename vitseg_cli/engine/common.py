@@ -1,0 +1,34 @@
+"""What the inference commands share: where the default model lives and how a model for inference is loaded."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+
+import vitseg_cli
+
+from ..checkpoints import load_model
+from ..errors import VitsegError
+from ..model.segmentor import Segmentor
+
+
+def default_weights_path() -> Path:
+    """The shipped default model: `weights/default.safetensors` at the repository root."""
+    return Path(vitseg_cli.__file__).resolve().parents[1] / "weights" / "default.safetensors"
+
+
+def load_inference_model(weights: Optional[Path], spec: Optional[str], device: "torch.device | str",
+                         note: Optional[Callable[[str], None]] = print) -> Segmentor:
+    """A model in eval mode on `device`: vitseg `.safetensors` or official `.pth` (spec given or inferred);
+    no weights = the shipped default model. Each of the model's load notes goes to `note`."""
+    if weights is None:
+        weights = default_weights_path()
+        if not weights.exists():
+            raise VitsegError("no default model is shipped yet: pass --weights")
+    model = load_model(Path(weights), spec, device=device)
+    if note is not None:
+        for line in getattr(model, "load_notes", []):
+            note(line)
+    return model
