@@ -21,6 +21,7 @@ Formats:
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Optional, Sequence
@@ -366,7 +367,9 @@ class CocoLabels:
                 raise VitsegError(f"{self.json_path}: annotation {ann.get('id')} has unknown category_id "
                                   f"{ann.get('category_id')}")
             try:
-                mask = self.coco.annToMask(ann)
+                with warnings.catch_warnings():  # pycocotools vs numpy 2 copy-keyword notice
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    mask = self.coco.annToMask(ann)
             except Exception as err:  # malformed segmentation
                 raise VitsegError(f"{self.json_path}: annotation {ann.get('id')} has an unreadable segmentation "
                                   f"({type(err).__name__}: {err})") from None
