@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from .commands import data as data_cmds
+from .commands import eval as eval_cmds
 from .commands import model_cmds
 from .commands import predict as predict_cmds
 
@@ -17,7 +18,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (model_cmds, data_cmds, predict_cmds,):
+for _module in (model_cmds, data_cmds, eval_cmds, predict_cmds,):
     _module.register(app)
 
 

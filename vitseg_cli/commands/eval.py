@@ -1,0 +1,107 @@
+"""`vitseg eval`: mmseg-compatible metrics for a model on a labelled dataset, or for existing masks (--pred/--gt)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from ..data.datasets import FORMATS
+from ..engine.eval_report import summary_line, terminal_table, write_reports
+from ..engine.evaluate import EvalResult, ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
+from ..errors import VitsegError
+from .common import console, friendly_errors
+
+
+def _parse_scales(text: Optional[str]) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        return [float(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise VitsegError(f"--scales {text!r}: expected numbers separated by commas, e.g. 0.75,1,1.25") from None
+
+
+@friendly_errors
+def eval_cmd(
+    dataset: Optional[Path] = typer.Argument(None, help="Dataset root (not needed with --pred/--gt)."),
+    fmt: str = typer.Option("folder", "--format", "-f", help=f"Dataset layout: {', '.join(FORMATS)}."),
+    split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w",
+                                           help="vitseg .safetensors or official .pth (default: the shipped model)."),
+    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="Spec YAML or preset (for official .pth files)."),
+    out: Path = typer.Option(Path("vitseg-eval"), "--out", "-o", help="Report folder."),
+    mode: Optional[str] = typer.Option(None, "--mode", help="whole or slide (default: the spec's test.mode)."),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", min=1, help="Slide window size in pixels."),
+    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Slide window stride in pixels."),
+    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Left-right flip test-time augmentation."),
+    scales: Optional[str] = typer.Option(None, "--scales", help="Multi-scale TTA ratios, e.g. 0.75,1,1.25."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Windows per forward pass."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Image decoding processes (0: in the main process)."),
+    save_predictions: bool = typer.Option(False, "--save-predictions",
+                                          help="Also write predict's outputs to OUT/predictions/."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (YAML/JSON/txt)."),
+    coco_json: Optional[Path] = typer.Option(None, "--coco-json", help="COCO instances/stuff JSON (--format coco)."),
+    limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted masks (class-index PNGs)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth masks, matched by relative path."),
+    num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Class count (--pred/--gt)."),
+    ignore_index: int = typer.Option(255, "--ignore-index", help="Label value left out of the metrics (--pred/--gt)."),
+    reduce_zero_label: bool = typer.Option(False, "--reduce-zero-label",
+                                           help="Ground truth 0 = ignore, k -> k-1 (ADE20K style; --pred/--gt)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table; errors only."),
+) -> None:
+    """Score a model on a labelled dataset (or --pred masks against --gt masks) and write reports to OUT:
+    metrics.json, per_class.csv, per_image.csv, confusion.csv, confusion.png, report.md."""
+    rank = int(os.environ.get("RANK", "0"))
+    if pred is not None or gt is not None:
+        if pred is None or gt is None:
+            raise VitsegError("--pred and --gt go together")
+        if num_classes is None:
+            raise VitsegError("--pred/--gt needs --num-classes")
+        if dataset is not None or weights is not None:
+            raise VitsegError("--pred/--gt scores existing masks: give no DATASET or --weights")
+        result = evaluate_pairs(PairOptions(pred=pred, gt=gt, num_classes=num_classes, ignore_index=ignore_index,
+                                            reduce_zero_label=reduce_zero_label, classes=classes, quiet=quiet))
+    else:
+        if dataset is None:
+            raise VitsegError("give a DATASET folder (with --format), or --pred and --gt")
+        if mode is not None and mode not in ("whole", "slide"):
+            raise VitsegError(f"--mode {mode!r}: expected whole or slide")
+        overrides = {
+            "mode": mode,
+            "crop_size": (crop_size, crop_size) if crop_size else None,
+            "stride": (stride, stride) if stride else None,
+            "flip": flip,
+            "scales": _parse_scales(scales),
+            "batch_size": batch_size,
+        }
+        note = None if quiet else (lambda line: console.print(f"[yellow]note:[/] {line}", soft_wrap=True))
+        result = evaluate_model(ModelEvalOptions(
+            dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
+            overrides=overrides, device=device, workers=workers,
+            save_predictions=out / "predictions" if save_predictions else None, quiet=quiet, limit=limit), note=note)
+    if result is None or rank != 0:  # other ranks: rank 0 writes
+        return
+    _report(result, out, quiet)
+
+
+def _report(result: EvalResult, out: Path, quiet: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise VitsegError(f"--out {out}: exists and is not a folder")
+    write_reports(out, result.summary, result.conf, result.per_image, result.meta)
+    if quiet:
+        return
+    stdout = Console(highlight=False)
+    stdout.print(terminal_table(result.summary, title=f"{result.meta.get('num_images')} images, "
+                                                      f"{result.summary['num_classes']} classes (%)"))
+    stdout.print(summary_line(result.summary))
+    console.print(f"reports in {out}/ ({result.elapsed_s:.1f}s)")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("eval")(eval_cmd)

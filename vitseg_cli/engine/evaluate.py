@@ -1,0 +1,404 @@
+"""`vitseg eval`: score a model on a labelled dataset, or score existing prediction masks against ground truth.
+
+Both paths accumulate one confusion matrix (`metrics.ConfusionMatrix`) and per-image scores, then write the reports
+of `eval_report`. The model path runs the shared inference (`engine.inference.iter_predictions`), so eval scores
+exactly what `predict` writes.
+
+Distributed: under torchrun (WORLD_SIZE > 1) each rank takes `samples[rank::world]`, the confusion matrices are
+summed with all_reduce (gloo on CPU, nccl on GPU) and the per-image rows gathered; only rank 0 writes and prints.
+An error on any rank is shared with all ranks before the reduction, so none is left waiting.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..data import io
+from ..data.datasets import SegDataset, check_label, check_same_size, load_classes_file, open_dataset
+from ..errors import VitsegError
+from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label, summarize
+
+# (index in the full list, key, predicted labels, ground-truth labels, what to name in errors)
+ScoredPair = tuple[int, str, np.ndarray, np.ndarray, str]
+
+
+@dataclass
+class EvalResult:
+    summary: dict
+    conf: np.ndarray
+    per_image: list[dict]
+    meta: dict[str, Any] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+
+
+# ------------------------------------------------------------------------------------------------ distribution
+
+
+class DistContext:
+    """Rank/world from the torchrun environment; a process group is created only when WORLD_SIZE > 1."""
+
+    def __init__(self, device_type: str = "cpu"):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.device_type = device_type
+        self._own_group = False
+        if self.world > 1:
+            import torch.distributed as dist
+
+            if not dist.is_initialized():
+                backend = "nccl" if device_type == "cuda" else "gloo"
+                if backend == "nccl":
+                    import torch
+
+                    torch.cuda.set_device(self.local_rank)
+                dist.init_process_group(backend)
+                self._own_group = True
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: Sequence[Any]) -> list[int]:
+        """Indices of this rank's share: rank, rank + world, ..."""
+        return list(range(self.rank, len(items), self.world))
+
+    def sum_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        if not self.enabled:
+            return matrix
+        import torch
+        import torch.distributed as dist
+
+        device = f"cuda:{self.local_rank}" if self.device_type == "cuda" else "cpu"
+        t = torch.from_numpy(np.ascontiguousarray(matrix)).to(device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.cpu().numpy()
+
+    def gather(self, obj: Any) -> list[Any]:
+        if not self.enabled:
+            return [obj]
+        import torch.distributed as dist
+
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self._own_group:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self._own_group = False
+
+
+def _run_shard(ctx: DistContext, work: Callable[[], Any]) -> Any:
+    """Run this rank's work; share any failure with every rank (so nobody waits in a collective), then raise it."""
+    try:
+        result, failure = work(), None
+    except VitsegError as err:
+        result, failure = None, str(err)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as err:
+        if not ctx.enabled:
+            raise
+        result, failure = None, f"rank {ctx.rank}: {type(err).__name__}: {err}"
+    failures = [f for f in ctx.gather(failure) if f]
+    if failures:
+        raise VitsegError(failures[0])
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------- scoring
+
+
+class _Progress:
+    """A rich progress bar on stderr (rank 0, not --quiet), or nothing."""
+
+    def __init__(self, total: int, label: str, enabled: bool):
+        self.bar = None
+        if enabled and total:
+            from rich.console import Console
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.task = self.bar.add_task(label, total=total)
+            self.bar.start()
+
+    def advance(self) -> None:
+        if self.bar is not None:
+            self.bar.advance(self.task)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+
+def score_pairs(pairs: Iterable[ScoredPair], num_classes: int, ignore_index: int,
+                progress: Optional[_Progress] = None) -> tuple[np.ndarray, list[dict]]:
+    """Accumulate the confusion matrix and per-image rows ({index, key, pixel_acc, mIoU, labelled_pixels})."""
+    cm = ConfusionMatrix(num_classes, ignore_index)
+    rows = []
+    for index, key, pred, label, source in pairs:
+        one = cm.update(pred, label, source=source)
+        acc, miou = image_scores(one)
+        rows.append({"index": index, "key": key, "pixel_acc": acc, "mIoU": miou, "labelled_pixels": int(one.sum())})
+        if progress is not None:
+            progress.advance()
+    return cm.matrix, rows
+
+
+def _finish(ctx: DistContext, local: tuple[np.ndarray, list[dict]], class_names: Sequence[str], meta: dict,
+            started: float) -> Optional[EvalResult]:
+    matrix, rows = local
+    matrix = ctx.sum_matrix(matrix)
+    all_rows = [r for part in ctx.gather(rows) for r in part]
+    if not ctx.is_main:
+        return None
+    all_rows.sort(key=lambda r: r["index"])
+    for r in all_rows:
+        r.pop("index", None)
+    meta = {**meta, "num_images": len(all_rows), "world_size": ctx.world}
+    return EvalResult(summarize(matrix, class_names), matrix, all_rows, meta, time.perf_counter() - started)
+
+
+# ------------------------------------------------------------------------------------------ --pred / --gt mode
+
+
+def _label_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and io.is_image_path(p) and not p.name.startswith("."))
+
+
+def match_pred_gt(pred_dir: Path, gt_dir: Path) -> list[tuple[str, Path, Path]]:
+    """(key, pred, gt) for every ground-truth mask, matched by relative path without extension, else by a unique
+    stem. A `vitseg predict` output folder may be given as PRED_DIR (its masks/ are used)."""
+    for folder, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
+        if not folder.is_dir():
+            raise VitsegError(f"{folder}: {what} folder not found")
+    if (pred_dir / "masks").is_dir() and (pred_dir / "predict.json").is_file():
+        pred_dir = pred_dir / "masks"
+    gts = _label_files(gt_dir)
+    if not gts:
+        raise VitsegError(f"{gt_dir}: no label images found")
+    by_key: dict[str, Path] = {}
+    by_stem: dict[str, list[Path]] = {}
+    for p in _label_files(pred_dir):
+        by_key.setdefault(p.relative_to(pred_dir).with_suffix("").as_posix(), p)
+        by_stem.setdefault(p.stem, []).append(p)
+    pairs = []
+    for gt in gts:
+        key = gt.relative_to(gt_dir).with_suffix("").as_posix()
+        pred = by_key.get(key)
+        if pred is None and len(by_stem.get(gt.stem, [])) == 1:
+            pred = by_stem[gt.stem][0]
+        if pred is None:
+            raise VitsegError(f"{gt}: no prediction for it in {pred_dir} (expected {key}.png)")
+        pairs.append((key, pred, gt))
+    return pairs
+
+
+@dataclass
+class PairOptions:
+    pred: Path
+    gt: Path
+    num_classes: int
+    ignore_index: int = 255
+    reduce_zero_label: bool = False
+    classes: Optional[Path] = None
+    workers: int = 0
+    quiet: bool = False
+
+
+def _read_pair(key: str, pred_path: Path, gt_path: Path, opts: PairOptions) -> tuple[np.ndarray, np.ndarray]:
+    label = io.read_label(gt_path).astype(np.int64)
+    if opts.reduce_zero_label:
+        label = reduce_zero_label(label, opts.ignore_index)
+    check_label(label, opts.num_classes, opts.ignore_index, gt_path)
+    pred = io.read_label(pred_path).astype(np.int64)
+    if pred.shape != label.shape:
+        raise VitsegError(f"{pred_path}: prediction is {pred.shape[1]}x{pred.shape[0]} (WxH) but its label {gt_path} "
+                          f"is {label.shape[1]}x{label.shape[0]}")
+    bad = pred[(pred < 0) | (pred >= opts.num_classes)]
+    if bad.size:
+        raise VitsegError(f"{pred_path}: predicted class {int(bad[0])} outside [0, {opts.num_classes - 1}] "
+                          f"(--num-classes {opts.num_classes})")
+    return pred, label
+
+
+def evaluate_pairs(opts: PairOptions) -> Optional[EvalResult]:
+    """Score the masks in `opts.pred` against `opts.gt`. Returns the result on rank 0, None on other ranks."""
+    started = time.perf_counter()
+    if opts.num_classes < 1:
+        raise VitsegError(f"--num-classes {opts.num_classes}: must be at least 1")
+    if opts.classes is not None:
+        names = load_classes_file(opts.classes)["classes"]
+        if len(names) != opts.num_classes:
+            raise VitsegError(f"{opts.classes}: {len(names)} classes but --num-classes is {opts.num_classes}")
+    else:
+        names = [f"class_{i}" for i in range(opts.num_classes)]
+    ctx = DistContext("cpu")
+    try:
+        pairs = _run_shard(ctx, lambda: match_pred_gt(opts.pred, opts.gt))
+        mine = ctx.shard(pairs)
+
+        def work():
+            progress = _Progress(len(mine), "scoring", ctx.is_main and not opts.quiet)
+            try:
+                def read(i: int) -> ScoredPair:
+                    key, p, g = pairs[i]
+                    pred, label = _read_pair(key, p, g, opts)
+                    return i, key, pred, label, str(g)
+
+                if opts.workers > 0:
+                    with ThreadPoolExecutor(opts.workers) as pool:
+                        return score_pairs(pool.map(read, mine), opts.num_classes, opts.ignore_index, progress)
+                return score_pairs(map(read, mine), opts.num_classes, opts.ignore_index, progress)
+            finally:
+                progress.close()
+
+        local = _run_shard(ctx, work)
+        meta = {"pred": str(opts.pred), "gt": str(opts.gt), "ignore_index": opts.ignore_index,
+                "reduce_zero_label": opts.reduce_zero_label}
+        return _finish(ctx, local, names, meta, started)
+    finally:
+        ctx.close()
+
+
+# ------------------------------------------------------------------------------------------------- model mode
+
+
+@dataclass
+class ModelEvalOptions:
+    dataset: Path
+    fmt: str = "folder"
+    split: str = "val"
+    weights: Optional[Path] = None
+    spec: Optional[str] = None
+    classes: Optional[Path] = None
+    coco_json: Optional[Path] = None
+    overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
+    device: str = "auto"
+    workers: int = 0
+    save_predictions: Optional[Path] = None
+    quiet: bool = False
+    limit: Optional[int] = None
+
+
+def _dataset_for_model(opts: ModelEvalOptions, model) -> SegDataset:
+    k = model.spec.model.num_classes
+    ds = open_dataset(opts.dataset, opts.fmt, opts.split, classes_file=opts.classes, coco_json=opts.coco_json,
+                      num_classes=k if opts.fmt == "folder" else None)
+    if ds.num_classes != k:
+        raise VitsegError(f"{opts.dataset}: the {opts.fmt} dataset has {ds.num_classes} classes but the model "
+                          f"predicts {k}")
+    if all(n == f"class_{i}" for i, n in enumerate(ds.class_names)):  # no names of its own: take the model's
+        ds.class_names, ds.palette = model.spec.class_names, model.spec.palette
+    if opts.limit is not None:
+        ds.samples = ds.samples[: max(0, opts.limit)]
+    if not len(ds):
+        raise VitsegError(f"{opts.dataset}: no images to evaluate")
+    return ds
+
+
+def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]] = None) -> Optional[EvalResult]:
+    """Run the model over the dataset (this rank's shard) and score it. The result on rank 0, None elsewhere."""
+    from .common import load_inference_model
+    from .inference import InferenceSettings, iter_predictions, resolve_device
+
+    started = time.perf_counter()
+    device = resolve_device(opts.device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device.type == "cuda":
+        import torch
+
+        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
+    ctx = DistContext(device.type)
+    try:
+        def prepare():
+            model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None)
+            settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
+            return model, settings, _dataset_for_model(opts, model)
+
+        model, settings, ds = _run_shard(ctx, prepare)
+        mine = ctx.shard(ds.samples)
+
+        def work():
+            writer = _prediction_writer(opts.save_predictions, ds) if opts.save_predictions else None
+            progress = _Progress(len(mine), "evaluating", ctx.is_main and not opts.quiet)
+            try:
+                preds = iter_predictions(model, [ds.samples[i].image for i in mine], settings, device,
+                                         workers=opts.workers, keep_image=writer is not None)
+
+                def pairs() -> Iterator[ScoredPair]:
+                    for i, pred in zip(mine, preds):
+                        if pred.error:
+                            raise VitsegError(pred.error)
+                        label = ds.read_label(i)
+                        source = ds.label_source(i)
+                        check_same_size(label, pred.labels.shape, source)
+                        if writer is not None:
+                            writer.put(pred, ds.samples[i].key)
+                        yield i, ds.samples[i].key, pred.labels, label, source
+
+                result = score_pairs(pairs(), ds.num_classes, ds.ignore_index, progress)
+                if writer is not None:
+                    writer.close()
+                    writer = None
+                return result
+            finally:
+                progress.close()
+                if writer is not None:
+                    writer.close(check=False)
+
+        local = _run_shard(ctx, work)
+        meta = {"dataset": str(opts.dataset), "format": ds.fmt, "split": ds.split,
+                "weights": str(opts.weights) if opts.weights else "default", "source": getattr(model, "source", None),
+                "ignore_index": ds.ignore_index, "reduce_zero_label": ds.reduce_zero_label,
+                "settings": settings.to_dict(), "device": str(device)}
+        if opts.save_predictions:
+            meta["predictions"] = str(opts.save_predictions)
+        return _finish(ctx, local, ds.class_names, meta, started)
+    finally:
+        ctx.close()
+
+
+class _PredictionWriter:
+    """`vitseg predict`'s outputs (masks, color, overlay under `<out>/<kind>/<key>.*`), written by predict's writer."""
+
+    def __init__(self, out: Path, ds: SegDataset):
+        from .predict import DEFAULT_SAVE, InputImage, _Writer
+
+        self._input = InputImage
+        self._writer = _Writer(out, DEFAULT_SAVE, ds.palette, 0.5, ds.num_classes)
+
+    def put(self, pred, key: str) -> None:
+        self._writer.put(pred, self._input(pred.path, key))
+
+    def close(self, check: bool = True) -> None:
+        self._writer.close()
+        if check:
+            self._writer.check()
+
+
+def _prediction_writer(out: Path, ds: SegDataset) -> _PredictionWriter:
+    if out.exists() and not out.is_dir():
+        raise VitsegError(f"--save-predictions {out}: exists and is not a folder")
+    return _PredictionWriter(out, ds)
+
+
+def fmt_pct(x: float) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
