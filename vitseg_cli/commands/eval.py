@@ -70,6 +70,10 @@ def eval_cmd(
     else:
         if dataset is None:
             raise VitsegError("give a DATASET folder (with --format), or --pred and --gt")
+        if fmt.lower() not in FORMATS:
+            raise VitsegError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+        if not dataset.exists():
+            raise VitsegError(f"{dataset}: dataset folder not found")
         if mode is not None and mode not in ("whole", "slide"):
             raise VitsegError(f"--mode {mode!r}: expected whole or slide")
         overrides = {

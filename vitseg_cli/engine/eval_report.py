@@ -66,8 +66,8 @@ def confusion_png(conf: np.ndarray, names: Sequence[str]) -> np.ndarray:
     k = conf.shape[0]
     rows = conf.sum(1, keepdims=True).astype(np.float64)
     norm = np.divide(conf, rows, out=np.zeros(conf.shape, np.float64), where=rows > 0)
-    cell = int(np.clip(900 // max(k, 1), 3, 48))
-    show_names = cell >= 8
+    show_names = k <= 300  # up to COCO-Stuff size: one named row per class (small print past ~90 classes)
+    cell = int(np.clip(900 // max(k, 1), 10 if show_names else 3, 48))
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(cell / 30.0, 0.3, 0.5))
     labels = [str(n)[:24] for n in names] if show_names else []
     text_w = max([cv2.getTextSize(s, font, scale, 1)[0][0] for s in labels] + [0]) + 8
