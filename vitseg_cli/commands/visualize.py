@@ -1,0 +1,45 @@
+"""`vitseg visualize`: overlays, comparison panels and an offline HTML gallery from images and masks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..engine.visualize import VisualizeOptions, run_visualize
+from .common import console, friendly_errors
+
+
+@friendly_errors
+def visualize(
+    images: List[str] = typer.Argument(..., help="Images: files, folders (recursive), globs or .txt lists."),
+    masks: Path = typer.Option(..., "--masks", "-m", help="Folder of predicted index masks (e.g. vitseg-out/masks)."),
+    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth index masks: adds panels with "
+                                                          "an error map, pixel accuracy and mIoU per image."),
+    out: Path = typer.Option(Path("vitseg-viz"), "--out", "-o", help="Output folder."),
+    classes: Optional[Path] = typer.Option(None, "--classes", help="Class names (+ palette): YAML, JSON or txt."),
+    weights: Optional[Path] = typer.Option(None, "--weights", "-w",
+                                           help="Take class names and palette from this checkpoint "
+                                                "(default: the shipped model, when neither is given)."),
+    alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the mask colours over the image (0-1)."),
+    legend: bool = typer.Option(True, "--legend/--no-legend", help="Add a legend of the classes present."),
+    panels: bool = typer.Option(False, "--panel", help="Also draw image | prediction panels (always with --gt)."),
+    gallery: bool = typer.Option(False, "--gallery", help="Write OUT/index.html with a thumbnail of every panel "
+                                                          "(worst mIoU first with --gt); opens offline."),
+    ignore_index: int = typer.Option(255, "--ignore-index", help="Ground-truth value that marks unlabelled pixels."),
+    reduce_zero_label: bool = typer.Option(False, "--reduce-zero-label",
+                                           help="Ground truth 0 is 'unlabelled' and k means class k-1 (ADE20K)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
+) -> None:
+    """Draw overlays with a legend, image | ground truth | prediction | error panels, and an HTML gallery."""
+    opts = VisualizeOptions(images=images, masks=masks, gt=gt, out=out, classes=classes, weights=weights,
+                            alpha=alpha, legend=legend, panel=panels, gallery=gallery, ignore_index=ignore_index,
+                            reduce_zero_label=reduce_zero_label, quiet=quiet)
+    _, failures = run_visualize(opts, console)
+    if failures:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("visualize")(visualize)
