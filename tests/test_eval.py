@@ -224,3 +224,17 @@ def test_model_eval_class_count_mismatch(tiny_model, tmp_path):
     assert res.exit_code == 2
     assert "2 classes but the model predicts 6" in " ".join(res.output.split())
     assert not (tmp_path / "r").exists()
+
+
+def test_torchrun_error_on_one_rank_stops_all_without_hanging(pred_gt, tmp_path):
+    pred, gt, _ = pred_gt
+    _write(gt / "sub" / "b.png", [[2, 9], [0, 1]])  # second sample: rank 1's shard
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    env["OMP_NUM_THREADS"] = "1"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                          str(30500 + os.getpid() % 1000), "-m", "vitseg_cli", "eval", "--pred", str(pred), "--gt",
+                          str(gt), "--num-classes", "3", "-q", "--out", str(tmp_path / "out")],
+                         env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode != 0
+    assert run.stderr.count("b.png: label value 9 outside [0, 2]") >= 2  # both ranks name the file
+    assert not (tmp_path / "out").exists()

@@ -11,7 +11,6 @@ An error on any rank is shared with all ranks before the reduction, so none is l
 
 from __future__ import annotations
 
-import math
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -399,6 +398,3 @@ def _prediction_writer(out: Path, ds: SegDataset) -> _PredictionWriter:
         raise VitsegError(f"--save-predictions {out}: exists and is not a folder")
     return _PredictionWriter(out, ds)
 
-
-def fmt_pct(x: float) -> str:
-    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:.2f}%"
