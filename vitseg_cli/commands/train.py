@@ -1,0 +1,68 @@
+"""`vitseg train`: parse options, run the training engine, report. Also works under
+`torchrun --nproc_per_node N -m vitseg_cli train ...` (one process per GPU; only rank 0 writes and prints)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from .common import console, friendly_errors
+
+SPEC_HELP = "Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section."
+
+
+@friendly_errors
+def train(
+    out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty; or an existing run with --resume)."),
+    spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP + " Optional with --resume."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Training dataset folder (optional with --resume)."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help="Dataset format: folder, ade20k, cityscapes, voc, coco [folder]."),
+    val_data: Optional[Path] = typer.Option(None, "--val-data", help="Validation dataset folder (same format)."),
+    iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Optimizer steps in the whole run."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
+                                             help="Effective batch of one step (all processes x accumulation)."),
+    crop_size: Optional[int] = typer.Option(None, "--crop-size", min=16, help="Square training crop, pixels."),
+    lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Base learning rate (top layers)."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="timm/DeiT ViT checkpoint file for the ViT."),
+    init_from: Optional[Path] = typer.Option(None, "--init-from",
+                                             help="Start from a vitseg or official checkpoint (any class count)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA only)."),
+    accum: Optional[int] = typer.Option(None, "--accum", min=1, help="Gradient accumulation steps."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data loading processes per GPU."),
+    eval_every: Optional[int] = typer.Option(None, "--eval-every", min=0, help="Validate every N iterations (0: off)."),
+    save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Save state every N iterations."),
+    seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed."),
+    log_every: Optional[int] = typer.Option(None, "--log-every", min=1,
+                                            help="Write a log.csv row every N iterations [50]."),
+    stop_at: Optional[int] = typer.Option(None, "--stop-at", min=1,
+                                          help="Save and stop at this iteration (the schedule still runs to --iters);"
+                                               " continue later with --resume."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Train ViT-Adapter + UperNet with the official recipe (layer-decay AdamW, warmup + poly, mmseg augmentation)."""
+    from ..engine.train import TrainOptions, train as run_training
+
+    opts = TrainOptions(out=out, spec=spec, data=data, fmt=fmt, val_data=val_data, iters=iters,
+                        batch_size=batch_size, crop_size=crop_size, lr=lr, amp=amp, accum=accum, workers=workers,
+                        eval_every=eval_every, save_every=save_every, seed=seed, pretrained=pretrained,
+                        init_from=init_from, resume=resume, device=device, log_every=log_every, stop_at=stop_at,
+                        quiet=quiet, command=["vitseg", *sys.argv[1:]])
+    result = run_training(opts, say=lambda msg: console.print(msg, soft_wrap=True, markup=False))
+    if result.interrupted:
+        sys.exit(130)
+    if int(os.environ.get("RANK", "0")) == 0:
+        best = f", best mIoU {result.best_score:.4f}" if result.best_score is not None else ""
+        loss = f", loss {result.last_loss:.4f}" if result.last_loss is not None else ""
+        console.print(f"done: iteration {result.iteration}{loss}{best}; weights in {result.out / 'last.safetensors'}",
+                      soft_wrap=True, markup=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("train")(train)

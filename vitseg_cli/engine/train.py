@@ -1,0 +1,598 @@
+"""`vitseg train`: the official ViT-Adapter + UperNet recipe, resumable, in one process or under torchrun (DDP).
+
+Recipe (from the spec's `train` section, CLI flags over it): AdamW with layer-wise lr decay, linear warmup + poly
+schedule (engine/optim.py), the mmseg augmentation pipeline (data/transforms.py), cross-entropy with ignore_index on
+logits upsampled bilinearly to the label size, averaged over all label pixels as mmseg 0.x does (ignored pixels count
+0), plus the auxiliary FCN head's loss times its `loss_weight`. `batch_size` is the effective batch of one optimizer
+step: world_size x accum x per-process micro-batch. An iteration is one optimizer step.
+
+Run folder: spec.yaml, run.json, log.csv (iter, lr, loss = total loss, loss_aux = weighted auxiliary part, time =
+seconds per iteration, + validation metrics), last.safetensors / best.safetensors (vitseg format), state.pt (every
+`save_every` iterations, at the end and on Ctrl-C / SIGTERM). `--resume` restores model, optimizer, schedule, scaler,
+RNG states, data position and best score, so the run continues as if never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import signal
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+from .. import __version__
+from ..checkpoints import _is_safetensors, load_vit_pretrained, read_official, read_vitseg, save_model
+from ..data.datasets import open_dataset
+from ..errors import VitsegError
+from ..model.segmentor import Segmentor, build_model
+from ..spec import Spec, load_spec
+from .optim import build_optimizer, build_scheduler
+from .train_data import AugmentedCrops, batch_loader, check_dataset, unwrap_worker_error
+from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, restore_rng, save_state,
+                          seed_everything, write_json)
+
+# train-section fields a CLI flag may set; on --resume only OPERATIONAL ones may change
+CLI_TRAIN_FIELDS = ("iters", "batch_size", "crop_size", "lr", "amp", "accum", "workers", "eval_every", "save_every",
+                    "seed")
+OPERATIONAL = {"iters", "workers", "eval_every", "save_every", "amp"}
+
+
+@dataclass
+class TrainOptions:
+    out: Path
+    spec: Optional[str] = None
+    data: Optional[Path] = None
+    fmt: Optional[str] = None
+    val_data: Optional[Path] = None
+    split: str = "train"
+    val_split: str = "val"
+    iters: Optional[int] = None
+    batch_size: Optional[int] = None
+    crop_size: Optional[int] = None
+    lr: Optional[float] = None
+    amp: Optional[bool] = None
+    accum: Optional[int] = None
+    workers: Optional[int] = None
+    eval_every: Optional[int] = None
+    save_every: Optional[int] = None
+    seed: Optional[int] = None
+    pretrained: Optional[Path] = None
+    init_from: Optional[Path] = None
+    resume: bool = False
+    device: str = "auto"
+    log_every: Optional[int] = None  # default: the run's own (run.json), else 50
+    stop_at: Optional[int] = None
+    quiet: bool = False
+    command: list[str] = field(default_factory=lambda: list(sys.argv))
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    iteration: int
+    interrupted: bool
+    last_loss: Optional[float]
+    best_score: Optional[float]
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------- distributed
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def mean(self, values: list[float]) -> list[float]:
+        if not self.active:
+            return values
+        t = torch.tensor(values, dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return (t / self.world_size).tolist()
+
+    def any(self, flag: bool) -> bool:
+        if not self.active:
+            return flag
+        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t.item() > 0)
+
+    def gather(self, obj: Any) -> list[Any]:
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def _resolve_device(name: str, local_rank: int) -> torch.device:
+    name = (name or "auto").lower()
+    if name not in ("auto", "cpu", "cuda"):
+        raise VitsegError(f"--device {name!r}: expected auto, cpu or cuda")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise VitsegError("--device cuda: CUDA is not available on this machine (use --device cpu)")
+    if name == "cpu" or not torch.cuda.is_available():
+        return torch.device("cpu")
+    if local_rank >= torch.cuda.device_count():
+        raise VitsegError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
+    return torch.device("cuda", local_rank)
+
+
+def init_distributed(device_name: str) -> DistContext:
+    """One process, or one rank of a torchrun job (WORLD_SIZE > 1): nccl on GPUs, gloo on CPUs."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    device = _resolve_device(device_name, local_rank)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
+
+
+# ------------------------------------------------------------------------------------------------------- setup
+
+
+def cli_overrides(opts: TrainOptions) -> dict[str, Any]:
+    out = {k: getattr(opts, k) for k in CLI_TRAIN_FIELDS if getattr(opts, k) is not None}
+    if "crop_size" in out:
+        out["crop_size"] = [int(out["crop_size"])] * 2
+    return out
+
+
+def resolve_spec(opts: TrainOptions, resuming: bool) -> Spec:
+    """The run's spec: SPEC with CLI overrides, or on resume the run's own spec.yaml (recipe fields frozen)."""
+    overrides = cli_overrides(opts)
+    if not resuming:
+        if not opts.spec:
+            raise VitsegError("--spec is required (a YAML file or a preset: nano, tiny, small, base, large)")
+        return load_spec(opts.spec).updated(train=overrides)
+    saved_path = opts.out / "spec.yaml"
+    saved = load_spec(saved_path)
+    if opts.spec:
+        given = load_spec(opts.spec)
+        if given.model != saved.model:
+            raise VitsegError(f"--spec {opts.spec}: its model differs from the one this run trains ({saved_path}); "
+                              "resume without --spec or start a new --out folder")
+    spec = saved.updated(train=overrides)
+    frozen = [k for k in type(spec.train).model_fields
+              if k not in OPERATIONAL and getattr(spec.train, k) != getattr(saved.train, k)]
+    if frozen:
+        k = frozen[0]
+        raise VitsegError(f"--resume: train.{k} was {getattr(saved.train, k)} in this run and cannot change "
+                          f"(only {', '.join(sorted(OPERATIONAL))} can); start a new --out folder to change it")
+    return spec
+
+
+def micro_batch(spec: Spec, world_size: int) -> int:
+    t = spec.train
+    per_step = world_size * t.accum
+    if t.batch_size % per_step:
+        raise VitsegError(f"batch size {t.batch_size} is not divisible by world size x accum = {world_size} x "
+                          f"{t.accum} (batch size is the effective batch of one optimizer step)")
+    micro = t.batch_size // per_step
+    if micro < 2 and world_size == 1:
+        raise VitsegError(f"batch size {t.batch_size} with accum {t.accum} gives 1 image per forward pass: "
+                          "BatchNorm cannot train on a batch of one (raise --batch-size or lower --accum)")
+    return micro
+
+
+def init_from_checkpoint(model: Segmentor, path: Path) -> list[str]:
+    """Load a vitseg or official checkpoint into `model`; classifiers of another class count are re-initialised."""
+    state, _ = read_vitseg(path) if _is_safetensors(path) else read_official(path)
+    own = model.state_dict()
+    notes: list[str] = []
+    skipped = [k for k in own if ".conv_seg." in k and k in state and state[k].shape != own[k].shape]
+    if skipped:
+        theirs = state[skipped[0]].shape[0]
+        notes.append(f"{path.name} predicts {theirs} classes, this model {model.num_classes}: the classifiers "
+                     f"(conv_seg) start from random weights")
+    if model.auxiliary_head is not None and not any(k.startswith("auxiliary_head.") for k in state):
+        notes.append(f"{path.name} has no auxiliary head: it starts from random weights")
+        skipped += [k for k in own if k.startswith("auxiliary_head.")]
+    if model.auxiliary_head is None:
+        state = {k: v for k, v in state.items() if not k.startswith("auxiliary_head.")}
+    missing = [k for k in own if k not in state and k not in skipped]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and k not in skipped and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        what = (f"{len(missing)} missing ({', '.join(missing[:3])})" if missing else
+                f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})" if unexpected else
+                f"shape of {wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}")
+        raise VitsegError(f"{path}: weights do not fit the spec's model: {what}")
+    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    notes.append(f"initialised from {path.name}")
+    return notes
+
+
+def seg_loss(logits: torch.Tensor, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
+    """mmseg CrossEntropyLoss: logits (cropped to the input's 1/4 grid) upsampled to the label size, per-pixel CE
+    with ignore_index, mean over all pixels."""
+    h, w = label.shape[-2:]
+    logits = logits[..., :math.ceil(h / 4), :math.ceil(w / 4)]
+    logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+    return F.cross_entropy(logits, label, ignore_index=ignore_index, reduction="none").mean()
+
+
+class _TrainForward(nn.Module):
+    """What DDP wraps: forward() is the segmentor's training path."""
+
+    def __init__(self, model: Segmentor):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor):
+        return self.model.forward_train(x)
+
+
+def _versions() -> dict[str, Any]:
+    return {"vitseg": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": platform.python_version(), "cuda": torch.version.cuda,
+            "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
+
+
+class _StopFlag:
+    """First Ctrl-C / SIGTERM asks the loop to stop at the next iteration boundary (state is saved); a second
+    Ctrl-C interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        if self.requested and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+# ---------------------------------------------------------------------------------------------------- validation
+
+
+def validate(model: Segmentor, dataset: Any, device: torch.device) -> dict[str, float]:
+    """mIoU and friends of `model` on `dataset` through the shared inference and metrics code."""
+    from ..metrics import ConfusionMatrix
+    from .inference import InferenceSettings, iter_predictions
+
+    spec = model.spec
+    settings = InferenceSettings.from_spec(spec)
+    conf = ConfusionMatrix(spec.model.num_classes, dataset.ignore_index)
+    paths = [s.image for s in dataset.samples]
+    was_training = model.training
+    try:
+        for i, pred in enumerate(iter_predictions(model, paths, settings, device)):
+            if pred.error:
+                raise VitsegError(pred.error)
+            conf.update(pred.labels, dataset.read_label(i), source=dataset.label_source(i))
+    finally:
+        model.train(was_training)
+    summary = conf.summarize(spec.class_names)
+    return {k: float(summary[k]) for k in ("aAcc", "mIoU", "mAcc")}
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+
+def train(opts: TrainOptions, say: Callable[[str], None] = print) -> TrainResult:
+    """Run (or resume) a training run into `opts.out`; `say` prints notes (called on rank 0 only)."""
+    ctx = init_distributed(opts.device)
+    try:
+        return _train(opts, ctx, say if ctx.is_main else (lambda _msg: None))
+    finally:
+        if ctx.active and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> TrainResult:
+    out = Path(opts.out)
+    resuming = check_run_folder(out, opts.resume)
+    ctx.barrier()  # every rank has looked at the folder before rank 0 writes into it
+    run_info: dict[str, Any] = {}
+    if resuming:
+        import json
+
+        run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    data_root = opts.data or (Path(run_info["data"]) if run_info.get("data") else None)
+    fmt = opts.fmt or run_info.get("format") or "folder"
+    val_root = opts.val_data or (Path(run_info["val_data"]) if run_info.get("val_data") else None)
+    log_every = opts.log_every or run_info.get("log_every") or 50
+    if data_root is None:
+        raise VitsegError("--data is required (the training dataset folder)")
+    spec = resolve_spec(opts, resuming)
+    t = spec.train
+
+    dataset = _open(data_root, fmt, opts.split, spec)
+    check_dataset(dataset, spec, str(data_root))
+    if dataset.ignore_index != spec.data.ignore_index:
+        spec = spec.updated(data={"ignore_index": dataset.ignore_index})
+    if not spec.data.classes and dataset.num_classes == spec.model.num_classes:
+        spec = spec.updated(data={"classes": list(dataset.class_names),
+                                  "palette": [list(c) for c in dataset.palette]})
+    val_dataset = None
+    if val_root is not None:
+        val_dataset = _open(val_root, fmt, opts.val_split, spec)
+        if len(val_dataset) == 0:
+            raise VitsegError(f"{val_root}: no validation samples found")
+    if t.eval_every and val_dataset is None:
+        say("note: --eval-every is set but there is no --val-data: no validation")
+    micro = micro_batch(spec, ctx.world_size)
+
+    # ---- model, optimiser, schedule
+    seed_everything(t.seed + ctx.rank)
+    if ctx.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    model = build_model(spec)
+    if not resuming:
+        if opts.pretrained and opts.init_from:
+            raise VitsegError("give --pretrained (a ViT) or --init-from (a whole segmentor), not both")
+        if opts.pretrained:
+            for note in load_vit_pretrained(model, opts.pretrained):
+                say(f"note: {note}")
+        if opts.init_from:
+            for note in init_from_checkpoint(model, Path(opts.init_from)):
+                say(f"note: {note}")
+    elif opts.pretrained or opts.init_from:
+        say("note: --pretrained / --init-from are ignored on --resume (the saved state is loaded)")
+    model.to(ctx.device)
+    if ctx.active and ctx.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    elif ctx.active:
+        say("note: BatchNorm statistics stay per process on CPU (SyncBatchNorm needs GPUs)")
+    model.train()
+    optimizer = build_optimizer(model, t, spec.model.backbone.depth)
+    scheduler = build_scheduler(optimizer, t)
+    use_amp = bool(t.amp) and ctx.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    start_iter, best_score, best_iter = 0, None, None
+
+    if resuming:
+        state = load_state(out / "state.pt")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule = dict(state["scheduler"])
+        if t.iters != schedule["max_iters"]:
+            say(f"note: iters changed from {schedule['max_iters']} to {t.iters}: the poly schedule now ends there")
+            schedule["max_iters"] = t.iters
+        scheduler.load_state_dict(schedule)
+        if use_amp and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        start_iter = int(state["iteration"])
+        best_score, best_iter = state.get("best_score"), state.get("best_iter")
+        rngs = state.get("rng") or []
+        if len(rngs) == ctx.world_size:
+            restore_rng(rngs[ctx.rank])
+        else:
+            seed_everything(t.seed + ctx.rank + 1000003 * start_iter)
+            say(f"note: world size changed ({len(rngs)} -> {ctx.world_size}): random streams are reseeded")
+        say(f"resuming {out} at iteration {start_iter}/{t.iters}")
+
+    net: nn.Module = _TrainForward(model)
+    if ctx.active:
+        net = nn.parallel.DistributedDataParallel(
+            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
+
+    # ---- run folder
+    if ctx.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "spec.yaml").write_text(spec.to_yaml())
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if not resuming:
+            run_info = {"command": " ".join(opts.command), "started": now, "versions": _versions(),
+                        "world_size": ctx.world_size, "seed": t.seed, "device": str(ctx.device),
+                        "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else
+                        platform.processor() or platform.machine(),
+                        "data": str(data_root), "format": fmt, "split": opts.split,
+                        "val_data": str(val_root) if val_root else None,
+                        "pretrained": str(opts.pretrained) if opts.pretrained else None,
+                        "init_from": str(opts.init_from) if opts.init_from else None,
+                        "log_every": log_every, "batch_size": t.batch_size, "micro_batch": micro, "accum": t.accum, "amp": use_amp,
+                        "train_samples": len(dataset), "resumes": []}
+        else:
+            run_info.setdefault("resumes", []).append(
+                {"iteration": start_iter, "time": now, "command": " ".join(opts.command),
+                 "world_size": ctx.world_size, "device": str(ctx.device)})
+        write_json(out / "run.json", run_info)
+    ctx.barrier()
+    log = CsvLog(out / "log.csv", start_iter) if ctx.is_main else None
+    tb = _tensorboard(out) if ctx.is_main else None
+
+    def checkpoint(iteration: int) -> None:
+        rngs = ctx.gather(capture_rng())
+        if ctx.is_main:
+            save_model(model, out / "last.safetensors", source=f"vitseg train {out.name} iter {iteration}")
+            save_state(out / "state.pt", {
+                "iteration": iteration, "best_score": best_score, "best_iter": best_iter,
+                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
+                "rng": rngs, "world_size": ctx.world_size, "spec": spec.to_yaml()})
+        ctx.barrier()
+
+    if start_iter >= t.iters:
+        say(f"{out}: already trained to iteration {start_iter} (raise --iters to continue)")
+        return TrainResult(out, start_iter, False, None, best_score)
+
+    crops = AugmentedCrops(dataset, spec)
+    batches = batch_loader(crops, micro, ctx.rank, ctx.world_size, start_iter * t.accum, t.workers,
+                           pin_memory=ctx.device.type == "cuda")
+    aux_weight = spec.model.auxiliary_head.loss_weight if spec.model.auxiliary_head else 0.0
+    ignore = spec.data.ignore_index
+    stop_at = min(opts.stop_at, t.iters) if opts.stop_at else t.iters
+    say(f"training {len(dataset)} images, {t.iters} iterations, batch {t.batch_size} "
+        f"({ctx.world_size} x {micro} x accum {t.accum}), crop {list(t.crop_size)}, lr {t.lr:g}, "
+        f"device {ctx.device}{' amp' if use_amp else ''}")
+
+    window = {"loss": 0.0, "aux": 0.0, "n": 0, "t0": time.perf_counter(), "iters": 0}
+    last_loss: Optional[float] = None
+    metrics: dict[str, float] = {}
+    iteration = start_iter
+    interrupted = False
+    progress = _progress(not opts.quiet and ctx.is_main, start_iter, t.iters)
+    with _StopFlag() as stop, progress as bar:
+        for it in range(start_iter, stop_at):
+            if ctx.any(stop.requested):
+                interrupted = True
+                break
+            lr_now = scheduler.base_lr
+            for a in range(t.accum):
+                x, y = _next_batch(batches)
+                x = x.to(ctx.device, non_blocking=True)
+                y = y.to(ctx.device, non_blocking=True)
+                sync = contextlib.nullcontext() if (a == t.accum - 1 or not ctx.active) else net.no_sync()
+                with sync:
+                    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
+                        logits, aux_logits = net(x)
+                    loss_main = seg_loss(logits, y, ignore)
+                    loss_aux = seg_loss(aux_logits, y, ignore) * aux_weight if aux_logits is not None else \
+                        loss_main.new_zeros(())
+                    loss = loss_main + loss_aux
+                    scaler.scale(loss / t.accum).backward()
+                window["loss"] += float(loss.detach())
+                window["aux"] += float(loss_aux.detach())
+                window["n"] += 1
+            if not use_amp and not math.isfinite(window["loss"]):
+                raise VitsegError(f"the loss became {window['loss']} at iteration {it + 1} (try a lower --lr); the "
+                                  f"last good state is in {out / 'state.pt'}")
+            scaler.step(optimizer)
+            scaler.update()
+            optimizer.zero_grad(set_to_none=True)
+            scheduler.step()
+            iteration = it + 1
+            window["iters"] += 1
+
+            evaluate_now = bool(val_dataset is not None and t.eval_every and
+                                (iteration % t.eval_every == 0 or iteration == t.iters))
+            if iteration % log_every == 0 or iteration == stop_at or evaluate_now:
+                loss_avg, aux_avg = ctx.mean([window["loss"] / window["n"], window["aux"] / window["n"]])
+                sec = (time.perf_counter() - window["t0"]) / window["iters"]
+                last_loss = loss_avg
+                row: dict[str, Any] = {"iter": iteration, "lr": lr_now, "loss": loss_avg, "loss_aux": aux_avg,
+                                       "time": sec}
+                if evaluate_now:
+                    if ctx.is_main:
+                        metrics = validate(model, val_dataset, ctx.device)
+                        row.update(metrics)
+                        say(f"iteration {iteration}: mIoU {metrics['mIoU']:.4f}, aAcc {metrics['aAcc']:.4f}")
+                        if best_score is None or metrics["mIoU"] > best_score:
+                            best_score, best_iter = metrics["mIoU"], iteration
+                            save_model(model, out / "best.safetensors",
+                                       source=f"vitseg train {out.name} iter {iteration} mIoU {best_score:.4f}")
+                    best_score, best_iter = ctx.gather((best_score, best_iter))[0]
+                if log is not None:
+                    log.append(row)
+                if tb is not None:
+                    for key, value in row.items():
+                        if key != "iter" and value is not None:
+                            tb.add_scalar(f"train/{key}" if key in ("lr", "loss", "loss_aux", "time")
+                                          else f"val/{key}", value, iteration)
+                window.update(loss=0.0, aux=0.0, n=0, t0=time.perf_counter(), iters=0)
+            bar(iteration, last_loss, lr_now)
+            if iteration % t.save_every == 0 and iteration != stop_at:
+                checkpoint(iteration)
+    checkpoint(iteration)
+    if tb is not None:
+        tb.close()
+    if interrupted:
+        say(f"stopped at iteration {iteration}: state saved; continue with --resume")
+    return TrainResult(out, iteration, interrupted, last_loss, best_score, metrics)
+
+
+def _open(root: Path, fmt: str, split: str, spec: Spec) -> Any:
+    """The dataset with its own class list; a folder without a classes file takes generic names for the model's
+    classes (its class count may differ from the model's: check_dataset decides)."""
+    try:
+        return open_dataset(root, fmt, split)
+    except VitsegError as err:
+        if fmt == "folder" and "no classes file" in str(err):
+            return open_dataset(root, fmt, split, num_classes=spec.model.num_classes)
+        raise
+
+
+def _next_batch(batches) -> tuple[torch.Tensor, torch.Tensor]:
+    try:
+        return next(batches)
+    except VitsegError as err:
+        one = unwrap_worker_error(err)
+        if one:
+            raise VitsegError(one) from None
+        raise
+
+
+def _tensorboard(out: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except Exception:  # the tensorboard package is optional
+        return None
+    return SummaryWriter(str(out / "tb"))
+
+
+class _progress:
+    """A rich progress bar (loss, lr, it/s, ETA) on rank 0, or nothing."""
+
+    def __init__(self, enabled: bool, start: int, total: int):
+        self.enabled, self.start, self.total = enabled, start, total
+        self._p = None
+
+    def __enter__(self) -> Callable[[int, Optional[float], float], None]:
+        if not self.enabled:
+            return lambda *_: None
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]}"),
+                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                           console=Console(stderr=True), transient=False)
+        self._p.start()
+        task = self._p.add_task("train", total=self.total, completed=self.start, loss="-", lr="-", speed="")
+        t0, first = time.perf_counter(), self.start
+
+        def update(iteration: int, loss: Optional[float], lr: float) -> None:
+            dt = time.perf_counter() - t0
+            speed = f"{(iteration - first) / dt:.2f} it/s" if dt > 0 else ""
+            self._p.update(task, completed=iteration, loss="-" if loss is None else f"{loss:.4f}",
+                           lr=f"{lr:.2e}", speed=speed)
+
+        return update
+
+    def __exit__(self, *exc) -> None:
+        if self._p is not None:
+            self._p.stop()

@@ -1,0 +1,106 @@
+"""Training batches: a resumable, sharded, endless stream of augmented crops, and the up-front data checks.
+
+The order of samples is a pure function of (seed, epoch, rank, world size) through `DistributedSampler`, and every
+sample's augmentation draws from `np.random.default_rng([seed, epoch, index])`. So micro-batch number m is the same
+whether a run went straight through or stopped and resumed, with any number of loader workers.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
+
+from ..data.transforms import train_transform
+from ..errors import VitsegError
+from ..spec import Spec
+
+Key = tuple[int, int]  # (epoch, sample index)
+
+
+class AugmentedCrops(Dataset):
+    """Map (epoch, index) -> (normalized CHW float32 crop, int64 label) through the official train pipeline."""
+
+    def __init__(self, dataset: Any, spec: Spec):
+        self.dataset = dataset
+        t, d = spec.train, spec.data
+        self.seed = t.seed
+        self.kwargs = dict(scale=tuple(t.scale), ratio_range=tuple(t.ratio_range), crop_size=tuple(t.crop_size),
+                           cat_max_ratio=t.cat_max_ratio, flip_prob=t.flip_prob, photometric=t.photometric,
+                           mean=tuple(d.mean), std=tuple(d.std), ignore_index=d.ignore_index)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Key) -> tuple[torch.Tensor, torch.Tensor]:
+        epoch, index = key
+        img, label = self.dataset.read_pair(index)  # label values and sizes checked by the dataset
+        rng = np.random.default_rng([self.seed, epoch, index])
+        x, y = train_transform(img, label, rng=rng, **self.kwargs)
+        return torch.from_numpy(x), torch.from_numpy(y)
+
+
+def check_dataset(dataset: Any, spec: Spec, root: str, probe: int = 8) -> None:
+    """Fail early: an empty dataset, more classes than the model has, unreadable or out-of-range labels (a few
+    probed evenly across the set; the rest are checked as they load)."""
+    n = len(dataset)
+    if n == 0:
+        raise VitsegError(f"{root}: no training samples found")
+    k = spec.model.num_classes
+    if dataset.num_classes > k:
+        raise VitsegError(f"{root}: the data has {dataset.num_classes} classes but model.num_classes is {k} "
+                          f"(set model.num_classes in the spec)")
+    for index in sorted({int(i) for i in np.linspace(0, n - 1, min(probe, n))}):
+        dataset.read_pair(index)
+
+
+class EndlessBatches(Sampler):
+    """Micro-batches of (epoch, index) keys for one rank, forever, starting at micro-batch `start`.
+
+    Each epoch is this rank's `DistributedSampler` shard (shuffled with the seed and epoch), repeated when it is
+    shorter than one batch; a trailing partial batch is dropped."""
+
+    def __init__(self, num_samples: int, batch_size: int, seed: int, rank: int, world_size: int, start: int = 0):
+        self.sampler = DistributedSampler(range(num_samples), num_replicas=world_size, rank=rank, shuffle=True,
+                                          seed=seed, drop_last=False)
+        self.batch_size = batch_size
+        shard = len(self.sampler)
+        self.per_epoch = max(shard, batch_size) // batch_size
+        self.start = start
+
+    def _epoch(self, epoch: int) -> list[int]:
+        self.sampler.set_epoch(epoch)
+        order = list(self.sampler)
+        while len(order) < self.batch_size:
+            order = order + order
+        return order
+
+    def __iter__(self) -> Iterator[list[Key]]:
+        epoch, offset = divmod(self.start, self.per_epoch)
+        while True:
+            order = self._epoch(epoch)
+            for b in range(offset, self.per_epoch):
+                yield [(epoch, i) for i in order[b * self.batch_size:(b + 1) * self.batch_size]]
+            epoch, offset = epoch + 1, 0
+
+
+def batch_loader(crops: AugmentedCrops, batch_size: int, rank: int, world_size: int, start: int,
+                 workers: int, pin_memory: bool) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """An iterator over training micro-batches from micro-batch `start` on."""
+    sampler = EndlessBatches(len(crops), batch_size, crops.seed, rank, world_size, start)
+    # an own generator: creating the loader must not draw from the global torch RNG (drop path uses it)
+    generator = torch.Generator().manual_seed(crops.seed * 1000 + rank)
+    loader = DataLoader(crops, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
+                        persistent_workers=workers > 0, prefetch_factor=2 if workers else None, generator=generator)
+    return iter(loader)
+
+
+def unwrap_worker_error(err: BaseException) -> str | None:
+    """The one-line message of a `VitsegError` raised inside a DataLoader worker (re-raised with a traceback)."""
+    text = str(err)
+    marker = "VitsegError: "
+    if marker in text:
+        return text.rsplit(marker, 1)[1].strip().splitlines()[0]
+    return None

@@ -1,0 +1,148 @@
+"""The run folder: resumable training state (`state.pt`), RNG capture/restore, `run.json` and `log.csv`.
+
+`state.pt` is written atomically (temporary file + `os.replace`) and read back with `torch.load(weights_only=True)`:
+everything in it is tensors, numbers, strings, lists and dicts. RNG states of python, numpy and torch (CPU and CUDA)
+are stored per rank, so a resumed run draws the same numbers it would have drawn.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import torch
+
+from ..errors import VitsegError
+
+STATE_FORMAT = "vitseg-train-state"
+STATE_VERSION = 1
+LOG_COLUMNS = ["iter", "lr", "loss", "loss_aux", "time", "aAcc", "mIoU", "mAcc"]
+
+
+# ---------------------------------------------------------------------------------------------------------- RNG
+
+
+def capture_rng() -> dict[str, Any]:
+    """This process's python, numpy and torch RNG states, as weights_only-loadable values."""
+    version, internal, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    out: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(internal, dtype=torch.int64), "gauss": gauss},
+        "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached": float(cached)},
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
+    return out
+
+
+def restore_rng(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state((npy["kind"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"],
+                         npy["cached"]))
+    torch.set_rng_state(state["torch"])
+    if state.get("cuda") and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+# -------------------------------------------------------------------------------------------------------- state
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write the training state atomically."""
+    payload = {"format": STATE_FORMAT, "version": STATE_VERSION, **state}
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_state(path: Path) -> dict[str, Any]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise VitsegError(f"{path}: not a readable training state ({first[:200]}); start a new run folder") from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise VitsegError(f"{path}: not a vitseg training state")
+    if state.get("version") != STATE_VERSION:
+        raise VitsegError(f"{path}: training state version {state.get('version')} is not supported "
+                          f"(this vitseg writes version {STATE_VERSION})")
+    return state
+
+
+# ---------------------------------------------------------------------------------------------------- run folder
+
+
+def check_run_folder(out: Path, resume: bool) -> bool:
+    """Whether there is a state to resume from; refuses to train into a used folder without --resume."""
+    if out.exists() and not out.is_dir():
+        raise VitsegError(f"{out}: exists and is not a folder (--out needs a run folder)")
+    has_state = (out / "state.pt").exists()
+    used = out.exists() and any(out.iterdir())
+    if resume:
+        if used and not has_state:
+            raise VitsegError(f"{out}: nothing to resume (no state.pt in this non-empty folder); give a new --out")
+        return has_state
+    if used:
+        raise VitsegError(f"{out}: run folder is not empty; continue it with --resume or choose a new --out folder")
+    return False
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with os.fdopen(fd, "w") as f:
+        json.dump(data, f, indent=2, default=str)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class CsvLog:
+    """`log.csv`: one row per logged iteration; on resume, rows past the resumed iteration are dropped."""
+
+    def __init__(self, path: Path, start_iter: int):
+        self.path = path
+        rows: list[dict[str, str]] = []
+        if path.exists() and start_iter > 0:
+            with open(path, newline="") as f:
+                rows = [r for r in csv.DictReader(f) if r.get("iter", "").isdigit() and int(r["iter"]) <= start_iter]
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def append(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(
+                {k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+
+
+def _fmt(value: Optional[Any]) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)
+
+
+def read_log(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
