@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
-from .msda import MSDeformAttn
+from .msda import MSDeformAttn, get_msda_impl
 from .vit import VisionTransformer
 
 Shapes = list[tuple[int, int]]
@@ -159,6 +159,20 @@ class _Geometry:
         self.prior_refs = _reference_points(self.prior_shapes, device)
 
 
+def _upsample2x(up: nn.ConvTranspose2d, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """`up` (ConvTranspose2d, kernel 2, stride 2) on an (B, h*w, C) token map, as one matmul and a pixel shuffle.
+
+    Same result as `up(map)`, about twice as fast on CPU, and the output is channels_last so adding it to the other
+    channels_last maps needs no layout conversion.
+    """
+    b, _, c = tokens.shape
+    cout = up.out_channels
+    weight = up.weight.permute(0, 2, 3, 1).reshape(c, 4 * cout)  # columns ordered (di, dj, cout)
+    y = torch.addmm(up.bias.repeat(4), tokens.reshape(b * h * w, c), weight)
+    y = y.view(b, h, w, 2, 2, cout).permute(0, 1, 3, 2, 4, 5).reshape(b, 2 * h, 2 * w, cout)
+    return y.permute(0, 3, 1, 2)
+
+
 @lru_cache(maxsize=16)
 def _geometry(height: int, width: int, device: torch.device) -> _Geometry:
     # plain tensors even when first built under inference_mode, so a cached entry also serves training
@@ -217,6 +231,10 @@ class ViTAdapter(VisionTransformer):
             raise ValueError(f"ViTAdapter needs H and W divisible by 32, got {height}x{width} "
                              "(the segmentor pads for you)")
         geometry = _geometry(height, width, x.device)
+        fast = get_msda_impl() == "fast"  # 'reference' keeps every official form, as the oracle and the baseline
+        if fast:
+            # channels_last: mkldnn/cuDNN convs run faster and the conv-map -> token flatten becomes a free view
+            x = x.contiguous(memory_format=torch.channels_last)
         c1, c2, c3, c4 = self.spm(x)
         sizes = [c2.shape[1], c3.shape[1], c4.shape[1]]
         c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
@@ -227,10 +245,14 @@ class ViTAdapter(VisionTransformer):
             x, c = layer(x, c, self.blocks[first:last + 1], geometry)
             outs.append(x.transpose(1, 2).reshape(bs, dim, h, w))
         c2, c3, c4 = c.split(sizes, dim=1)
+        if fast:
+            up = _upsample2x(self.up, c2, h * 2, w * 2)
         c2 = c2.transpose(1, 2).reshape(bs, dim, h * 2, w * 2)
+        if not fast:
+            up = self.up(c2)
+        c1 = up + c1
         c3 = c3.transpose(1, 2).reshape(bs, dim, h, w)
         c4 = c4.transpose(1, 2).reshape(bs, dim, h // 2, w // 2)
-        c1 = self.up(c2) + c1
         if self.add_vit_feature:
             x1, x2, x3, x4 = outs
             c1 = c1 + F.interpolate(x1, scale_factor=4, mode="bilinear", align_corners=False)

@@ -1,19 +1,61 @@
 """Multi-scale deformable attention (Deformable DETR), in pure PyTorch for CPU and CUDA.
 
-`ms_deform_attn_reference` is the official pure-PyTorch fallback (one `grid_sample` per level) and serves as the
-test oracle; `MSDeformAttn` is the module with the official parameter names and initialisation.
+Two interchangeable implementations of the sampling core:
+
+- `ms_deform_attn_reference`: the official pure-PyTorch fallback (one `grid_sample` per level); the test oracle.
+- `ms_deform_attn_fast` (default): all levels packed side by side into one zero-separated canvas so that all heads,
+  levels and points go through ONE `grid_sample`, with the grid laid out (points, queries) so the CPU kernel
+  vectorises along the long query axis, and the weighted sum done in place when no gradient is needed.
+
+Pick one with `set_msda_impl('reference' | 'fast')`, the `msda_impl(...)` context manager, or the environment
+variable `VITSEG_MSDA` (read at import). 'reference' also keeps the backbone's other official forms (NCHW convs,
+ConvTranspose2d upsampling; see adapter.py), so it is the whole-model baseline too. `MSDeformAttn` is the module with the official parameter names and
+initialisation; under autocast it samples in float32 (half-precision sampling locations are off by whole pixels).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from functools import lru_cache
+from typing import Iterator
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+Shapes = list[tuple[int, int]]
+IMPLS = ("fast", "reference")
+_impl = os.environ.get("VITSEG_MSDA", "fast").strip().lower() or "fast"
+if _impl not in IMPLS:
+    raise ValueError(f"VITSEG_MSDA must be one of {IMPLS}, got {_impl!r}")
 
-def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: list[tuple[int, int]],
+
+def set_msda_impl(name: str) -> None:
+    """Select the deformable-attention sampling implementation used by every `MSDeformAttn`."""
+    global _impl
+    if name not in IMPLS:
+        raise ValueError(f"unknown MSDA implementation {name!r} (choose from {IMPLS})")
+    _impl = name
+
+
+def get_msda_impl() -> str:
+    return _impl
+
+
+@contextlib.contextmanager
+def msda_impl(name: str) -> Iterator[None]:
+    """Temporarily use another implementation (benchmarks, tests)."""
+    previous = get_msda_impl()
+    set_msda_impl(name)
+    try:
+        yield
+    finally:
+        set_msda_impl(previous)
+
+
+def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: Shapes,
                              sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
     """value (N, S, M, Dh); locations (N, Lq, M, L, P, 2) in [0, 1] (x, y); weights (N, Lq, M, L, P) -> (N, Lq, M*Dh)."""
     n, _, m, dh = value.shape
@@ -28,6 +70,82 @@ def ms_deform_attn_reference(value: torch.Tensor, spatial_shapes: list[tuple[int
     weights = attention_weights.transpose(1, 2).reshape(n * m, 1, lq, n_levels * n_points)
     out = (torch.stack(sampled, dim=-2).flatten(-2) * weights).sum(-1).view(n, m * dh, lq)
     return out.transpose(1, 2).contiguous()
+
+
+class _Canvas:
+    """Where each level sits in the packed canvas, and the per-level affine map from [0, 1] locations to it.
+
+    Levels are placed left to right, top-aligned, with one zero column between neighbours; the canvas is as tall as
+    the tallest level. A location is first clamped to [-1, size] in its level's pixel space: every bilinear tap of a
+    point outside that range is zero-padding in the reference, and after the clamp its taps land in a zero gap or
+    outside the canvas (weight exactly 0 on the in-level tap), so no other level's values can leak in.
+    """
+
+    def __init__(self, shapes: Shapes, device: torch.device, dtype: torch.dtype):
+        self.shapes = shapes
+        self.height = max(h for h, _ in shapes)
+        self.width = sum(w for _, w in shapes) + len(shapes) - 1
+        x0 = [sum(w + 1 for _, w in shapes[:i]) for i in range(len(shapes))]
+        size = torch.tensor([[w, h] for h, w in shapes], dtype=torch.float64)
+        canvas = torch.tensor([self.width, self.height], dtype=torch.float64)
+        shift = torch.tensor([[x, 0.0] for x in x0], dtype=torch.float64)
+        # pixel-space u = loc * size - 0.5 (align_corners=False), clamp u to [-1, size], then
+        # grid = 2 * (u + 0.5 + shift) / canvas - 1, so: loc * size clamped to [-0.5, size + 0.5], times 2/canvas,
+        # plus (2 * shift / canvas - 1)
+        as_t = lambda t: t.to(device=device, dtype=dtype)[:, None, :]  # noqa: E731  (L, 1, 2): broadcast over P
+        self.size = as_t(size)
+        self.low = as_t(torch.full_like(size, -0.5))
+        self.high = as_t(size + 0.5)
+        self.scale = as_t((2.0 / canvas).expand_as(size))
+        self.offset = as_t(2.0 * shift / canvas - 1.0)
+
+    def pack(self, value: torch.Tensor) -> torch.Tensor:
+        """(B, C, S) level-concatenated values -> (B, C, height, width) canvas."""
+        if len(self.shapes) == 1:
+            h, w = self.shapes[0]
+            return value.unflatten(-1, (h, w))
+        parts = value.split([h * w for h, w in self.shapes], dim=-1)
+        last = len(self.shapes) - 1
+        padded = [F.pad(p.unflatten(-1, (h, w)), (0, int(i < last), 0, self.height - h))
+                  for i, (p, (h, w)) in enumerate(zip(parts, self.shapes))]
+        return torch.cat(padded, dim=-1)
+
+    def grid(self, locations: torch.Tensor) -> torch.Tensor:
+        """(..., L, P, 2) locations in [0, 1] level coordinates -> grid in [-1, 1] canvas coordinates."""
+        pixels = torch.minimum(torch.maximum(locations * self.size, self.low), self.high)
+        return pixels * self.scale + self.offset
+
+
+@lru_cache(maxsize=64)
+def _canvas(shapes: tuple[tuple[int, int], ...], device: torch.device, dtype: torch.dtype) -> _Canvas:
+    with torch.inference_mode(False), torch.no_grad():
+        return _Canvas(list(shapes), device, dtype)
+
+
+def ms_deform_attn_fast(value: torch.Tensor, spatial_shapes: Shapes,
+                        sampling_locations: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
+    """Same contract and result as `ms_deform_attn_reference`, with a single `grid_sample` for all levels."""
+    n, s, m, dh = value.shape
+    _, lq, _, n_levels, n_points, _ = sampling_locations.shape
+    k = n_levels * n_points
+    canvas = _canvas(tuple((int(h), int(w)) for h, w in spatial_shapes), value.device, value.dtype)
+    packed = canvas.pack(value.permute(0, 2, 3, 1).reshape(n * m, dh, s))
+    # grid (N*M, K, Lq, 2): the kernel's inner loop runs over the last grid axis, so make it the long one
+    grid = canvas.grid(sampling_locations).permute(0, 2, 3, 4, 1, 5).reshape(n * m, k, lq, 2)
+    sampled = F.grid_sample(packed, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    weights = attention_weights.permute(0, 2, 3, 4, 1).reshape(n * m, 1, k, lq)
+    if torch.is_grad_enabled() and (sampled.requires_grad or weights.requires_grad):
+        out = (sampled * weights).sum(2)
+    else:
+        out = sampled.mul_(weights).sum(2)  # no autograd graph: reuse the sampled buffer
+    return out.view(n, m * dh, lq).transpose(1, 2)
+
+
+def ms_deform_attn(value: torch.Tensor, spatial_shapes: Shapes, sampling_locations: torch.Tensor,
+                   attention_weights: torch.Tensor) -> torch.Tensor:
+    """The sampling core with the selected implementation (see `set_msda_impl`)."""
+    fn = ms_deform_attn_fast if _impl == "fast" else ms_deform_attn_reference
+    return fn(value, spatial_shapes, sampling_locations, attention_weights)
 
 
 class MSDeformAttn(nn.Module):
@@ -61,16 +179,28 @@ class MSDeformAttn(nn.Module):
             nn.init.constant_(proj.bias, 0.0)
 
     def forward(self, query: torch.Tensor, reference_points: torch.Tensor, feat: torch.Tensor,
-                spatial_shapes: list[tuple[int, int]]) -> torch.Tensor:
+                spatial_shapes: Shapes) -> torch.Tensor:
         """query (N, Lq, D); reference_points (1 or N, Lq, 2) as (x, y) in [0, 1]; feat (N, S, D) -> (N, Lq, D)."""
         n, lq, _ = query.shape
         m, n_levels, n_points = self.n_heads, self.n_levels, self.n_points
-        value = self.value_proj(feat).view(n, feat.shape[1], m, -1)
-        offsets = self.sampling_offsets(query).view(n, lq, m, n_levels, n_points, 2)
-        weights = self.attention_weights(query).view(n, lq, m, n_levels * n_points).softmax(-1)
-        weights = weights.view(n, lq, m, n_levels, n_points)
-        # offsets are in pixels of each level: normalise by that level's (W, H)
-        normalizer = torch.tensor([[w, h] for h, w in spatial_shapes], dtype=query.dtype, device=query.device)
-        locations = reference_points[:, :, None, None, None, :] + offsets / normalizer[None, None, None, :, None, :]
-        out = ms_deform_attn_reference(value, spatial_shapes, locations, weights)
+        value = self.value_proj(feat)
+        with torch.autocast(query.device.type, enabled=False):
+            # offsets, weights and sampling in float32 even under autocast: a bf16 offset of ~10 px is off by ~0.05 px
+            dtype = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
+            query, value = query.to(dtype), value.to(dtype)
+            value = value.view(n, feat.shape[1], m, -1)
+            offsets = self.sampling_offsets(query).view(n, lq, m, n_levels, n_points, 2)
+            weights = self.attention_weights(query).view(n, lq, m, n_levels * n_points).softmax(-1)
+            weights = weights.view(n, lq, m, n_levels, n_points)
+            # offsets are in pixels of each level: normalise by that level's (W, H)
+            normalizer = _normalizer(tuple(spatial_shapes), query.device, dtype)
+            locations = reference_points.to(dtype)[:, :, None, None, None, :] + offsets / normalizer
+            out = ms_deform_attn(value, spatial_shapes, locations, weights)
         return self.output_proj(out)
+
+
+@lru_cache(maxsize=64)
+def _normalizer(shapes: tuple[tuple[int, int], ...], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """(L, 1, 2) tensor of each level's (W, H), cached so no host-to-device copy happens per call."""
+    with torch.inference_mode(False), torch.no_grad():
+        return torch.tensor([[w, h] for h, w in shapes], dtype=dtype, device=device)[:, None, :]

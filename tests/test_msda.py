@@ -1,0 +1,116 @@
+"""Fast multi-scale deformable attention against the official per-level grid_sample form (the oracle)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from vitseg_cli import build_model, load_model
+from vitseg_cli.model.msda import (MSDeformAttn, get_msda_impl, ms_deform_attn_fast, ms_deform_attn_reference,
+                                   msda_impl, set_msda_impl)
+
+CASES = [  # (spatial shapes, batch, queries, heads, head dim, points)
+    ([(5, 7), (3, 4), (2, 2)], 2, 11, 2, 8, 4),
+    ([(6, 6)], 1, 9, 3, 4, 3),
+    ([(4, 9), (1, 1)], 3, 5, 1, 3, 2),
+    ([(2, 3), (7, 5), (3, 3), (1, 6)], 1, 13, 4, 2, 1),
+]
+
+
+def _inputs(shapes, n, lq, m, dh, p, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    s = sum(h * w for h, w in shapes)
+    value = torch.randn(n, s, m, dh, generator=g, dtype=dtype)
+    # well outside [0, 1] too: zero padding, and nothing may leak from a neighbouring level of the packed canvas
+    loc = torch.rand(n, lq, m, len(shapes), p, 2, generator=g, dtype=dtype) * 2.0 - 0.5
+    weights = torch.rand(n, lq, m, len(shapes), p, generator=g, dtype=dtype)
+    return value, loc, weights
+
+
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_fast_equals_reference_forward_and_backward(case):
+    shapes, *dims = CASES[case]
+    value, loc, weights = (t.requires_grad_() for t in _inputs(shapes, *dims, seed=case))
+    ref = ms_deform_attn_reference(value, shapes, loc, weights)
+    fast = ms_deform_attn_fast(value, shapes, loc, weights)
+    assert fast.shape == ref.shape
+    assert torch.allclose(fast, ref, atol=1e-10)
+    probe = torch.randn_like(ref)
+    grads_ref = torch.autograd.grad((ref * probe).sum(), (value, loc, weights))
+    grads_fast = torch.autograd.grad((fast * probe).sum(), (value, loc, weights))
+    for name, a, b in zip(("value", "locations", "weights"), grads_ref, grads_fast):
+        assert torch.allclose(a, b, atol=1e-9), name
+
+
+def test_fast_float32_and_no_grad_path():
+    shapes, *dims = CASES[0]
+    value, loc, weights = _inputs(shapes, *dims, seed=7, dtype=torch.float32)
+    ref = ms_deform_attn_reference(value, shapes, loc, weights)
+    with torch.no_grad():  # the in-place weighted sum
+        fast = ms_deform_attn_fast(value, shapes, loc, weights)
+    assert (fast - ref).abs().max().item() < 1e-5
+
+
+def test_points_at_level_edges_and_far_outside_read_zero_padding():
+    shapes = [(3, 4), (2, 2)]
+    value = torch.randn(1, 16, 1, 5, dtype=torch.float64)
+    edges = torch.tensor([-10.0, -0.25, -1 / 8, 0.0, 0.5, 1.0, 1 + 1 / 8, 1.25, 3.0], dtype=torch.float64)
+    xs, ys = torch.meshgrid(edges, edges, indexing="ij")
+    loc = torch.stack([xs.flatten(), ys.flatten()], -1)[None, :, None, None, None, :].expand(1, -1, 1, 2, 1, 2)
+    weights = torch.ones(1, loc.shape[1], 1, 2, 1, dtype=torch.float64)
+    ref = ms_deform_attn_reference(value, shapes, loc, weights)
+    assert torch.allclose(ms_deform_attn_fast(value, shapes, loc, weights), ref, atol=1e-12)
+
+
+def test_module_switch_and_autocast_keeps_float32_sampling():
+    attn = MSDeformAttn(16, 2, 2, 2).double()
+    torch.nn.init.normal_(attn.sampling_offsets.weight, std=0.5)
+    torch.nn.init.normal_(attn.attention_weights.weight)
+    shapes = [(4, 4), (2, 2)]
+    query, feat = torch.randn(2, 6, 16, dtype=torch.float64), torch.randn(2, 20, 16, dtype=torch.float64)
+    refs = torch.rand(1, 6, 2, dtype=torch.float64)
+    with msda_impl("reference"):
+        ref = attn(query, refs, feat, shapes)
+    assert get_msda_impl() == "fast"
+    assert torch.allclose(attn(query, refs, feat, shapes), ref, atol=1e-10)
+    with pytest.raises(ValueError):
+        set_msda_impl("cuda")
+    attn = attn.float()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = attn(query.float(), refs.float(), feat.float(), shapes)
+    assert out.dtype == torch.bfloat16
+    assert (out.float() - ref.float()).abs().max().item() < 0.1
+
+
+def test_backbone_fast_path_reproduces_official_outputs(parity_dir):
+    config = json.loads((parity_dir / "mini_config.json").read_text())
+    case = torch.load(parity_dir / "mini_case.pt", weights_only=True)
+    model = load_model(parity_dir / "mini_checkpoint.pth", spec={"model": {"backbone": config}})
+    with torch.no_grad():
+        for impl in ("fast", "reference"):
+            with msda_impl(impl):
+                outs = model.backbone(case["input"])
+            for ours, ref in zip(outs, case["outputs"]):
+                assert (ours - ref).abs().max().item() <= 1e-3, impl
+
+
+def test_backbone_gradients_match_reference():
+    torch.manual_seed(0)
+    model = build_model("nano").backbone.train()
+    for p in model.parameters():  # perturb so offsets, weights and gammas all matter
+        p.data.add_(torch.randn_like(p) * 0.05)
+    model.eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        probes = [torch.randn_like(f) for f in model(x)]
+    grads = {}
+    for impl in ("reference", "fast"):
+        model.zero_grad()
+        with msda_impl(impl):
+            loss = sum((f * p).sum() for f, p in zip(model(x), probes))
+        loss.backward()
+        grads[impl] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+    scale = grads["reference"].abs().max()
+    assert (grads["fast"] - grads["reference"]).abs().max() <= 1e-4 * scale
