@@ -1,0 +1,82 @@
+"""Run an exported ONNX segmentor with onnxruntime, as a drop-in for the torch model in the inference loop.
+
+`OnnxSegmentor(path)` reads the spec embedded by `vitseg export`; calling it on a normalized (B, 3, h, w) tensor gives
+logits (B, K, ceil(h/4), ceil(w/4)) like `Segmentor.forward`. The graph has a fixed spatial size (the export size), so
+other input sizes are an error: use slide inference with crop = export size, or export at the size you feed. With
+`allow_pad=True` a smaller input is zero-padded bottom/right to the export size and the logits cropped; that is NOT
+what the torch model computes (it pads only to a multiple of 32, and attention sees the padding), so logits move.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..errors import VitsegError
+from ..spec import Spec, load_spec, spec_from_dict
+from .export import META_HEIGHT, META_SPEC, META_WIDTH, logits_size
+
+
+class OnnxSegmentor:
+    """Callable `(x: torch.Tensor) -> torch.Tensor` logits, with `.spec`, `.num_classes`, `.height`, `.width`."""
+
+    def __init__(self, onnx_path: "str | Path", spec: "Spec | dict | str | None" = None,
+                 providers: Optional[Sequence[str]] = None, threads: int = 0, allow_pad: bool = False):
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise VitsegError("the ONNX backend needs onnxruntime: pip install 'vitseg[onnx]'") from None
+        path = Path(onnx_path)
+        if not path.is_file():
+            raise VitsegError(f"{path}: ONNX file not found")
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), options,
+                                                providers=list(providers or ["CPUExecutionProvider"]))
+        except Exception as err:  # onnxruntime raises its own exception types
+            raise VitsegError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if spec is not None:
+            self.spec = load_spec(spec)
+        elif META_SPEC in meta:
+            import yaml
+
+            self.spec = spec_from_dict(yaml.safe_load(meta[META_SPEC]), source=f"{path} (embedded spec)")
+        else:
+            raise VitsegError(f"{path}: no vitseg spec in the ONNX metadata (give one with --spec)")
+        shape = self.session.get_inputs()[0].shape
+        self.height = int(meta.get(META_HEIGHT, shape[2]))
+        self.width = int(meta.get(META_WIDTH, shape[3]))
+        self.input_name = self.session.get_inputs()[0].name
+        self.path = path
+        self.allow_pad = allow_pad
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.model.num_classes
+
+    def eval(self) -> "OnnxSegmentor":  # the torch-model protocol the inference loop may call
+        return self
+
+    def to(self, *_args, **_kwargs) -> "OnnxSegmentor":
+        return self
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 3:
+            raise VitsegError(f"expected a (B, 3, H, W) batch, got {tuple(x.shape)}")
+        h, w = x.shape[-2:]
+        if (h, w) != (self.height, self.width) and (not self.allow_pad or h > self.height or w > self.width):
+            raise VitsegError(f"input {h}x{w} does not fit the ONNX model's fixed {self.height}x{self.width} (export "
+                              "with --height/--width of your input, or use slide inference with that crop size)")
+        device = x.device
+        x = x.detach().float().cpu()
+        if (h, w) != (self.height, self.width):
+            x = F.pad(x, (0, self.width - w, 0, self.height - h))
+        logits = self.session.run(None, {self.input_name: x.contiguous().numpy()})[0]
+        lh, lw = logits_size(h, w)
+        return torch.from_numpy(logits)[..., :lh, :lw].to(device)
