@@ -6,9 +6,11 @@ import typer
 
 from .commands import data as data_cmds
 from .commands import eval as eval_cmds
+from .commands import export as export_cmds
 from .commands import model_cmds
 from .commands import predict as predict_cmds
 from .commands import train as train_cmds
+from .commands import visualize as visualize_cmds
 
 app = typer.Typer(
     name="vitseg",
@@ -19,7 +21,7 @@ app = typer.Typer(
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
-for _module in (model_cmds, data_cmds, eval_cmds, predict_cmds, train_cmds,):
+for _module in (model_cmds, data_cmds, eval_cmds, predict_cmds, train_cmds, visualize_cmds, export_cmds,):
     _module.register(app)
 
 
