@@ -22,6 +22,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -313,6 +314,8 @@ def validate(model: Segmentor, dataset: Any, device: torch.device) -> dict[str, 
 
 def train(opts: TrainOptions, say: Callable[[str], None] = print) -> TrainResult:
     """Run (or resume) a training run into `opts.out`; `say` prints notes (called on rank 0 only)."""
+    # DDP on CPU: depthwise-conv grads come with other strides than DDP's buckets; harmless, and said every step
+    warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ctx = init_distributed(opts.device)
     try:
         return _train(opts, ctx, say if ctx.is_main else (lambda _msg: None))
