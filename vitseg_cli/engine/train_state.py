@@ -22,6 +22,7 @@ from ..errors import VitsegError
 
 STATE_FORMAT = "vitseg-train-state"
 STATE_VERSION = 1
+RESTARTABLE = {"spec.yaml", "run.json", "log.csv", "tb"}
 LOG_COLUMNS = ["iter", "lr", "loss", "loss_aux", "time", "aAcc", "mIoU", "mAcc"]
 
 
@@ -97,7 +98,8 @@ def check_run_folder(out: Path, resume: bool) -> bool:
     if out.exists() and not out.is_dir():
         raise VitsegError(f"{out}: exists and is not a folder (--out needs a run folder)")
     has_state = (out / "state.pt").exists()
-    used = out.exists() and any(out.iterdir())
+    # a run that failed before its first save left only these: it is started again, not refused
+    used = out.exists() and any(p.name not in RESTARTABLE for p in out.iterdir())
     if resume:
         if used and not has_state:
             raise VitsegError(f"{out}: nothing to resume (no state.pt in this non-empty folder); give a new --out")
