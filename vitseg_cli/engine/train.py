@@ -15,6 +15,7 @@ RNG states, data position and best score, so the run continues as if never stopp
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import platform
@@ -330,8 +331,6 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     ctx.barrier()  # every rank has looked at the folder before rank 0 writes into it
     run_info: dict[str, Any] = {}
     if resuming:
-        import json
-
         run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
     data_root = opts.data or (Path(run_info["data"]) if run_info.get("data") else None)
     fmt = opts.fmt or run_info.get("format") or "folder"
