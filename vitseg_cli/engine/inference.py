@@ -191,8 +191,8 @@ def _identity(item):
 
 
 def _worker_init(_: int) -> None:
+    # one thread per worker process; not cv2.setNumThreads: after fork it waits forever on the parent's pool
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
 
 
 # -------------------------------------------------------------------------------------------- band-wise scores
