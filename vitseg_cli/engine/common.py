@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -19,8 +20,12 @@ def default_weights_path() -> Path:
     return Path(vitseg_cli.__file__).resolve().parents[1] / "weights" / "default.safetensors"
 
 
+def _note_to_stderr(line: str) -> None:
+    print(f"note: {line}", file=sys.stderr)
+
+
 def load_inference_model(weights: Optional[Path], spec: Optional[str], device: "torch.device | str",
-                         note: Optional[Callable[[str], None]] = print) -> Segmentor:
+                         note: Optional[Callable[[str], None]] = _note_to_stderr) -> Segmentor:
     """A model in eval mode on `device`: vitseg `.safetensors` or official `.pth` (spec given or inferred);
     no weights = the shipped default model. Each of the model's load notes goes to `note`."""
     if weights is None:

@@ -246,7 +246,9 @@ def _load_backend(opts: PredictOptions, device, note):
     except ImportError as err:
         raise VitsegError(f"--backend onnx is not available ({err}); install the [onnx] extra or use "
                           "--backend torch") from None
-    return OnnxSegmentor(opts.weights, spec=opts.spec, device=device)
+    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
+    # slide windows at the image edges can be smaller than the exported size: let them be padded
+    return OnnxSegmentor(opts.weights, spec=opts.spec, providers=providers, allow_pad=True)
 
 
 def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> PredictSummary:
