@@ -243,16 +243,18 @@ class ViTAdapter(VisionTransformer):
         outs = []
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
             x, c = layer(x, c, self.blocks[first:last + 1], geometry)
-            outs.append(x.transpose(1, 2).reshape(bs, dim, h, w))
+            outs.append(x.transpose(1, 2).reshape(bs, dim, h, w).contiguous())
         c2, c3, c4 = c.split(sizes, dim=1)
         if fast:
             up = _upsample2x(self.up, c2, h * 2, w * 2)
-        c2 = c2.transpose(1, 2).reshape(bs, dim, h * 2, w * 2)
+        # .contiguous() as in the official code, and needed: CPU BatchNorm backward gives wrong gradients for these
+        # transposed views when the batch is 1 (checked against finite differences in tests/test_model_grad.py)
+        c2 = c2.transpose(1, 2).reshape(bs, dim, h * 2, w * 2).contiguous()
         if not fast:
             up = self.up(c2)
         c1 = up + c1
-        c3 = c3.transpose(1, 2).reshape(bs, dim, h, w)
-        c4 = c4.transpose(1, 2).reshape(bs, dim, h // 2, w // 2)
+        c3 = c3.transpose(1, 2).reshape(bs, dim, h, w).contiguous()
+        c4 = c4.transpose(1, 2).reshape(bs, dim, h // 2, w // 2).contiguous()
         if self.add_vit_feature:
             x1, x2, x3, x4 = outs
             c1 = c1 + F.interpolate(x1, scale_factor=4, mode="bilinear", align_corners=False)
