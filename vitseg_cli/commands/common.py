@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -34,3 +34,26 @@ def friendly_errors(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+def inference_overrides(mode: Optional[str], crop_size: Optional[int], stride: Optional[int],
+                        flip: Optional[bool], scales: Optional[str], batch_size: Optional[int],
+                        half: bool = False) -> dict[str, Any]:
+    """The inference options shared by predict and eval, checked, as `InferenceSettings` overrides (None = spec)."""
+    if mode is not None and mode not in ("whole", "slide"):
+        raise VitsegError(f"--mode {mode!r}: expected whole or slide")
+    ratios = None
+    if scales is not None:
+        try:
+            ratios = [float(s) for s in scales.split(",") if s.strip()]
+        except ValueError:
+            raise VitsegError(f"--scales {scales!r}: expected numbers separated by commas, e.g. 0.75,1,1.25") from None
+    return {
+        "mode": mode,
+        "crop_size": (crop_size, crop_size) if crop_size else None,
+        "stride": (stride, stride) if stride else None,
+        "flip": flip,
+        "scales": ratios,
+        "batch_size": batch_size,
+        "half": True if half else None,
+    }

@@ -13,16 +13,7 @@ from ..data.datasets import FORMATS
 from ..engine.eval_report import summary_line, terminal_table, write_reports
 from ..engine.evaluate import EvalResult, ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
 from ..errors import VitsegError
-from .common import console, friendly_errors
-
-
-def _parse_scales(text: Optional[str]) -> Optional[list[float]]:
-    if text is None:
-        return None
-    try:
-        return [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise VitsegError(f"--scales {text!r}: expected numbers separated by commas, e.g. 0.75,1,1.25") from None
+from .common import console, friendly_errors, inference_overrides
 
 
 @friendly_errors
@@ -74,16 +65,7 @@ def eval_cmd(
             raise VitsegError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
         if not dataset.exists():
             raise VitsegError(f"{dataset}: dataset folder not found")
-        if mode is not None and mode not in ("whole", "slide"):
-            raise VitsegError(f"--mode {mode!r}: expected whole or slide")
-        overrides = {
-            "mode": mode,
-            "crop_size": (crop_size, crop_size) if crop_size else None,
-            "stride": (stride, stride) if stride else None,
-            "flip": flip,
-            "scales": _parse_scales(scales),
-            "batch_size": batch_size,
-        }
+        overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size)
         note = None if quiet else (lambda line: console.print(f"[yellow]note:[/] {line}", soft_wrap=True))
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,

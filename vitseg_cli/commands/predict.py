@@ -7,18 +7,8 @@ from typing import Optional
 
 import typer
 
-from ..errors import VitsegError
 from ..engine.predict import PredictOptions, parse_save, run_predict
-from .common import console, friendly_errors
-
-
-def _parse_scales(text: Optional[str]) -> Optional[list[float]]:
-    if text is None:
-        return None
-    try:
-        return [float(s) for s in text.split(",") if s.strip()]
-    except ValueError:
-        raise VitsegError(f"--scales {text!r}: expected numbers separated by commas, e.g. 0.75,1,1.25") from None
+from .common import console, friendly_errors, inference_overrides
 
 
 @friendly_errors
@@ -47,17 +37,7 @@ def predict(
     """Segment every image: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/predict.json.
 
     Existing outputs are skipped (rerun to resume); unreadable files are reported and the exit code is 1."""
-    if mode is not None and mode not in ("whole", "slide"):
-        raise VitsegError(f"--mode {mode!r}: expected whole or slide")
-    overrides = {
-        "mode": mode,
-        "crop_size": (crop_size, crop_size) if crop_size else None,
-        "stride": (stride, stride) if stride else None,
-        "flip": flip,
-        "scales": _parse_scales(scales),
-        "batch_size": batch_size,
-        "half": True if half else None,
-    }
+    overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half)
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
                           device=device, save=parse_save(save), alpha=alpha, overwrite=overwrite, workers=workers,
                           quiet=quiet, backend=backend.lower())
