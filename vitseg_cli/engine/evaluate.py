@@ -11,7 +11,6 @@ An error on any rank is shared with all ranks before the reduction, so none is l
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -19,10 +18,12 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
+import torch
 
 from ..data import io
 from ..data.datasets import SegDataset, check_label, check_same_size, load_classes_file, open_dataset
 from ..errors import VitsegError
+from .distributed import DistContext, init_distributed, rank_device
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label, summarize
 
 # (index in the full list, key, predicted labels, ground-truth labels, what to name in errors)
@@ -41,67 +42,6 @@ class EvalResult:
 # ------------------------------------------------------------------------------------------------ distribution
 
 
-class DistContext:
-    """Rank/world from the torchrun environment; a process group is created only when WORLD_SIZE > 1."""
-
-    def __init__(self, device_type: str = "cpu"):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.device_type = device_type
-        self._own_group = False
-        if self.world > 1:
-            import torch.distributed as dist
-
-            if not dist.is_initialized():
-                backend = "nccl" if device_type == "cuda" else "gloo"
-                if backend == "nccl":
-                    import torch
-
-                    torch.cuda.set_device(self.local_rank)
-                dist.init_process_group(backend)
-                self._own_group = True
-
-    @property
-    def enabled(self) -> bool:
-        return self.world > 1
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    def shard(self, items: Sequence[Any]) -> list[int]:
-        """Indices of this rank's share: rank, rank + world, ..."""
-        return list(range(self.rank, len(items), self.world))
-
-    def sum_matrix(self, matrix: np.ndarray) -> np.ndarray:
-        if not self.enabled:
-            return matrix
-        import torch
-        import torch.distributed as dist
-
-        device = f"cuda:{self.local_rank}" if self.device_type == "cuda" else "cpu"
-        t = torch.from_numpy(np.ascontiguousarray(matrix)).to(device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return t.cpu().numpy()
-
-    def gather(self, obj: Any) -> list[Any]:
-        if not self.enabled:
-            return [obj]
-        import torch.distributed as dist
-
-        out: list[Any] = [None] * self.world
-        dist.all_gather_object(out, obj)
-        return out
-
-    def close(self) -> None:
-        if self._own_group:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self._own_group = False
-
-
 def _run_shard(ctx: DistContext, work: Callable[[], Any]) -> Any:
     """Run this rank's work; share any failure with every rank (so nobody waits in a collective), then raise it."""
     try:
@@ -111,7 +51,7 @@ def _run_shard(ctx: DistContext, work: Callable[[], Any]) -> Any:
     except KeyboardInterrupt:
         raise
     except BaseException as err:
-        if not ctx.enabled:
+        if not ctx.active:
             raise
         result, failure = None, f"rank {ctx.rank}: {type(err).__name__}: {err}"
     failures = [f for f in ctx.gather(failure) if f]
@@ -164,14 +104,14 @@ def score_pairs(pairs: Iterable[ScoredPair], num_classes: int, ignore_index: int
 def _finish(ctx: DistContext, local: tuple[np.ndarray, list[dict]], class_names: Sequence[str], meta: dict,
             started: float) -> Optional[EvalResult]:
     matrix, rows = local
-    matrix = ctx.sum_matrix(matrix)
+    matrix = ctx.sum_array(matrix)
     all_rows = [r for part in ctx.gather(rows) for r in part]
     if not ctx.is_main:
         return None
     all_rows.sort(key=lambda r: r["index"])
     for r in all_rows:
         r.pop("index", None)
-    meta = {**meta, "num_images": len(all_rows), "world_size": ctx.world}
+    meta = {**meta, "num_images": len(all_rows), "world_size": ctx.world_size}
     return EvalResult(summarize(matrix, class_names), matrix, all_rows, meta, time.perf_counter() - started)
 
 
@@ -249,7 +189,7 @@ def evaluate_pairs(opts: PairOptions) -> Optional[EvalResult]:
             raise VitsegError(f"{opts.classes}: {len(names)} classes but --num-classes is {opts.num_classes}")
     else:
         names = [f"class_{i}" for i in range(opts.num_classes)]
-    ctx = DistContext("cpu")
+    ctx = init_distributed(torch.device("cpu"))
     try:
         pairs = _run_shard(ctx, lambda: match_pred_gt(opts.pred, opts.gt))
         mine = ctx.shard(pairs)
@@ -316,16 +256,11 @@ def _dataset_for_model(opts: ModelEvalOptions, model) -> SegDataset:
 def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]] = None) -> Optional[EvalResult]:
     """Run the model over the dataset (this rank's shard) and score it. The result on rank 0, None elsewhere."""
     from .common import load_inference_model
-    from .inference import InferenceSettings, iter_predictions, resolve_device
+    from .inference import InferenceSettings, iter_predictions
 
     started = time.perf_counter()
-    device = resolve_device(opts.device)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and device.type == "cuda":
-        import torch
-
-        device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', '0'))}")
-    ctx = DistContext(device.type)
+    device = rank_device(opts.device)
+    ctx = init_distributed(device)
     try:
         def prepare():
             model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None)

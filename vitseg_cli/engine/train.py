@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
 import platform
 import signal
 import sys
@@ -31,7 +30,6 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
@@ -41,6 +39,7 @@ from ..data.datasets import open_dataset
 from ..errors import VitsegError
 from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, load_spec
+from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
 from .train_data import AugmentedCrops, batch_loader, check_dataset, unwrap_worker_error
 from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, restore_rng, save_state,
@@ -92,73 +91,6 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------------------- distributed
-
-
-@dataclass
-class DistContext:
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def active(self) -> bool:
-        return self.world_size > 1
-
-    def barrier(self) -> None:
-        if self.active:
-            dist.barrier()
-
-    def mean(self, values: list[float]) -> list[float]:
-        if not self.active:
-            return values
-        t = torch.tensor(values, dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
-        return (t / self.world_size).tolist()
-
-    def any(self, flag: bool) -> bool:
-        if not self.active:
-            return flag
-        t = torch.tensor([1.0 if flag else 0.0], device=self.device)
-        dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        return bool(t.item() > 0)
-
-    def gather(self, obj: Any) -> list[Any]:
-        if not self.active:
-            return [obj]
-        out: list[Any] = [None] * self.world_size
-        dist.all_gather_object(out, obj)
-        return out
-
-
-def _resolve_device(name: str, local_rank: int) -> torch.device:
-    name = (name or "auto").lower()
-    if name not in ("auto", "cpu", "cuda"):
-        raise VitsegError(f"--device {name!r}: expected auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VitsegError("--device cuda: CUDA is not available on this machine (use --device cpu)")
-    if name == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    if local_rank >= torch.cuda.device_count():
-        raise VitsegError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
-    return torch.device("cuda", local_rank)
-
-
-def init_distributed(device_name: str) -> DistContext:
-    """One process, or one rank of a torchrun job (WORLD_SIZE > 1): nccl on GPUs, gloo on CPUs."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = _resolve_device(device_name, local_rank)
-    if world > 1 and not dist.is_initialized():
-        if device.type == "cuda":
-            torch.cuda.set_device(device)
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return DistContext(rank=rank, world_size=world, local_rank=local_rank, device=device)
 
 
 # ------------------------------------------------------------------------------------------------------- setup
@@ -317,12 +249,11 @@ def train(opts: TrainOptions, say: Callable[[str], None] = print) -> TrainResult
     """Run (or resume) a training run into `opts.out`; `say` prints notes (called on rank 0 only)."""
     # DDP on CPU: depthwise-conv grads come with other strides than DDP's buckets; harmless, and said every step
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
-    ctx = init_distributed(opts.device)
+    ctx = init_distributed(rank_device(opts.device))
     try:
         return _train(opts, ctx, say if ctx.is_main else (lambda _msg: None))
     finally:
-        if ctx.active and dist.is_initialized():
-            dist.destroy_process_group()
+        ctx.close()
 
 
 def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> TrainResult:

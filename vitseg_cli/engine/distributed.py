@@ -1,0 +1,94 @@
+"""One process or one rank of a torchrun job: the rank's device, its data shard, and the collectives train and eval
+use. A process group is created only when WORLD_SIZE > 1 (nccl on GPUs, gloo on CPUs)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from ..errors import VitsegError
+from .inference import resolve_device
+
+
+def rank_device(name: str) -> torch.device:
+    """The device for this process: under torchrun, 'auto'/'cuda' mean this rank's own GPU (LOCAL_RANK)."""
+    device = resolve_device(name)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and device.type == "cuda" and device.index is None:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if local_rank >= torch.cuda.device_count():
+            raise VitsegError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
+        device = torch.device("cuda", local_rank)
+    return device
+
+
+@dataclass
+class DistContext:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+    owns_group: bool = False
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world_size > 1
+
+    def shard(self, items: Sequence[Any]) -> list[int]:
+        """Indices of this rank's share: rank, rank + world, ..."""
+        return list(range(self.rank, len(items), self.world_size))
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def sum_array(self, array: np.ndarray) -> np.ndarray:
+        if not self.active:
+            return array
+        t = torch.from_numpy(np.ascontiguousarray(array)).to(self.device)
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t.cpu().numpy()
+
+    def mean(self, values: list[float]) -> list[float]:
+        if not self.active:
+            return values
+        return list(self.sum_array(np.asarray(values, np.float64)) / self.world_size)
+
+    def any(self, flag: bool) -> bool:
+        if not self.active:
+            return flag
+        return bool(self.sum_array(np.asarray([1.0 if flag else 0.0])).item() > 0)
+
+    def gather(self, obj: Any) -> list[Any]:
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world_size
+        dist.all_gather_object(out, obj)
+        return out
+
+    def close(self) -> None:
+        if self.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+            self.owns_group = False
+
+
+def init_distributed(device: torch.device) -> DistContext:
+    """The context of this process; joins the torchrun process group when WORLD_SIZE > 1."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    ctx = DistContext(rank=int(os.environ.get("RANK", "0")), world_size=world,
+                      local_rank=int(os.environ.get("LOCAL_RANK", "0")), device=device)
+    if world > 1 and not dist.is_initialized():
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        ctx.owns_group = True
+    return ctx
