@@ -64,11 +64,12 @@ def test_torchrun_two_gloo_processes(tmp_path, setup):
     assert proc.stderr.count("done: iteration 2") == 1  # only rank 0 reports
 
 
-def test_ctrl_c_saves_state_and_exits_130(tmp_path, setup):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupt_saves_state_and_exits_130(tmp_path, setup, signum):
     data, spec = setup
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "vitseg_cli", "train", "--spec", str(spec), "--data", str(data), "--out", str(out),
-           "--iters", "500", "--log-every", "1", "--save-every", "1000", "--quiet"]
+           "--iters", "500", "--log-every", "1", "--save-every", "1000", "--workers", "2", "--quiet"]
     proc = subprocess.Popen(cmd, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -78,7 +79,7 @@ def test_ctrl_c_saves_state_and_exits_130(tmp_path, setup):
                 break
             time.sleep(0.2)
         assert proc.poll() is None, proc.communicate()[1][-2000:]
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signum)  # as Ctrl-C in a terminal or `timeout`: the data workers get it too
         _, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:

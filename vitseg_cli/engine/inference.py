@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from ..data.io import read_image
 from ..errors import VitsegError
 from ..spec import ResizeSpec, Spec
+from .workers import worker_init
 
 # Bytes one band of float32 class scores may take; bands of rows are sized from it (tests shrink it).
 BAND_BYTES = 64 << 20
@@ -190,11 +191,6 @@ def _identity(item):
     return item
 
 
-def _worker_init(_: int) -> None:
-    # one thread per worker process; not cv2.setNumThreads: after fork it waits forever on the parent's pool
-    torch.set_num_threads(1)
-
-
 # -------------------------------------------------------------------------------------------- band-wise scores
 
 
@@ -342,7 +338,7 @@ def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSetti
     num_classes = spec.model.num_classes
     dataset = _ImageDataset(paths, settings, spec.data.mean, spec.data.std, keep_image)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
-                                         collate_fn=_identity, worker_init_fn=_worker_init if workers else None,
+                                         collate_fn=_identity, worker_init_fn=worker_init if workers else None,
                                          pin_memory=False)
     forward = _model_forward(model, device, settings.half)
     with torch.inference_mode():

@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.transforms import train_transform
 from ..errors import VitsegError
+from .workers import worker_init
 from ..spec import Spec
 
 Key = tuple[int, int]  # (epoch, sample index)
@@ -93,7 +94,8 @@ def batch_loader(crops: AugmentedCrops, batch_size: int, rank: int, world_size: 
     # an own generator: creating the loader must not draw from the global torch RNG (drop path uses it)
     generator = torch.Generator().manual_seed(crops.seed * 1000 + rank)
     loader = DataLoader(crops, batch_sampler=sampler, num_workers=workers, pin_memory=pin_memory,
-                        persistent_workers=workers > 0, prefetch_factor=2 if workers else None, generator=generator)
+                        persistent_workers=workers > 0, prefetch_factor=2 if workers else None, generator=generator,
+                        worker_init_fn=worker_init if workers else None)
     return iter(loader)
 
 
