@@ -313,13 +313,17 @@ def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, dev
     step = _band_rows(num_classes, [out_size[1]] + [p.in_size[1] for p in passes])
     for a in range(0, out_size[0], step):
         b = min(out_size[0], a + step)
-        total = None
-        for p in passes:
-            prob = p.rows(a, b).softmax(0)
-            total = prob if total is None else total + prob
-        if len(passes) > 1:
-            total /= len(passes)
-        labels[a:b] = total.argmax(0).cpu().numpy().astype(label_dtype)
+        if len(passes) == 1 and probs is None:
+            total = passes[0].rows(a, b)  # softmax keeps the order: the argmax of the logits is the label
+        else:
+            total = None
+            for p in passes:
+                prob = p.rows(a, b).softmax(0)
+                total = prob if total is None else total + prob
+            if len(passes) > 1:
+                total /= len(passes)
+        # max(0).indices: same first-maximum rule as argmax(0), several times faster on CPU over the class axis
+        labels[a:b] = total.max(0).indices.cpu().numpy().astype(label_dtype)
         if probs is not None:
             probs[:, a:b] = total.half().cpu().numpy()
     return labels, probs
