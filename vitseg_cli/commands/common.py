@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import functools
 import sys
-from typing import Any, Callable, Optional, TypeVar
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
@@ -34,6 +35,23 @@ def friendly_errors(fn: F) -> F:
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
+
+
+# Options predict and eval share: declared once, so both commands spell and explain them alike.
+WeightsOption = Annotated[Optional[Path], typer.Option(
+    "--weights", "-w", help="vitseg .safetensors or official .pth (default: the shipped model).")]
+SpecOption = Annotated[Optional[str], typer.Option(
+    "--spec", "-s", help="Spec YAML or preset (for official .pth files).")]
+ModeOption = Annotated[Optional[str], typer.Option("--mode", help="whole or slide (default: the spec's test.mode).")]
+CropOption = Annotated[Optional[int], typer.Option("--crop-size", min=1, help="Slide window size in pixels.")]
+StrideOption = Annotated[Optional[int], typer.Option("--stride", min=1, help="Slide window stride in pixels.")]
+FlipOption = Annotated[Optional[bool], typer.Option("--flip/--no-flip",
+                                                    help="Left-right flip test-time augmentation.")]
+ScalesOption = Annotated[Optional[str], typer.Option("--scales", help="Multi-scale TTA ratios, e.g. 0.75,1,1.25.")]
+BatchOption = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per forward pass.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+WorkersOption = Annotated[int, typer.Option("--workers", min=0,
+                                            help="Image decoding processes (0: in the main process).")]
 
 
 def inference_overrides(mode: Optional[str], crop_size: Optional[int], stride: Optional[int],

@@ -13,7 +13,8 @@ from ..data.datasets import FORMATS
 from ..engine.eval_report import summary_line, terminal_table, write_reports
 from ..engine.evaluate import EvalResult, ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
 from ..errors import VitsegError
-from .common import console, friendly_errors, inference_overrides
+from .common import (BatchOption, CropOption, DeviceOption, FlipOption, ModeOption, ScalesOption, SpecOption, StrideOption, WeightsOption, WorkersOption,
+                     console, friendly_errors, inference_overrides)
 
 
 @friendly_errors
@@ -21,18 +22,17 @@ def eval_cmd(
     dataset: Optional[Path] = typer.Argument(None, help="Dataset root (not needed with --pred/--gt)."),
     fmt: str = typer.Option("folder", "--format", "-f", help=f"Dataset layout: {', '.join(FORMATS)}."),
     split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w",
-                                           help="vitseg .safetensors or official .pth (default: the shipped model)."),
-    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="Spec YAML or preset (for official .pth files)."),
+    weights: WeightsOption = None,
+    spec: SpecOption = None,
     out: Path = typer.Option(Path("vitseg-eval"), "--out", "-o", help="Report folder."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="whole or slide (default: the spec's test.mode)."),
-    crop_size: Optional[int] = typer.Option(None, "--crop-size", min=1, help="Slide window size in pixels."),
-    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Slide window stride in pixels."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Left-right flip test-time augmentation."),
-    scales: Optional[str] = typer.Option(None, "--scales", help="Multi-scale TTA ratios, e.g. 0.75,1,1.25."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Windows per forward pass."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
-    workers: int = typer.Option(2, "--workers", min=0, help="Image decoding processes (0: in the main process)."),
+    mode: ModeOption = None,
+    crop_size: CropOption = None,
+    stride: StrideOption = None,
+    flip: FlipOption = None,
+    scales: ScalesOption = None,
+    batch_size: BatchOption = None,
+    device: DeviceOption = "auto",
+    workers: WorkersOption = 2,
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (YAML/JSON/txt)."),

@@ -3,34 +3,33 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from ..engine.predict import PredictOptions, parse_save, run_predict
-from .common import console, friendly_errors, inference_overrides
+from .common import (BatchOption, CropOption, DeviceOption, FlipOption, ModeOption, ScalesOption, SpecOption, StrideOption, WeightsOption, WorkersOption,
+                     console, friendly_errors, inference_overrides)
 
 
 @friendly_errors
 def predict(
     sources: list[str] = typer.Argument(..., metavar="SOURCE...",
                                         help="Image files, folders (searched recursively), globs or .txt lists."),
-    weights: Optional[Path] = typer.Option(None, "--weights", "-w",
-                                           help="vitseg .safetensors or official .pth (default: the shipped model)."),
-    spec: Optional[str] = typer.Option(None, "--spec", "-s", help="Spec YAML or preset (for official .pth files)."),
+    weights: WeightsOption = None,
+    spec: SpecOption = None,
     out: Path = typer.Option(Path("vitseg-out"), "--out", "-o", help="Output folder."),
-    mode: Optional[str] = typer.Option(None, "--mode", help="whole or slide (default: the spec's test.mode)."),
-    crop_size: Optional[int] = typer.Option(None, "--crop-size", min=1, help="Slide window size in pixels."),
-    stride: Optional[int] = typer.Option(None, "--stride", min=1, help="Slide window stride in pixels."),
-    flip: Optional[bool] = typer.Option(None, "--flip/--no-flip", help="Left-right flip test-time augmentation."),
-    scales: Optional[str] = typer.Option(None, "--scales", help="Multi-scale TTA ratios, e.g. 0.75,1,1.25."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Windows per forward pass."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    mode: ModeOption = None,
+    crop_size: CropOption = None,
+    stride: StrideOption = None,
+    flip: FlipOption = None,
+    scales: ScalesOption = None,
+    batch_size: BatchOption = None,
+    device: DeviceOption = "auto",
     half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
     save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo images whose outputs exist."),
-    workers: int = typer.Option(2, "--workers", min=0, help="Image decoding processes (0: in the main process)."),
+    workers: WorkersOption = 2,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
 ) -> None:
