@@ -28,8 +28,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, palette: Sequence[Sequence[in
     if image.shape[:2] != labels.shape:
         raise ValueError(f"image {image.shape[:2]} and labels {labels.shape} differ in size")
     alpha = float(np.clip(alpha, 0.0, 1.0))
-    blend = image.astype(np.float32) * (1.0 - alpha) + colorize(labels, palette).astype(np.float32) * alpha
-    return (blend + 0.5).astype(np.uint8)
+    return cv2.addWeighted(image, 1.0 - alpha, colorize(labels, palette), alpha, 0.0)  # rounds, saturates
 
 
 # ------------------------------------------------------------------------------------ legends, panels, error maps
