@@ -228,3 +228,28 @@ def test_a_bad_file_yields_an_error_and_the_rest_goes_on(tmp_path):
     assert "bad.png" in preds[0].error and "\n" not in preds[0].error
     assert "missing.jpg" in preds[1].error
     assert preds[2].labels.shape == (20, 30) and preds[2].image.shape == (20, 30, 3)
+
+
+def test_same_size_images_batched_in_whole_mode_give_the_one_by_one_results(tmp_path, monkeypatch):
+    sizes = [(40, 56), (40, 56), (40, 56), (33, 47), (40, 56)]  # runs of one size, a size change, a bad file
+    paths = []
+    for i, (h, w) in enumerate(sizes):
+        paths.append(tmp_path / f"{i}.png")
+        write_image(paths[-1], random_image(h, w, seed=i))
+    paths.insert(2, tmp_path / "missing.png")
+    model = noisy_nano()
+    calls = []
+    forward = inference._model_forward
+    monkeypatch.setattr(inference, "_model_forward", lambda *a: (lambda x: calls.append(x.shape[0]) or
+                                                                 forward(*a)(x)))
+    base = InferenceSettings.from_spec(load_spec("nano"), mode="whole", flip=True, scales=[1.0, 0.75])
+    single = list(iter_predictions(model, paths, base, CPU, want_probs=True))
+    calls.clear()
+    batched = list(iter_predictions(model, paths, InferenceSettings.from_spec(
+        load_spec("nano"), mode="whole", flip=True, scales=[1.0, 0.75], batch_size=2), CPU, want_probs=True))
+    assert [p.path for p in batched] == paths and [p.ok for p in batched] == [True, True, False, True, True, True]
+    assert max(calls) == 2  # some passes really ran two images at once
+    for a, b in zip(single, batched):
+        if a.ok:
+            assert np.abs(a.probs.astype(np.float32) - b.probs.astype(np.float32)).max() < 2e-3
+            assert (a.labels == b.labels).mean() > 0.999

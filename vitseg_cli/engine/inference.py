@@ -238,7 +238,8 @@ class _ScorePass:
     bottom: windows are run only when a band needs them and dropped once every band they cover is done."""
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, settings: InferenceSettings,
-                 out_size: tuple[int, int], flipped: bool):
+                 out_size: tuple[int, int], flipped: bool, ready: Optional[torch.Tensor] = None):
+        """`ready`: whole mode only, the logits of `x` already computed (in a batch with other images)."""
         self.forward, self.x, self.flipped = forward, x, flipped
         self.batch_size = settings.batch_size
         self.in_size = tuple(x.shape[-2:])
@@ -246,8 +247,9 @@ class _ScorePass:
         h, w = self.in_size
         windows = [(0, h, 0, w)] if settings.mode == "whole" else slide_windows(h, w, settings.crop_size,
                                                                                 settings.stride)
-        self.pending = deque(windows)
-        self.live: list[tuple[tuple[int, int, int, int], torch.Tensor]] = []
+        self.pending = deque(windows if ready is None else [])
+        self.live: list[tuple[tuple[int, int, int, int], torch.Tensor]] = (
+            [] if ready is None else [((0, h, 0, w), ready)])
 
     def _run_until(self, row: int) -> None:
         """Run the windows that start above `row` (in batches, in grid order)."""
@@ -298,15 +300,21 @@ def _model_forward(model: Any, device: torch.device, half: bool) -> Callable[[to
     return forward
 
 
-def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, device: torch.device,
-                 num_classes: int, want_probs: bool) -> tuple[np.ndarray, Optional[np.ndarray]]:
-    out_size = tuple(int(s) for s in item["size"])
-    passes = []
+def _pass_inputs(item: dict[str, Any], settings: InferenceSettings, device: torch.device):
+    """(input, flipped) of each TTA pass, in pass order: per scale, as is then mirrored."""
     for x in item["inputs"]:
         x = x.to(device, non_blocking=True)[None]
-        passes.append(_ScorePass(forward, x, settings, out_size, flipped=False))
+        yield x, False
         if settings.flip:
-            passes.append(_ScorePass(forward, x.flip(-1), settings, out_size, flipped=True))
+            yield x.flip(-1), True
+
+
+def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, device: torch.device,
+                 num_classes: int, want_probs: bool,
+                 ready: Optional[list[torch.Tensor]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    out_size = tuple(int(s) for s in item["size"])
+    passes = [_ScorePass(forward, x, settings, out_size, flipped, None if ready is None else ready[k])
+              for k, (x, flipped) in enumerate(_pass_inputs(item, settings, device))]
     label_dtype = np.uint8 if num_classes <= 255 else np.uint16 if num_classes <= 65535 else np.int32
     labels = np.empty(out_size, dtype=label_dtype)
     probs = np.empty((num_classes, *out_size), dtype=np.float16) if want_probs else None
@@ -345,21 +353,58 @@ def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSetti
                                          collate_fn=_identity, worker_init_fn=worker_init if workers else None,
                                          pin_memory=False)
     forward = _model_forward(model, device, settings.half)
+    # whole mode: consecutive images of one input size share forward passes, batch_size at a time
+    batching = settings.mode == "whole" and settings.batch_size > 1
+    run = lambda items: _predict_group(forward, items, settings, device, num_classes, want_probs)  # noqa: E731
     with torch.inference_mode():
+        group: list[dict[str, Any]] = []
         for item in loader:
-            path = item["path"]
-            if item["error"]:
-                yield Prediction(path=path, labels=None, probs=None, image=None, error=item["error"])
+            if batching and not item["error"]:
+                if group and _input_shapes(item) != _input_shapes(group[0]):
+                    yield from run(group)
+                    group = []
+                group.append(item)
+                if len(group) == settings.batch_size:
+                    yield from run(group)
+                    group = []
                 continue
-            start = time.perf_counter()
-            try:
-                labels, probs = _predict_one(forward, item, settings, device, num_classes, want_probs)
-            except torch.cuda.OutOfMemoryError:
-                torch.cuda.empty_cache()
-                h, w = item["size"]
-                yield Prediction(path=path, labels=None, probs=None, image=None,
-                                 error=f"{path}: out of GPU memory for this {w}x{h} image (try --mode slide, a "
-                                       f"smaller --crop-size or --device cpu)")
-                continue
-            yield Prediction(path=path, labels=labels, probs=probs, image=item.get("image"), error=None,
-                             timings={"infer_s": time.perf_counter() - start})
+            if group:
+                yield from run(group)
+                group = []
+            yield from run([item])
+        if group:
+            yield from run(group)
+
+
+def _input_shapes(item: dict[str, Any]) -> tuple:
+    return tuple(tuple(x.shape) for x in item["inputs"])
+
+
+def _predict_group(forward, items: list[dict[str, Any]], settings: InferenceSettings, device: torch.device,
+                   num_classes: int, want_probs: bool) -> Iterator[Prediction]:
+    """Predictions of items in order; several same-size items (whole mode) share one forward per TTA pass."""
+    readies: list[Optional[list[torch.Tensor]]] = [None] * len(items)
+    start = time.perf_counter()
+    if len(items) > 1:
+        try:
+            per_pass = [forward(torch.cat(xs)) for xs in zip(*[[x for x, _ in _pass_inputs(it, settings, device)]
+                                                                 for it in items])]
+            readies = [[logits[j] for logits in per_pass] for j in range(len(items))]
+        except torch.cuda.OutOfMemoryError:  # the batch does not fit: one image at a time
+            torch.cuda.empty_cache()
+    for item, ready in zip(items, readies):
+        path = item["path"]
+        if item["error"]:
+            yield Prediction(path=path, labels=None, probs=None, image=None, error=item["error"])
+            continue
+        try:
+            labels, probs = _predict_one(forward, item, settings, device, num_classes, want_probs, ready)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            h, w = item["size"]
+            yield Prediction(path=path, labels=None, probs=None, image=None,
+                             error=f"{path}: out of GPU memory for this {w}x{h} image (try --mode slide, a "
+                                   f"smaller --crop-size or --device cpu)")
+            continue
+        yield Prediction(path=path, labels=labels, probs=probs, image=item.get("image"), error=None,
+                         timings={"infer_s": (time.perf_counter() - start) / len(items)})
