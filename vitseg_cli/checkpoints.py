@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import re
 import struct
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import torch
 from safetensors import safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as save_safetensors
 
 from . import __version__
+from .data.io import atomic_write_bytes
 from .errors import VitsegError
 from .model.segmentor import Segmentor
 from .spec import BACKBONE_PRESETS, Spec, load_spec, spec_from_dict
@@ -286,15 +285,7 @@ def save_model(model: Segmentor, path: "str | Path", *, half: bool = False, sour
         "palette": json.dumps([list(c) for c in spec.palette]),
         "source": source or getattr(model, "source", "vitseg"),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
     return path
 
 

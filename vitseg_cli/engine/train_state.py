@@ -8,16 +8,16 @@ are stored per rank, so a resumed run draws the same numbers it would have drawn
 from __future__ import annotations
 
 import csv
+import io
 import json
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import torch
 
+from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
 
 STATE_FORMAT = "vitseg-train-state"
@@ -65,15 +65,9 @@ def seed_everything(seed: int) -> None:
 
 def save_state(path: Path, state: dict[str, Any]) -> None:
     """Write the training state atomically."""
-    payload = {"format": STATE_FORMAT, "version": STATE_VERSION, **state}
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    torch.save({"format": STATE_FORMAT, "version": STATE_VERSION, **state}, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def load_state(path: Path) -> dict[str, Any]:
@@ -110,11 +104,7 @@ def check_run_folder(out: Path, resume: bool) -> bool:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=2, default=str)
-        f.write("\n")
-    os.replace(tmp, path)
+    atomic_write_bytes(path, (json.dumps(data, indent=2, default=str) + "\n").encode())
 
 
 class CsvLog:
