@@ -257,6 +257,7 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
     """Run the model over the dataset (this rank's shard) and score it. The result on rank 0, None elsewhere."""
     from .common import load_inference_model
     from .inference import InferenceSettings, iter_predictions
+    from .predict import InputImage
 
     started = time.perf_counter()
     device = rank_device(opts.device)
@@ -285,18 +286,19 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
                         source = ds.label_source(i)
                         check_same_size(label, pred.labels.shape, source)
                         if writer is not None:
-                            writer.put(pred, ds.samples[i].key)
+                            writer.put(pred, InputImage(pred.path, ds.samples[i].key))
                         yield i, ds.samples[i].key, pred.labels, label, source
 
                 result = score_pairs(pairs(), ds.num_classes, ds.ignore_index, progress)
                 if writer is not None:
                     writer.close()
+                    writer.check()
                     writer = None
                 return result
             finally:
                 progress.close()
                 if writer is not None:
-                    writer.close(check=False)
+                    writer.close()
 
         local = _run_shard(ctx, work)
         meta = {"dataset": str(opts.dataset), "format": ds.fmt, "split": ds.split,
@@ -310,26 +312,11 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         ctx.close()
 
 
-class _PredictionWriter:
-    """`vitseg predict`'s outputs (masks, color, overlay under `<out>/<kind>/<key>.*`), written by predict's writer."""
+def _prediction_writer(out: Path, ds: SegDataset):
+    """predict's own writer: masks, color and overlay under `<out>/<kind>/<key>.*`."""
+    from .predict import DEFAULT_SAVE, OutputWriter
 
-    def __init__(self, out: Path, ds: SegDataset):
-        from .predict import DEFAULT_SAVE, InputImage, _Writer
-
-        self._input = InputImage
-        self._writer = _Writer(out, DEFAULT_SAVE, ds.palette, 0.5, ds.num_classes)
-
-    def put(self, pred, key: str) -> None:
-        self._writer.put(pred, self._input(pred.path, key))
-
-    def close(self, check: bool = True) -> None:
-        self._writer.close()
-        if check:
-            self._writer.check()
-
-
-def _prediction_writer(out: Path, ds: SegDataset) -> _PredictionWriter:
     if out.exists() and not out.is_dir():
         raise VitsegError(f"--save-predictions {out}: exists and is not a folder")
-    return _PredictionWriter(out, ds)
+    return OutputWriter(out, DEFAULT_SAVE, ds.palette, 0.5, ds.num_classes)
 

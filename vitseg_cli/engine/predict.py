@@ -147,7 +147,7 @@ def remove_stale_temporaries(out: Path) -> int:
 # ----------------------------------------------------------------------------------------------------- writing
 
 
-class _Writer:
+class OutputWriter:
     """Writes predictions in a background thread; the first failure is kept and re-raised by `check`."""
 
     def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int):
@@ -279,7 +279,7 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
         else:
             todo.append(item)
 
-    writer = _Writer(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes)
+    writer = OutputWriter(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes)
     progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(), TextColumn("ETA"),
                         TimeRemainingColumn(), console=console, disable=opts.quiet, transient=False)
