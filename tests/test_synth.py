@@ -31,6 +31,14 @@ def test_same_seed_same_files_other_seed_differs(tmp_path):
                                   "masks/00000.png", "masks/00001.png", "masks/00002.png"]
 
 
+def test_worker_processes_write_the_same_files(tmp_path):
+    seen: list[int] = []
+    one = make_synthetic(tmp_path / "one", 5, seed=3, size=(32, 48))
+    many = make_synthetic(tmp_path / "many", 5, seed=3, size=(32, 48), workers=2, progress=seen.append)
+    assert _digest(one) == _digest(many)
+    assert seen == [1, 2, 3, 4, 5]
+
+
 def test_folder_layout_and_label_values(tmp_path):
     out = make_synthetic(tmp_path / "s", 4, seed=0, size=(40, 56))
     meta = yaml.safe_load((out / "classes.yaml").read_text())

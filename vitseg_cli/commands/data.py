@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
 import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from .common import console, friendly_errors
 
@@ -19,13 +21,18 @@ def synth(
     num: int = typer.Option(100, "--num", "-n", min=1, help="Number of image/mask pairs."),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives the same files."),
     size: str = typer.Option("256x256", "--size", help="Image size as HxW."),
+    workers: int = typer.Option(min(8, os.cpu_count() or 1), "--workers", "-w", min=1,
+                                help="Processes drawing images (the files do not depend on it)."),
 ) -> None:
     """Write a synthetic 6-class dataset (background, disc, square, triangle, ring, stripe) in the folder format."""
     from ..data.synth import make_synthetic, parse_size
 
     hw = parse_size(size)
     start = time.perf_counter()
-    make_synthetic(out, num, seed, hw)
+    with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  console=console, transient=True, disable=num < 200) as bar:
+        task = bar.add_task("synth", total=num)
+        make_synthetic(out, num, seed, hw, workers=workers, progress=lambda done: bar.update(task, completed=done))
     console.print(f"wrote {num} images ({hw[0]}x{hw[1]}) to {out} in {time.perf_counter() - start:.1f}s "
                   f"(use: --format folder)")
 

@@ -11,13 +11,17 @@ Layout written: `OUT/images/NNNNN.png` (RGB), `OUT/masks/NNNNN.png` (uint8 class
 
 from __future__ import annotations
 
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
+from typing import Callable, Optional
 
 import cv2
 import numpy as np
 import yaml
 
 from ..errors import VitsegError
+from ..engine.workers import worker_init
 from .io import atomic_write_bytes, write_image
 
 SYNTH_CLASSES = ["background", "disc", "square", "triangle", "ring", "stripe"]
@@ -139,8 +143,21 @@ def classes_yaml() -> str:
                           sort_keys=False, default_flow_style=None)
 
 
-def make_synthetic(out: Path, num: int, seed: int, size: tuple[int, int] = (256, 256)) -> Path:
-    """Write `num` image/mask pairs + classes.yaml under `out` (folder format); deterministic for `seed`."""
+def _write_sample(out: Path, seed: int, index: int, width: int, size: tuple[int, int]) -> None:
+    rng = np.random.default_rng([seed, index])
+    image, label = render_sample(rng, size)
+    name = f"{index:0{width}d}.png"
+    write_image(out / "images" / name, image)
+    write_image(out / "masks" / name, label)
+
+
+def make_synthetic(out: Path, num: int, seed: int, size: tuple[int, int] = (256, 256), workers: int = 1,
+                   progress: Optional[Callable[[int], None]] = None) -> Path:
+    """Write `num` image/mask pairs + classes.yaml under `out` (folder format); deterministic for `seed`.
+
+    Each pair depends only on (seed, index), so `workers` processes write the same files as one; `progress` is
+    called with the number of pairs finished after each one.
+    """
     out = Path(out)
     if num < 1:
         raise VitsegError(f"--num {num}: must be at least 1")
@@ -149,11 +166,20 @@ def make_synthetic(out: Path, num: int, seed: int, size: tuple[int, int] = (256,
     if out.exists() and not out.is_dir():
         raise VitsegError(f"{out}: exists and is not a folder")
     width = max(5, len(str(num - 1)))
-    for i in range(num):
-        rng = np.random.default_rng([seed, i])
-        image, label = render_sample(rng, size)
-        name = f"{i:0{width}d}.png"
-        write_image(out / "images" / name, image)
-        write_image(out / "masks" / name, label)
+    write = partial(_write_sample, out, seed, width=width, size=size)
+    if workers > 1 and num > 1:
+        pool = ProcessPoolExecutor(min(workers, num), initializer=worker_init, initargs=(0,))
+        try:
+            chunk = max(1, min(64, num // (4 * workers)))
+            for done, _ in enumerate(pool.map(write, range(num), chunksize=chunk), 1):
+                if progress:
+                    progress(done)
+        finally:  # on Ctrl-C or an error, drop the queued work instead of finishing it
+            pool.shutdown(cancel_futures=True)
+    else:
+        for i in range(num):
+            write(i)
+            if progress:
+                progress(i + 1)
     atomic_write_bytes(out / "classes.yaml", classes_yaml().encode())
     return out
