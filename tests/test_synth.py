@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,14 @@ def test_worker_processes_write_the_same_files(tmp_path):
     many = make_synthetic(tmp_path / "many", 5, seed=3, size=(32, 48), workers=2, progress=seen.append)
     assert _digest(one) == _digest(many)
     assert seen == [1, 2, 3, 4, 5]
+
+
+def test_written_files_follow_the_umask(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    out = make_synthetic(tmp_path / "u", 1, seed=0, size=(16, 16))
+    for path in (out / "images" / "00000.png", out / "masks" / "00000.png", out / "classes.yaml"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path  # not mkstemp's private 0600
 
 
 def test_folder_layout_and_label_values(tmp_path):

@@ -96,12 +96,26 @@ def _read_png_indices(data: np.ndarray) -> "np.ndarray | None":
         return None
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# read once, at import, while only the main thread runs (os.umask can only be read by setting it)
+_FILE_MODE = 0o666 & ~_read_umask()
+
+
 def atomic_write_bytes(path: "str | Path", payload: bytes) -> None:
-    """Write `payload` to `path` via a temporary file and rename: the file is either whole or absent."""
+    """Write `payload` to `path` via a temporary file and rename: the file is either whole or absent.
+
+    The file gets the usual permissions of a new file (0666 minus the umask), not mkstemp's private 0600."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     try:
+        if hasattr(os, "fchmod"):
+            os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
         os.replace(tmp, path)
