@@ -18,6 +18,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
+from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
 from ..model.msda import msda_impl
 from ..model.segmentor import Segmentor
@@ -73,6 +74,7 @@ def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: i
     out = Path(out)
     model = model.eval().cpu()
     example = torch.zeros(1, 3, height, width)
+    # torch.onnx.export needs a path: a scratch file, then the final file is written whole with the metadata added
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if out.parent.exists() else None)
     os.close(fd)
     try:
@@ -88,9 +90,7 @@ def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: i
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
-        onnx.save(proto, tmp)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(tmp, out)
+        atomic_write_bytes(out, proto.SerializeToString())
     finally:
         Path(tmp).unlink(missing_ok=True)
     return out
