@@ -240,21 +240,29 @@ class ViTAdapter(VisionTransformer):
         c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
         x, h, w = self.embed(x)
         bs, _, dim = x.shape
+        # token sequences (B, h*w, C) are channels_last maps already: in fast inference, view them as such (no copy,
+        # and every later add / interpolate / norm stays in one layout). Otherwise copy to NCHW as the official code
+        # does, which training needs: CPU BatchNorm backward gives wrong gradients for these transposed views when the
+        # batch is 1 (checked against finite differences in tests/test_model_grad.py).
+        views = fast and not torch.is_grad_enabled()
+
+        def as_map(tokens: torch.Tensor, hh: int, ww: int) -> torch.Tensor:
+            if views:
+                return tokens.unflatten(1, (hh, ww)).permute(0, 3, 1, 2)
+            return tokens.transpose(1, 2).reshape(bs, dim, hh, ww).contiguous()
+
         outs = []
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
             x, c = layer(x, c, self.blocks[first:last + 1], geometry)
-            outs.append(x.transpose(1, 2).reshape(bs, dim, h, w).contiguous())
+            outs.append(as_map(x, h, w))
         c2, c3, c4 = c.split(sizes, dim=1)
-        if fast:
-            up = _upsample2x(self.up, c2, h * 2, w * 2)
-        # .contiguous() as in the official code, and needed: CPU BatchNorm backward gives wrong gradients for these
-        # transposed views when the batch is 1 (checked against finite differences in tests/test_model_grad.py)
-        c2 = c2.transpose(1, 2).reshape(bs, dim, h * 2, w * 2).contiguous()
-        if not fast:
+        up = _upsample2x(self.up, c2, h * 2, w * 2) if fast else None
+        c2 = as_map(c2, h * 2, w * 2)
+        if up is None:
             up = self.up(c2)
         c1 = up + c1
-        c3 = c3.transpose(1, 2).reshape(bs, dim, h, w).contiguous()
-        c4 = c4.transpose(1, 2).reshape(bs, dim, h // 2, w // 2).contiguous()
+        c3 = as_map(c3, h, w)
+        c4 = as_map(c4, h // 2, w // 2)
         if self.add_vit_feature:
             x1, x2, x3, x4 = outs
             c1 = c1 + F.interpolate(x1, scale_factor=4, mode="bilinear", align_corners=False)
