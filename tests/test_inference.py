@@ -253,3 +253,32 @@ def test_same_size_images_batched_in_whole_mode_give_the_one_by_one_results(tmp_
         if a.ok:
             assert np.abs(a.probs.astype(np.float32) - b.probs.astype(np.float32)).max() < 2e-3
             assert (a.labels == b.labels).mean() > 0.999
+
+
+def _cpu_has_bf16() -> bool:
+    return torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+@pytest.mark.skipif(not _cpu_has_bf16(), reason="this CPU has no native bfloat16")
+def test_half_on_cpu_runs_bfloat16_and_keeps_the_labels(tmp_path):
+    from vitseg_cli.data.synth import make_synthetic
+    from vitseg_cli.engine.common import load_inference_model
+
+    data = make_synthetic(tmp_path / "d", 3, seed=5)
+    paths = sorted((data / "images").glob("*.png"))
+    model = load_inference_model(None, None, CPU)  # the shipped default model: confident, realistic logits
+    spec_settings = InferenceSettings.from_spec(model.spec)
+    full = list(iter_predictions(model, paths, spec_settings, CPU, want_probs=True))
+    half = list(iter_predictions(model, paths, InferenceSettings.from_spec(model.spec, half=True), CPU,
+                                 want_probs=True))
+    for a, b in zip(full, half):
+        assert a.ok and b.ok
+        assert not np.array_equal(a.probs, b.probs)  # bfloat16 really ran
+        assert np.abs(a.probs.astype(np.float32) - b.probs.astype(np.float32)).max() < 0.5
+        assert (a.labels == b.labels).mean() > 0.99
+
+
+def test_half_without_native_half_precision_is_a_clear_error():
+    with pytest.raises(VitsegError, match="--half: no native half precision on meta"):
+        inference.half_dtype(torch.device("meta"))
+    assert inference.half_dtype(torch.device("cuda")) == torch.float16

@@ -254,3 +254,6 @@ def test_onnx_backend_gives_the_torch_masks(tmp_path):
     clear = probs[-1] - probs[-2] > 0.1  # the exported graph differs from torch by ~0.1 in logits: skip near-ties
     assert a.shape == b.shape == (40, 56) and clear.mean() > 0.1
     assert (a == b)[clear].mean() > 0.99
+    half = invoke(tmp_path / "src", "--weights", onnx_path, "--backend", "onnx", "--half", "--out", tmp_path / "h")
+    assert half.exit_code == 2 and "--half is for --backend torch" in half.output
+    assert not (tmp_path / "h").exists()

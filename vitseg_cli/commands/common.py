@@ -50,6 +50,9 @@ FlipOption = Annotated[Optional[bool], typer.Option("--flip/--no-flip",
 ScalesOption = Annotated[Optional[str], typer.Option("--scales", help="Multi-scale TTA ratios, e.g. 0.75,1,1.25.")]
 BatchOption = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per forward pass.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+HalfOption = Annotated[bool, typer.Option(
+    "--half", help="Half-precision autocast: float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX (deformable "
+                   "attention stays float32); faster, labels may differ at a few boundary pixels.")]
 WorkersOption = Annotated[int, typer.Option("--workers", min=0,
                                             help="Image decoding processes (0: in the main process).")]
 

@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from ..engine.predict import PredictOptions, parse_save, run_predict
-from .common import (BatchOption, CropOption, DeviceOption, FlipOption, ModeOption, ScalesOption, SpecOption, StrideOption, WeightsOption, WorkersOption,
+from .common import (BatchOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
+                     StrideOption, WeightsOption, WorkersOption,
                      console, friendly_errors, inference_overrides)
 
 
@@ -25,7 +26,7 @@ def predict(
     scales: ScalesOption = None,
     batch_size: BatchOption = None,
     device: DeviceOption = "auto",
-    half: bool = typer.Option(False, "--half", help="float16 inference (CUDA only)."),
+    half: HalfOption = False,
     save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo images whose outputs exist."),

@@ -288,10 +288,23 @@ def _band_rows(num_classes: int, widths: Sequence[int]) -> int:
 # -------------------------------------------------------------------------------------------------- the iterator
 
 
+def half_dtype(device: torch.device) -> torch.dtype:
+    """The `--half` autocast type: float16 on CUDA; bfloat16 on a CPU that computes it natively (AVX512-BF16 or
+    AMX; there it runs matmuls and convs several times faster than float32), else an error."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        return torch.bfloat16
+    raise VitsegError(f"--half: no native half precision on {device.type} here (needs CUDA, or a CPU with "
+                      "AVX512-BF16/AMX)")
+
+
 def _model_forward(model: Any, device: torch.device, half: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    dtype = half_dtype(device) if half else None
+
     def forward(x: torch.Tensor) -> torch.Tensor:
-        if half:
-            with torch.autocast(device_type=device.type, dtype=torch.float16):
+        if dtype is not None:  # deformable-attention sampling stays float32 inside MSDeformAttn
+            with torch.autocast(device_type=device.type, dtype=dtype):
                 out = model(x)
         else:
             out = model(x)
@@ -342,8 +355,6 @@ def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSetti
     """One `Prediction` per path, in order. `model` is a Segmentor (or any callable `(x) -> logits` with a `.spec`);
     a bad file yields a Prediction with `.error` set instead of raising."""
     settings.validate()
-    if settings.half and device.type != "cuda":
-        raise VitsegError("--half needs a CUDA device (float16 inference is not supported on the CPU)")
     spec: Spec = model.spec
     if isinstance(model, torch.nn.Module):
         model.to(device).eval()

@@ -241,6 +241,8 @@ def _load_backend(opts: PredictOptions, device, note):
         raise VitsegError(f"--backend {opts.backend!r}: expected torch or onnx")
     if opts.weights is None:
         raise VitsegError("--backend onnx needs --weights MODEL.onnx")
+    if opts.overrides.get("half"):
+        raise VitsegError("--half is for --backend torch (an ONNX model runs in the precision it was exported in)")
     try:
         from .onnx_backend import OnnxSegmentor
     except ImportError as err:
