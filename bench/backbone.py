@@ -24,9 +24,9 @@ from vitseg_cli.model.msda import msda_impl
 from vitseg_cli.model.segmentor import build_model
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5) -> float:
-    """Achieved float32 GEMM rate of this machine (median of repeats), the practical ceiling."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+    """Achieved GEMM rate of this machine (median of repeats), the practical ceiling."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     times = []
     for _ in range(repeats):
@@ -111,11 +111,15 @@ def main() -> None:
     presets = ["nano", "tiny"] + (["small"] if args.small else [])
     sizes = args.sizes or ([256, 512] + ([1024] if args.big else []))
     peak = matmul_gflops()
+    bf16 = torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
     print(f"machine: {platform.processor() or platform.machine()}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads; float32 matmul (1024^3) {peak:.1f} GFLOP/s")
+          f"{torch.get_num_threads()} threads; float32 matmul (1024^3) {peak:.1f} GFLOP/s"
+          + (f", bfloat16 {matmul_gflops(dtype=torch.bfloat16):.1f} GFLOP/s" if bf16 else ", no native bfloat16"))
     print("backbone alone (the table); the time split is for the whole segmentor, UperNet head included")
+    print("bf16: the fast path under CPU bfloat16 autocast (`--half`), its speedup over the float32 reference path "
+          "and its max error relative to the largest output")
     print(f"{'preset':<6} {'size':>5} {'GFLOP':>7} {'ref ms':>8} {'fast ms':>8} {'speedup':>7} "
-          f"{'GFLOP/s':>8} {'%peak':>6} {'max|d|':>8}")
+          f"{'GFLOP/s':>8} {'%peak':>6} {'max|d|':>8}" + (f" {'bf16 ms':>8} {'speedup':>7} {'rel err':>8}" if bf16 else ""))
     splits = {}
     torch.set_grad_enabled(False)
     for preset in presets:
@@ -126,19 +130,30 @@ def main() -> None:
             with FlopCounterMode(display=False) as counter:
                 backbone(x)
             gflop = counter.get_total_flops() / 1e9
-            outs = {}
-            for impl in ("reference", "fast"):
-                with msda_impl(impl):
-                    outs[impl] = torch.cat([f.flatten() for f in backbone(x)])  # warm-up; outputs to compare
-            times = {"reference": [], "fast": []}
+            runs = {"reference": ("reference", False), "fast": ("fast", False)}
+            if bf16:
+                runs["bf16"] = ("fast", True)
+
+            def forward(name: str) -> list[torch.Tensor]:
+                impl, half = runs[name]
+                with msda_impl(impl), torch.autocast("cpu", dtype=torch.bfloat16, enabled=half):
+                    return backbone(x)
+
+            # warm-up; outputs to compare
+            outs = {name: torch.cat([f.float().flatten() for f in forward(name)]) for name in runs}
+            times: dict[str, list[float]] = {name: [] for name in runs}
             for _ in range(args.repeats):
-                for impl in times:
-                    with msda_impl(impl):
-                        times[impl] += timed(lambda: backbone(x), 1)
+                for name in times:
+                    times[name] += timed(lambda: forward(name), 1)
             ref, fast = (statistics.median(times[k]) for k in ("reference", "fast"))
             diff = (outs["reference"] - outs["fast"]).abs().max().item()
-            print(f"{preset:<6} {side:>5} {gflop:>7.1f} {ref * 1e3:>8.1f} {fast * 1e3:>8.1f} {ref / fast:>6.2f}x "
-                  f"{gflop / fast:>8.1f} {100 * gflop / fast / peak:>5.1f}% {diff:>8.1e}")
+            row = (f"{preset:<6} {side:>5} {gflop:>7.1f} {ref * 1e3:>8.1f} {fast * 1e3:>8.1f} {ref / fast:>6.2f}x "
+                   f"{gflop / fast:>8.1f} {100 * gflop / fast / peak:>5.1f}% {diff:>8.1e}")
+            if bf16:
+                half = statistics.median(times["bf16"])
+                rel = ((outs["bf16"] - outs["reference"]).abs().max() / outs["reference"].abs().max()).item()
+                row += f" {half * 1e3:>8.1f} {ref / half:>6.2f}x {rel:>8.1e}"
+            print(row)
             if not args.no_split and side == 512:
                 splits[preset] = split(model, x)
             if args.onnx:
