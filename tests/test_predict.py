@@ -256,4 +256,28 @@ def test_onnx_backend_gives_the_torch_masks(tmp_path):
     assert (a == b)[clear].mean() > 0.99
     half = invoke(tmp_path / "src", "--weights", onnx_path, "--backend", "onnx", "--half", "--out", tmp_path / "h")
     assert half.exit_code == 2 and "--half is for --backend torch" in half.output
+    comp = invoke(tmp_path / "src", "--weights", onnx_path, "--backend", "onnx", "--compile", "--out", tmp_path / "h")
+    assert comp.exit_code == 2 and "--compile is for --backend torch" in comp.output
     assert not (tmp_path / "h").exists()
+
+
+def test_compile_wraps_the_model_once_and_keeps_the_masks(tmp_path, nano_weights, monkeypatch):
+    compiled = []
+
+    def fake_compile(model, **kwargs):  # a real compile takes minutes on this CPU; the wiring is what is tested
+        compiled.append((type(model).__name__, kwargs))
+        return model
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    for i in range(2):
+        write_image(tmp_path / "src" / f"{i}.png", image(40, 56, seed=i))
+    common = ["--weights", nano_weights, "--workers", 0, "--save", "masks", "--device", "cpu"]
+    assert invoke(tmp_path / "src", "--out", tmp_path / "plain", *common).exit_code == 0
+    assert compiled == []
+    res = invoke(tmp_path / "src", "--out", tmp_path / "comp", "--compile", *common)
+    assert res.exit_code == 0, res.output
+    assert compiled == [("Segmentor", {"dynamic": False})]
+    assert record(tmp_path / "comp")["settings"]["compile"] is True
+    for i in range(2):
+        assert np.array_equal(read_label(tmp_path / "plain" / "masks" / f"{i}.png"),
+                              read_label(tmp_path / "comp" / "masks" / f"{i}.png"))

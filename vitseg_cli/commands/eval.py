@@ -13,7 +13,7 @@ from ..data.datasets import FORMATS
 from ..engine.eval_report import summary_line, terminal_table, write_reports
 from ..engine.evaluate import EvalResult, ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
 from ..errors import VitsegError
-from .common import (BatchOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
+from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, friendly_errors, inference_overrides)
 
@@ -33,6 +33,7 @@ def eval_cmd(
     scales: ScalesOption = None,
     batch_size: BatchOption = None,
     half: HalfOption = False,
+    compile_model: CompileOption = False,
     device: DeviceOption = "auto",
     workers: WorkersOption = 2,
     save_predictions: bool = typer.Option(False, "--save-predictions",
@@ -67,7 +68,7 @@ def eval_cmd(
             raise VitsegError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
         if not dataset.exists():
             raise VitsegError(f"{dataset}: dataset folder not found")
-        overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half)
+        overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
         note = None if quiet else (lambda line: console.print(f"[yellow]note:[/] {line}", soft_wrap=True))
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from ..engine.predict import PredictOptions, parse_save, run_predict
-from .common import (BatchOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
+from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, friendly_errors, inference_overrides)
 
@@ -27,6 +27,7 @@ def predict(
     batch_size: BatchOption = None,
     device: DeviceOption = "auto",
     half: HalfOption = False,
+    compile_model: CompileOption = False,
     save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo images whose outputs exist."),
@@ -37,7 +38,7 @@ def predict(
     """Segment every image: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/predict.json.
 
     Existing outputs are skipped (rerun to resume); unreadable files are reported and the exit code is 1."""
-    overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half)
+    overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
                           device=device, save=parse_save(save), alpha=alpha, overwrite=overwrite, workers=workers,
                           quiet=quiet, backend=backend.lower())

@@ -50,6 +50,7 @@ class InferenceSettings:
     resize: Optional[ResizeSpec]
     batch_size: int = 1
     half: bool = False
+    compile: bool = False
 
     @classmethod
     def from_spec(cls, spec: Spec, **overrides: Any) -> "InferenceSettings":
@@ -80,7 +81,7 @@ class InferenceSettings:
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "crop_size": list(self.crop_size), "stride": list(self.stride), "flip": self.flip,
                 "scales": list(self.scales), "resize": self.resize.model_dump(mode="json") if self.resize else None,
-                "batch_size": self.batch_size, "half": self.half}
+                "batch_size": self.batch_size, "half": self.half, "compile": self.compile}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -299,8 +300,12 @@ def half_dtype(device: torch.device) -> torch.dtype:
                       "AVX512-BF16/AMX)")
 
 
-def _model_forward(model: Any, device: torch.device, half: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+def _model_forward(model: Any, device: torch.device, half: bool,
+                   compiled: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
     dtype = half_dtype(device) if half else None
+    if compiled and isinstance(model, torch.nn.Module):
+        # one graph per input size (dynamic=False): the sizes of a dataset repeat, and fixed shapes compile best
+        model = torch.compile(model, dynamic=False)
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if dtype is not None:  # deformable-attention sampling stays float32 inside MSDeformAttn
@@ -363,7 +368,7 @@ def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSetti
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                                          collate_fn=_identity, worker_init_fn=worker_init if workers else None,
                                          pin_memory=False)
-    forward = _model_forward(model, device, settings.half)
+    forward = _model_forward(model, device, settings.half, settings.compile)
     # whole mode: consecutive images of one input size share forward passes, batch_size at a time
     batching = settings.mode == "whole" and settings.batch_size > 1
     run = lambda items: _predict_group(forward, items, settings, device, num_classes, want_probs)  # noqa: E731

@@ -243,6 +243,8 @@ def _load_backend(opts: PredictOptions, device, note):
         raise VitsegError("--backend onnx needs --weights MODEL.onnx")
     if opts.overrides.get("half"):
         raise VitsegError("--half is for --backend torch (an ONNX model runs in the precision it was exported in)")
+    if opts.overrides.get("compile"):
+        raise VitsegError("--compile is for --backend torch")
     try:
         from .onnx_backend import OnnxSegmentor
     except ImportError as err:
