@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
@@ -56,8 +57,15 @@ HalfOption = Annotated[bool, typer.Option(
 CompileOption = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the model: each new input size first compiles (a minute or more), then runs "
                       "faster (H200, tiny, bf16: 2.4x). For many images of one size.")]
-WorkersOption = Annotated[int, typer.Option("--workers", min=0,
-                                            help="Image decoding processes (0: in the main process).")]
+WorkersOption = Annotated[int, typer.Option(
+    "--workers", min=0, help="Image decoding processes (0: in the main process). Default: all cores but two, at "
+                             "most 4, so that on a small CPU decoding does not take cores from the model.")]
+
+
+def default_workers() -> int:
+    """Loader processes for predict/eval: on 2 cores, workers only compete with torch's threads (bench/predict.py:
+    64% of the bare forward rate with 2 workers, 90% with none)."""
+    return min(4, max(0, (os.cpu_count() or 1) - 2))
 
 
 def inference_overrides(mode: Optional[str], crop_size: Optional[int], stride: Optional[int],

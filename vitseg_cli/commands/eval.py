@@ -15,7 +15,7 @@ from ..engine.evaluate import EvalResult, ModelEvalOptions, PairOptions, evaluat
 from ..errors import VitsegError
 from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
-                     console, friendly_errors, inference_overrides)
+                     console, default_workers, friendly_errors, inference_overrides)
 
 
 @friendly_errors
@@ -35,7 +35,7 @@ def eval_cmd(
     half: HalfOption = False,
     compile_model: CompileOption = False,
     device: DeviceOption = "auto",
-    workers: WorkersOption = 2,
+    workers: WorkersOption = default_workers(),
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (YAML/JSON/txt)."),

@@ -9,7 +9,7 @@ import typer
 from ..engine.predict import PredictOptions, parse_save, run_predict
 from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
-                     console, friendly_errors, inference_overrides)
+                     console, default_workers, friendly_errors, inference_overrides)
 
 
 @friendly_errors
@@ -31,7 +31,7 @@ def predict(
     save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo images whose outputs exist."),
-    workers: WorkersOption = 2,
+    workers: WorkersOption = default_workers(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
 ) -> None:
