@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections import deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -306,6 +307,8 @@ def _model_forward(model: Any, device: torch.device, half: bool,
     if compiled and isinstance(model, torch.nn.Module):
         # one graph per input size (dynamic=False): the sizes of a dataset repeat, and fixed shapes compile best
         model = torch.compile(model, dynamic=False)
+        # the lru_cache'd geometry helpers are pure functions of shapes, device and dtype: tracing through is right
+        warnings.filterwarnings("ignore", message=r"Dynamo detected a call to a `functools\.lru_cache`")
 
     def forward(x: torch.Tensor) -> torch.Tensor:
         if dtype is not None:  # deformable-attention sampling stays float32 inside MSDeformAttn
