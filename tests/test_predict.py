@@ -281,3 +281,17 @@ def test_compile_wraps_the_model_once_and_keeps_the_masks(tmp_path, nano_weights
     for i in range(2):
         assert np.array_equal(read_label(tmp_path / "plain" / "masks" / f"{i}.png"),
                               read_label(tmp_path / "comp" / "masks" / f"{i}.png"))
+
+
+def test_half_on_a_device_without_half_precision_fails_before_writing(tmp_path, nano_weights, monkeypatch):
+    from vitseg_cli.engine import inference
+    from vitseg_cli.errors import VitsegError
+
+    def no_half(device):
+        raise VitsegError(f"--half: no native half precision on {device.type} here")
+
+    monkeypatch.setattr(inference, "half_dtype", no_half)
+    write_image(tmp_path / "src" / "a.png", image(40, 56))
+    res = invoke(tmp_path / "src", "--weights", nano_weights, "--half", "--device", "cpu", "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "--half: no native half precision on cpu" in res.output
+    assert not (tmp_path / "o").exists()

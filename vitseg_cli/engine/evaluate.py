@@ -266,6 +266,7 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         def prepare():
             model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None)
             settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
+            settings.check_device(device)
             return model, settings, _dataset_for_model(opts, model)
 
         model, settings, ds = _run_shard(ctx, prepare)

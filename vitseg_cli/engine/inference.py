@@ -79,6 +79,11 @@ class InferenceSettings:
         if self.batch_size < 1:
             raise VitsegError(f"batch size must be at least 1, got {self.batch_size}")
 
+    def check_device(self, device: torch.device) -> None:
+        """Fail before any output is written when `device` cannot run these settings."""
+        if self.half:
+            half_dtype(device)
+
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "crop_size": list(self.crop_size), "stride": list(self.stride), "flip": self.flip,
                 "scales": list(self.scales), "resize": self.resize.model_dump(mode="json") if self.resize else None,

@@ -271,6 +271,7 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
     model = _load_backend(opts, device, note=None if opts.quiet else
                           lambda line: console.print(Text("note: " + line, style="yellow"), soft_wrap=True))
     settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
+    settings.check_device(device)
     load_s = time.perf_counter() - t0
 
     out.mkdir(parents=True, exist_ok=True)
