@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import read_image, write_image
+from vitseg_cli.errors import VitsegError
 
 runner = CliRunner()
 
@@ -238,3 +239,18 @@ def test_torchrun_error_on_one_rank_stops_all_without_hanging(pred_gt, tmp_path)
     assert run.returncode != 0
     assert run.stderr.count("b.png: label value 9 outside [0, 2]") >= 2  # both ranks name the file
     assert not (tmp_path / "out").exists()
+
+
+def test_half_on_a_device_without_half_precision_fails_before_writing(tiny_model, tmp_path, monkeypatch):
+    from vitseg_cli.data.synth import make_synthetic
+    from vitseg_cli.engine import inference
+
+    def no_half(device):
+        raise VitsegError(f"--half: no native half precision on {device.type} here")
+
+    monkeypatch.setattr(inference, "half_dtype", no_half)
+    data = make_synthetic(tmp_path / "data", 1, seed=0, size=(32, 32))
+    res = runner.invoke(app, ["eval", str(data), "--format", "folder", "--weights", str(tiny_model), "--out",
+                              str(tmp_path / "report"), "--device", "cpu", "--half", "-q"])
+    assert res.exit_code == 2 and "--half: no native half precision on cpu" in res.output
+    assert not (tmp_path / "report").exists()
