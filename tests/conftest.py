@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+PARITY = Path(__file__).resolve().parent / "data" / "parity"  # copied from shared/parity (see SOURCE.md)
 
 torch.set_num_threads(2)
 
@@ -15,5 +15,5 @@ torch.set_num_threads(2)
 @pytest.fixture(scope="session")
 def parity_dir() -> Path:
     if not (PARITY / "mini_checkpoint.pth").exists():
-        pytest.fail(f"parity vectors not found in {PARITY} (the repo expects ../shared/parity beside it)")
+        pytest.fail(f"parity vectors not found in {PARITY}")
     return PARITY

@@ -18,7 +18,8 @@ from vitseg_cli.data.io import read_label, write_image
 from vitseg_cli.engine import predict as predict_engine
 from vitseg_cli.spec import load_spec
 
-PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+from conftest import PARITY
+
 runner = CliRunner()
 
 
