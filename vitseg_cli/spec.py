@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Optional
+import difflib
+from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import VitsegError
 
@@ -68,11 +69,25 @@ class _Strict(BaseModel):
 Pair = tuple[int, int]
 
 
-class BackboneSpec(_Strict):
-    type: Literal["vit_adapter"] = "vit_adapter"
-    preset: Optional[Literal["nano", "tiny", "small", "base", "large"]] = None
-    pretrain_size: int = Field(224, gt=0, multiple_of=16)
-    patch_size: Literal[16] = 16
+def _check_interactions(indexes: list[Pair], depth: int, add_vit_feature: bool) -> None:
+    """What the official adapters accept: block ranges in order inside the stack; exactly four when the ViT features
+    are added to the four pyramid levels (the official forward unpacks four outputs only then)."""
+    if not indexes:
+        raise ValueError("interaction_indexes must hold at least one [first, last] block range")
+    if add_vit_feature and len(indexes) != 4:
+        raise ValueError(f"interaction_indexes must hold 4 [first, last] block ranges when add_vit_feature is true "
+                         f"(one per pyramid level), got {len(indexes)}")
+    previous = -1
+    for first, last in indexes:
+        if first <= previous or last < first or last >= depth:
+            raise ValueError(f"interaction_indexes must be increasing [first, last] block ranges within depth {depth}, "
+                             f"got {[list(p) for p in indexes]}")
+        previous = last
+
+
+class _AdapterSpec(_Strict):
+    """The adapter's own fields (SPM, injector, extractor), shared by every block-stack family."""
+
     embed_dim: int = Field(192, gt=0)
     depth: int = Field(12, gt=0)
     num_heads: int = Field(3, gt=0)
@@ -85,8 +100,29 @@ class BackboneSpec(_Strict):
     deform_ratio: float = Field(1.0, gt=0)
     interaction_indexes: list[Pair] = Field(default_factory=lambda: [tuple(p) for p in _STD_INDEXES])
     add_vit_feature: bool = True
-    use_extra_extractor: bool = True
     with_cffn: bool = True
+
+    @model_validator(mode="after")
+    def _check_shapes(self) -> "_AdapterSpec":
+        d = self.embed_dim
+        if d % self.num_heads:
+            raise ValueError(f"embed_dim {d} is not divisible by num_heads {self.num_heads}")
+        value_dim = int(d * self.deform_ratio)
+        if value_dim % self.deform_num_heads:
+            raise ValueError(f"embed_dim*deform_ratio = {value_dim} is not divisible by deform_num_heads "
+                             f"{self.deform_num_heads}")
+        _check_interactions(self.interaction_indexes, self.depth, self.add_vit_feature)
+        return self
+
+
+class VitAdapterSpec(_AdapterSpec):
+    """ViT-Adapter on a plain (DeiT / AugReg) ViT: official `ViTAdapter`."""
+
+    type: Literal["vit_adapter"] = "vit_adapter"
+    preset: Optional[Literal["nano", "tiny", "small", "base", "large"]] = None
+    pretrain_size: int = Field(224, gt=0, multiple_of=16)
+    patch_size: Literal[16] = 16
+    use_extra_extractor: bool = True
     layer_scale: bool = True
     init_values: float = 0.0
 
@@ -97,33 +133,120 @@ class BackboneSpec(_Strict):
             return {**BACKBONE_PRESETS[data["preset"]], **data}
         return data
 
+
+BackboneSpec = VitAdapterSpec  # the default family, under its historical name
+
+
+class BeitAdapterSpec(_AdapterSpec):
+    """BEiT-Adapter (BEiT / BEiTv2 blocks, cls token, relative position bias): official `BEiTAdapter`."""
+
+    type: Literal["beit_adapter"] = "beit_adapter"
+    img_size: Pair = (512, 512)
+    pretrain_size: int = Field(224, gt=0, multiple_of=16)
+    patch_size: Literal[16] = 16
+    embed_dim: int = Field(768, gt=0)
+    num_heads: int = Field(12, gt=0)
+    deform_num_heads: int = Field(12, gt=0)
+    deform_ratio: float = Field(0.5, gt=0)
+    drop_path_rate: float = Field(0.3, ge=0, lt=1)
+    qkv_bias: bool = True
+    use_abs_pos_emb: bool = False
+    use_rel_pos_bias: bool = True
+    use_shared_rel_pos_bias: bool = False
+    init_values: Optional[float] = 1e-6
+
+    @field_validator("img_size", mode="before")
+    @classmethod
+    def _square(cls, value: Any) -> Any:
+        return (value, value) if isinstance(value, int) else value
+
     @model_validator(mode="after")
-    def _check_shapes(self) -> "BackboneSpec":
-        d = self.embed_dim
-        if d % self.num_heads:
-            raise ValueError(f"embed_dim {d} is not divisible by num_heads {self.num_heads}")
-        value_dim = int(d * self.deform_ratio)
-        if value_dim % self.deform_num_heads:
-            raise ValueError(f"embed_dim*deform_ratio = {value_dim} is not divisible by deform_num_heads "
-                             f"{self.deform_num_heads}")
-        if len(self.interaction_indexes) != 4:
-            raise ValueError("interaction_indexes must hold 4 [first, last] block ranges (one per pyramid level)")
-        expected = 0
-        for first, last in self.interaction_indexes:
-            if first != expected or last < first:
-                raise ValueError(f"interaction_indexes must be consecutive block ranges starting at 0, got "
-                                 f"{[list(p) for p in self.interaction_indexes]}")
-            expected = last + 1
-        if expected != self.depth:
-            raise ValueError(f"interaction_indexes end at block {expected - 1} but depth is {self.depth}")
+    def _check_window(self) -> "BeitAdapterSpec":
+        if any(s <= 0 or s % 32 for s in self.img_size):
+            raise ValueError(f"img_size must be positive multiples of 32, got {list(self.img_size)}")
         return self
 
 
-class DecodeHeadSpec(_Strict):
+class UniPerceiverAdapterSpec(_AdapterSpec):
+    """Uni-Perceiver-Adapter (BERT-style layers): official `UniPerceiverAdapter`."""
+
+    type: Literal["uniperceiver_adapter"] = "uniperceiver_adapter"
+    img_size: int = Field(224, gt=0, multiple_of=16)
+    patch_size: Literal[16] = 16
+    embed_dim: int = Field(768, gt=0)
+    num_heads: int = Field(12, gt=0)
+    deform_num_heads: int = Field(12, gt=0)
+    deform_ratio: float = Field(0.5, gt=0)
+    drop_path_rate: float = Field(0.3, ge=0, lt=1)
+    init_values: float = 0.0
+    window_attn: Optional[list[bool]] = None
+    window_size: Optional[list[Optional[int]]] = None
+
+
+class UperNetHeadSpec(_Strict):
     type: Literal["upernet"] = "upernet"
     channels: int = Field(512, gt=0)
     pool_scales: list[int] = Field(default_factory=lambda: [1, 2, 3, 6])
     dropout: float = Field(0.1, ge=0, lt=1)
+
+
+DecodeHeadSpec = UperNetHeadSpec  # the default head, under its historical name
+
+
+class PixelDecoderSpec(_Strict):
+    """Mask2Former's MSDeformAttnPixelDecoder: a deformable-attention encoder over the 1/8..1/32 levels."""
+
+    num_layers: int = Field(6, gt=0)
+    num_heads: int = Field(8, gt=0)
+    num_points: int = Field(4, gt=0)
+    feedforward_channels: int = Field(1024, gt=0)
+    num_groups: int = Field(32, gt=0)
+
+
+class TransformerDecoderSpec(_Strict):
+    """Mask2Former's masked-attention decoder (DetrTransformerDecoder of DetrTransformerDecoderLayers)."""
+
+    num_layers: int = Field(9, gt=0)
+    num_heads: int = Field(8, gt=0)
+    feedforward_channels: int = Field(2048, gt=0)
+
+
+class Mask2FormerLossSpec(_Strict):
+    """The official Mask2Former loss: Hungarian matching on sampled points, deep supervision."""
+
+    cls_weight: float = Field(2.0, ge=0)
+    mask_weight: float = Field(5.0, ge=0)
+    dice_weight: float = Field(5.0, ge=0)
+    no_object_weight: float = Field(0.1, ge=0)
+    num_points: int = Field(12544, gt=0)
+    oversample_ratio: float = Field(3.0, ge=1)
+    importance_sample_ratio: float = Field(0.75, ge=0, le=1)
+
+
+class Mask2FormerHeadSpec(_Strict):
+    """Mask2Former (mmdet-style, as the official ViT-Adapter `Mask2FormerHead`): per-query class + mask."""
+
+    type: Literal["mask2former"] = "mask2former"
+    feat_channels: int = Field(256, gt=0)
+    out_channels: int = Field(256, gt=0)
+    num_queries: int = Field(100, gt=0)
+    enforce_decoder_input_project: bool = False
+    pixel_decoder: PixelDecoderSpec = Field(default_factory=PixelDecoderSpec)
+    transformer_decoder: TransformerDecoderSpec = Field(default_factory=TransformerDecoderSpec)
+    loss: Mask2FormerLossSpec = Field(default_factory=Mask2FormerLossSpec)
+
+    @model_validator(mode="after")
+    def _check_dims(self) -> "Mask2FormerHeadSpec":
+        if self.feat_channels % 2:
+            raise ValueError(f"feat_channels {self.feat_channels} must be even (sine position encoding)")
+        for name, heads in (("pixel_decoder", self.pixel_decoder.num_heads),
+                            ("transformer_decoder", self.transformer_decoder.num_heads)):
+            if self.feat_channels % heads:
+                raise ValueError(f"feat_channels {self.feat_channels} is not divisible by {name}.num_heads {heads}")
+        if self.feat_channels % self.pixel_decoder.num_groups:
+            raise ValueError(f"feat_channels {self.feat_channels} is not divisible by pixel_decoder.num_groups "
+                             f"{self.pixel_decoder.num_groups}")
+        return self
 
 
 class AuxHeadSpec(_Strict):
@@ -135,11 +258,42 @@ class AuxHeadSpec(_Strict):
     loss_weight: float = Field(0.4, ge=0)
 
 
+BACKBONE_TYPES = {"vit_adapter": VitAdapterSpec, "beit_adapter": BeitAdapterSpec,
+                  "uniperceiver_adapter": UniPerceiverAdapterSpec}
+HEAD_TYPES = {"upernet": UperNetHeadSpec, "mask2former": Mask2FormerHeadSpec}
+AnyBackboneSpec = Annotated[Union[VitAdapterSpec, BeitAdapterSpec, UniPerceiverAdapterSpec],
+                            Field(discriminator="type")]
+AnyHeadSpec = Annotated[Union[UperNetHeadSpec, Mask2FormerHeadSpec], Field(discriminator="type")]
+
+
+def _default_type(section: Any, default: str, allowed: dict[str, Any], where: str) -> Any:
+    """A section without `type` is of the default family; an unknown type names the allowed ones."""
+    if not isinstance(section, dict):
+        return section
+    kind = section.get("type", default)
+    if kind not in allowed:
+        raise ValueError(f"{where}.type: unknown type {kind!r}{_did_you_mean(str(kind), allowed)} "
+                         f"(allowed: {', '.join(allowed)})")
+    return {**section, "type": kind}
+
+
 class ModelSpec(_Strict):
-    backbone: BackboneSpec = Field(default_factory=BackboneSpec)
-    decode_head: Optional[DecodeHeadSpec] = None
+    backbone: AnyBackboneSpec = Field(default_factory=VitAdapterSpec)
+    decode_head: Optional[AnyHeadSpec] = None
     auxiliary_head: Optional[AuxHeadSpec] = None
     num_classes: int = Field(150, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_types(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        if "backbone" in data:
+            data["backbone"] = _default_type(data["backbone"], "vit_adapter", BACKBONE_TYPES, "backbone")
+        if data.get("decode_head") is not None:
+            data["decode_head"] = _default_type(data["decode_head"], "upernet", HEAD_TYPES, "decode_head")
+        return data
 
 
 class DataSpec(_Strict):
@@ -245,12 +399,20 @@ def default_palette(n: int) -> list[tuple[int, int, int]]:
 
 def _format_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
-    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    msg = first["msg"]
+    tags = set(BACKBONE_TYPES) | set(HEAD_TYPES)
+    loc = [p for i, p in enumerate(first["loc"])
+           if not (p in tags and i and first["loc"][i - 1] in ("backbone", "decode_head"))]
+    path = ".".join(str(p) for p in loc) or "(top level)"
+    msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     more = f" (+{err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
     return f"{source}: {path}: {msg}{more}"
+
+
+def _did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
