@@ -153,7 +153,7 @@ class BeitAdapterSpec(_AdapterSpec):
     use_abs_pos_emb: bool = False
     use_rel_pos_bias: bool = True
     use_shared_rel_pos_bias: bool = False
-    init_values: Optional[float] = 1e-6
+    init_values: float = 1e-6  # gamma_1/gamma_2 and the injector's gamma start here (official: a number, never None)
 
     @field_validator("img_size", mode="before")
     @classmethod
@@ -164,6 +164,10 @@ class BeitAdapterSpec(_AdapterSpec):
     def _check_window(self) -> "BeitAdapterSpec":
         if any(s <= 0 or s % 32 for s in self.img_size):
             raise ValueError(f"img_size must be positive multiples of 32, got {list(self.img_size)}")
+        if self.use_abs_pos_emb:
+            raise ValueError("use_abs_pos_emb: true is not supported: the official BEiTAdapter cannot run with it (its "
+                             "forward reshapes the cls-including pos_embed to the pretraining grid); every released "
+                             "config uses the relative position bias instead")
         return self
 
 
@@ -179,8 +183,20 @@ class UniPerceiverAdapterSpec(_AdapterSpec):
     deform_ratio: float = Field(0.5, gt=0)
     drop_path_rate: float = Field(0.3, ge=0, lt=1)
     init_values: float = 0.0
-    window_attn: Optional[list[bool]] = None
-    window_size: Optional[list[Optional[int]]] = None
+    window_attn: Optional[list[bool]] = None  # per layer; None: global attention everywhere (official default)
+    window_size: Optional[list[Optional[int]]] = None  # per layer; None: 14 everywhere (official default)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> "UniPerceiverAdapterSpec":
+        for name in ("window_attn", "window_size"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.depth:
+                raise ValueError(f"{name} must list one value per layer ({self.depth}), got {len(value)}")
+        for i, on in enumerate(self.window_attn or []):
+            size = self.window_size[i] if self.window_size is not None else 14
+            if on and (size is None or size <= 0):
+                raise ValueError(f"window_attn[{i}] is true but window_size[{i}] is {size}: give a positive size")
+        return self
 
 
 class UperNetHeadSpec(_Strict):

@@ -256,8 +256,9 @@ class AdapterBackbone(nn.Module):
         return self.num_layers if own is None else own
 
     def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
-        """1-D parameters (norms, biases, layer scales), level_embed, and what the stack names."""
-        return param.ndim <= 1 or name.endswith(".bias") or name == "level_embed" or self.stack.no_weight_decay(name)
+        """1-D parameters (norms, biases, layer scales), and what the stack names (the adapter's own names too:
+        whether `level_embed` decays differs between the families' official recipes)."""
+        return param.ndim <= 1 or name.endswith(".bias") or self.stack.no_weight_decay(name)
 
     def _init_adapter_weights(self) -> None:
         for module in (self.up, self.spm, self.interactions):
@@ -364,3 +365,11 @@ def infer_adapter_fields(state: dict, dim: int, depth: int, n_inter: int) -> tup
     assumed = ["n_points=4", f"interaction_indexes: {n_inter} even ranges of {per} blocks",
                f"add_vit_feature={'true' if n_inter == 4 else 'false'}"]
     return fields, assumed
+
+
+def conventional_num_heads(state: dict, dim: int) -> int:
+    """Attention heads of a block stack whose weights do not show them: as many as the deformable-attention heads
+    (every released BEiT- and Uni-Perceiver-Adapter config has them equal, at head dim 64), else head dim 64."""
+    rows = state["backbone.interactions.0.injector.attn.sampling_offsets.weight"].shape[0]
+    deform_heads = rows // (3 * 4 * 2)  # levels * points (4, assumed as above) * (x, y)
+    return deform_heads if deform_heads and dim % deform_heads == 0 else max(1, dim // 64)

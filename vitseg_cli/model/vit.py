@@ -110,7 +110,7 @@ class VisionTransformer(nn.Module):
         return None
 
     def no_weight_decay(self, name: str) -> bool:
-        return name == "pos_embed"
+        return name in ("pos_embed", "level_embed")
 
 
 # ------------------------------------------------------------------------------------------ timm / DeiT pretrained
