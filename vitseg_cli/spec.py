@@ -133,6 +133,10 @@ class VitAdapterSpec(_AdapterSpec):
             return {**BACKBONE_PRESETS[data["preset"]], **data}
         return data
 
+    def summary(self) -> str:
+        return (f"ViT-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
+                f"{self.deform_num_heads} ratio {self.deform_ratio} pretrain {self.pretrain_size}")
+
 
 BackboneSpec = VitAdapterSpec  # the default family, under its historical name
 
@@ -159,6 +163,12 @@ class BeitAdapterSpec(_AdapterSpec):
     @classmethod
     def _square(cls, value: Any) -> Any:
         return (value, value) if isinstance(value, int) else value
+
+    def summary(self) -> str:
+        bias = ("shared" if self.use_shared_rel_pos_bias else "per block") if self.use_rel_pos_bias else "none"
+        return (f"BEiT-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
+                f"{self.deform_num_heads} ratio {self.deform_ratio} window {self.img_size[1]}x{self.img_size[0]} "
+                f"relative position bias {bias}")
 
     @model_validator(mode="after")
     def _check_window(self) -> "BeitAdapterSpec":
@@ -198,12 +208,20 @@ class UniPerceiverAdapterSpec(_AdapterSpec):
                 raise ValueError(f"window_attn[{i}] is true but window_size[{i}] is {size}: give a positive size")
         return self
 
+    def summary(self) -> str:
+        windows = sum(bool(w) for w in self.window_attn or [])
+        return (f"Uni-Perceiver-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
+                f"{self.deform_num_heads} ratio {self.deform_ratio} window-attention layers {windows}")
+
 
 class UperNetHeadSpec(_Strict):
     type: Literal["upernet"] = "upernet"
     channels: int = Field(512, gt=0)
     pool_scales: list[int] = Field(default_factory=lambda: [1, 2, 3, 6])
     dropout: float = Field(0.1, ge=0, lt=1)
+
+    def summary(self) -> str:
+        return f"UperNet {self.channels} ch"
 
 
 DecodeHeadSpec = UperNetHeadSpec  # the default head, under its historical name
@@ -250,6 +268,11 @@ class Mask2FormerHeadSpec(_Strict):
     pixel_decoder: PixelDecoderSpec = Field(default_factory=PixelDecoderSpec)
     transformer_decoder: TransformerDecoderSpec = Field(default_factory=TransformerDecoderSpec)
     loss: Mask2FormerLossSpec = Field(default_factory=Mask2FormerLossSpec)
+
+    def summary(self) -> str:
+        return (f"Mask2Former {self.num_queries} queries, {self.feat_channels} ch, pixel decoder "
+                f"{self.pixel_decoder.num_layers} layers, transformer decoder {self.transformer_decoder.num_layers} "
+                f"layers")
 
     @model_validator(mode="after")
     def _check_dims(self) -> "Mask2FormerHeadSpec":

@@ -47,9 +47,9 @@ def info(
     table.add_column()
     count = lambda m: f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M" if m is not None else "-"  # noqa: E731
     table.add_row("source", model.source)
-    table.add_row("backbone", f"ViT-Adapter D{b.embed_dim} depth {b.depth} heads {b.num_heads} "
-                              f"deform heads {b.deform_num_heads} ratio {b.deform_ratio} pretrain {b.pretrain_size}")
-    table.add_row("decode head", f"UperNet {s.model.decode_head.channels} ch" if s.model.decode_head else "none")
+    table.add_row("backbone", f"{b.type}: {b.summary()}")
+    head = s.model.decode_head
+    table.add_row("decode head", f"{head.type}: {head.summary()}" if head else "none")
     table.add_row("aux head", f"FCN {s.model.auxiliary_head.channels} ch" if s.model.auxiliary_head else "none")
     table.add_row("parameters", f"backbone {count(model.backbone)}, decode head {count(model.decode_head)}, "
                                 f"aux head {count(model.auxiliary_head)}, total {count(model)}")
