@@ -146,7 +146,7 @@ class BEiT(nn.Module):
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         self.rel_pos_bias = RelativePositionBias(self.window, num_heads) if use_shared_rel_pos_bias else None
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, qkv_bias, rates[i], init_values,
                   self.window if use_rel_pos_bias else None)

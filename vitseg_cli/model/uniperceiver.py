@@ -115,7 +115,7 @@ class UnifiedBertEncoder(nn.Module):
         self.depth = depth
         windowed = list(window_attn) if window_attn is not None else [False] * depth
         sizes = list(window_size) if window_size is not None else [14] * depth
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()
         self.layers = nn.ModuleList(
             BertLayer(embed_dim, num_heads, mlp_ratio, rates[i], sizes[i] if windowed[i] else None)
             for i in range(depth))
