@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...spec import Mask2FormerHeadSpec
+from .mask2former_loss import Mask2FormerLoss
 from .pixel_decoder import FFN, NUM_LEVELS, MSDeformAttnPixelDecoder, caffe2_xavier_init, sine_position_encoding
 
 
@@ -82,6 +83,7 @@ class Mask2FormerHead(nn.Module):
         self.mask_embed = nn.Sequential(
             nn.Linear(feat, feat), nn.ReLU(inplace=True), nn.Linear(feat, feat), nn.ReLU(inplace=True),
             nn.Linear(feat, spec.out_channels))
+        self.criterion = Mask2FormerLoss(spec.loss, num_classes)
         self.init_weights()
 
     def init_weights(self) -> None:
@@ -137,6 +139,18 @@ class Mask2FormerHead(nn.Module):
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:
         cls_preds, mask_preds = self.forward_stages(feats)
         return semantic_inference(cls_preds[-1], mask_preds[-1])
+
+    def loss(self, feats: list[torch.Tensor], target: torch.Tensor, ignore_index: int) -> dict[str, torch.Tensor]:
+        """The official training loss (see mask2former_loss.py) of a (B, H, W) semantic target at input resolution:
+        {'loss_cls', 'loss_mask', 'loss_dice'}, each weighted and summed over all decoder stages; the total loss is
+        their sum. A target smaller than the padded input (4x the mask logits) is padded bottom/right with
+        ignore_index, as the segmentor pads the image."""
+        cls_preds, mask_preds = self.forward_stages(feats)
+        h, w = (4 * n for n in mask_preds[0].shape[-2:])
+        pad_h, pad_w = max(h - target.shape[-2], 0), max(w - target.shape[-1], 0)
+        if pad_h or pad_w:
+            target = F.pad(target, (0, pad_w, 0, pad_h), value=ignore_index)
+        return self.criterion(cls_preds, mask_preds, target, ignore_index)
 
 
 def semantic_inference(cls_pred: torch.Tensor, mask_pred: torch.Tensor) -> torch.Tensor:
