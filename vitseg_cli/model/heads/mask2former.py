@@ -15,6 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...spec import Mask2FormerHeadSpec
+from ..adapter import count_indices
+from ..registry import register_head
 from .mask2former_loss import Mask2FormerLoss
 from .pixel_decoder import FFN, NUM_LEVELS, MSDeformAttnPixelDecoder, caffe2_xavier_init, sine_position_encoding
 
@@ -61,6 +63,9 @@ class TransformerDecoder(nn.Module):
 class Mask2FormerHead(nn.Module):
     """forward([f1..f4]) -> semantic scores (B, K, H/4, W/4), each in [0, num_queries]; `forward_stages` gives the
     per-stage class logits (B, Q, K+1) and mask logits (B, Q, H/4, W/4) that the loss needs."""
+
+    # the layers whose shape depends on the class count (re-initialised when fine-tuning onto other classes)
+    class_layers = ("cls_embed.",)
 
     def __init__(self, spec: Mask2FormerHeadSpec, in_channels: list[int], num_classes: int):
         super().__init__()
@@ -158,3 +163,40 @@ def semantic_inference(cls_pred: torch.Tensor, mask_pred: torch.Tensor) -> torch
     the "no object" slot dropped, times the sigmoid masks, summed over queries."""
     probs = cls_pred.softmax(-1)[..., :-1]
     return torch.einsum("bqc,bqhw->bchw", probs, mask_pred.sigmoid())
+
+
+# ------------------------------------------------------------------------------------------------ the family
+
+
+def _is_official(part: dict) -> bool:
+    return "query_feat.weight" in part and "cls_embed.weight" in part
+
+
+def infer_official(part: dict, meta: dict) -> tuple[dict, int, list[str]]:
+    """(head section, num_classes, assumed) of an official Mask2FormerHead state dict (keys without `decode_head.`).
+
+    Head counts and GroupNorm groups are not stored in the weights: the released configs use 32 channels per
+    attention head and 32 groups, which is assumed (a checkpoint's own config text, when readable, is used first)."""
+    feat = part["query_feat.weight"].shape[1]
+    heads = max(1, feat // 32)
+    enc_layers = count_indices(part, r"pixel_decoder\.encoder\.layers\.(\d+)\.")
+    dec_layers = count_indices(part, r"transformer_decoder\.layers\.(\d+)\.")
+    offsets = part["pixel_decoder.encoder.layers.0.attentions.0.sampling_offsets.weight"].shape[0]
+    ffn = lambda prefix: part[f"{prefix}.layers.0.ffns.0.layers.0.0.weight"].shape[0]  # noqa: E731
+    section = {
+        "type": "mask2former", "feat_channels": feat, "out_channels": part["mask_embed.4.weight"].shape[0],
+        "num_queries": part["query_feat.weight"].shape[0],
+        "enforce_decoder_input_project": any(k.startswith("decoder_input_projs.") for k in part),
+        "pixel_decoder": {"num_layers": enc_layers, "num_heads": heads, "num_points": offsets // (heads * 3 * 2),
+                          "feedforward_channels": ffn("pixel_decoder.encoder"),
+                          "num_groups": 32},
+        "transformer_decoder": {"num_layers": dec_layers, "num_heads": heads,
+                                "feedforward_channels": ffn("transformer_decoder")},
+    }
+    assumed = [f"decode_head attention heads={heads} (32 channels per head)", "decode_head GroupNorm groups=32"]
+    return section, part["cls_embed.weight"].shape[0] - 1, assumed
+
+
+@register_head("mask2former", detect=_is_official, infer=infer_official)
+def build_mask2former(section, in_channels: list[int], num_classes: int) -> "Mask2FormerHead":
+    return Mask2FormerHead(section, in_channels, num_classes)
