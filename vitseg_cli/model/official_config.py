@@ -161,6 +161,10 @@ def _describe(node: ast.AST) -> str:
         return f"a call of {name!r}" if name else "a call"
     if isinstance(node, ast.Attribute):
         return f"attribute access ('.{node.attr}')"
+    if isinstance(node, ast.BinOp):
+        symbol = {ast.Pow: "**", ast.FloorDiv: "//", ast.Mod: "%", ast.MatMult: "@", ast.LShift: "<<",
+                  ast.RShift: ">>", ast.BitOr: "|", ast.BitAnd: "&", ast.BitXor: "^"}.get(type(node.op), "?")
+        return f"the operator `{symbol}`"
     return {ast.Lambda: "a lambda", ast.ListComp: "a comprehension", ast.DictComp: "a comprehension",
             ast.SetComp: "a comprehension", ast.GeneratorExp: "a generator", ast.Subscript: "indexing",
             ast.JoinedStr: "an f-string", ast.Set: "a set", ast.IfExp: "a conditional expression",
