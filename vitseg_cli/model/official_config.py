@@ -169,7 +169,8 @@ def _describe(node: ast.AST) -> str:
             ast.SetComp: "a comprehension", ast.GeneratorExp: "a generator", ast.Subscript: "indexing",
             ast.JoinedStr: "an f-string", ast.Set: "a set", ast.IfExp: "a conditional expression",
             ast.NamedExpr: "an assignment expression", ast.Starred: "`*` unpacking",
-            ast.Compare: "a comparison", ast.BoolOp: "`and`/`or`"}.get(type(node), f"a {type(node).__name__} expression")
+            ast.Compare: "a comparison", ast.BoolOp: "`and`/`or`"}.get(type(node),
+                                                                      f"a {type(node).__name__} expression")
 
 
 def _refuse(node: Optional[ast.AST], why: str) -> ConfigRefused:
@@ -378,7 +379,8 @@ def _auxiliary(aux: Any, backbone: dict, classes: int) -> dict[str, Any]:
     if aux.get("in_channels", backbone["embed_dim"]) != backbone["embed_dim"] or not isinstance(index, int):
         raise ConfigRefused(f"config: {where}: in_channels/in_index do not match one backbone level")
     if aux.get("num_classes", classes) != classes:
-        raise ConfigRefused(f"config: {where}.num_classes {aux['num_classes']} differs from the decode head's {classes}")
+        raise ConfigRefused(f"config: {where}.num_classes {aux['num_classes']} differs from the decode head's "
+                            f"{classes}")
     loss = aux.get("loss_decode", {})
     return {"type": "fcn", "channels": _need(aux, "channels", where), "in_index": index % 4,
             "num_convs": aux.get("num_convs", 2), "dropout": aux.get("dropout_ratio", 0.1),
