@@ -157,10 +157,14 @@ def test_hostile_config_text_is_refused_without_running_anything(tmp_path, text,
     assert not marker.exists()
 
 
-def test_nesting_through_names_is_bounded():
-    text = "x = []\n" + "x = [x]\n" * 100
+def test_values_built_from_names_stay_bounded():
+    """Names would otherwise nest without limit, or share one list so often that reading it takes forever."""
     with pytest.raises(ConfigRefused, match="nested more than"):
-        parse_config_text(text)
+        parse_config_text("x = []\n" + "x = [x]\n" * 100)
+    with pytest.raises(ConfigRefused, match="elements"):
+        parse_config_text("x = [0]\n" + "x = [x, x]\n" * 60)
+    with pytest.raises(ConfigRefused, match="elements"):
+        parse_config_text("x = [0] * 1000\n" + "y = [x] * 2000\n")
 
 
 @pytest.mark.parametrize("old, new, reason", [

@@ -41,8 +41,12 @@ _ARITHMETIC = {ast.Add: ("+", operator.add), ast.Sub: ("-", operator.sub), ast.M
 class _Reader:
     def __init__(self) -> None:
         self.names: dict[str, Any] = {}
-        self.depths: dict[str, int] = {}  # how deep each bound value nests, so names cannot stack past MAX_DEPTH
+        # Per bound name: how deep its value nests and how many elements it holds counting every reference, so that
+        # values built from names (x = [x, x] ...) stay as small and shallow as if written out.
+        self.depths: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}
         self.items = 0
+        self.deepest = 0
 
     def _spend(self, n: int, node: ast.AST) -> None:
         self.items += n
@@ -61,14 +65,16 @@ class _Reader:
                 raise _refuse(node, "rebinding `dict` is not allowed")
         if any(t.id == "_base_" for t in node.targets):
             return  # a checkpoint's config is already merged; the base files are not read
+        spent, self.deepest = self.items, 0
         value = self.value(node.value, 0)
         for target in node.targets:
             self.names[target.id] = value
-            self.depths[target.id] = _nesting(value)
+            self.depths[target.id], self.sizes[target.id] = self.deepest, self.items - spent
 
     def value(self, node: ast.expr, depth: int) -> Any:
         if depth > MAX_DEPTH:
             raise _refuse(node, f"values are nested more than {MAX_DEPTH} levels deep")
+        self.deepest = max(self.deepest, depth)
         if isinstance(node, ast.Constant):
             if node.value is not None and not isinstance(node.value, (str, int, float, bool)):
                 raise _refuse(node, f"a {type(node.value).__name__} literal is not allowed")
@@ -88,6 +94,8 @@ class _Reader:
                 raise _refuse(node, f"name {node.id!r} is not bound earlier in the config")
             if depth + self.depths[node.id] > MAX_DEPTH:
                 raise _refuse(node, f"values are nested more than {MAX_DEPTH} levels deep")
+            self.deepest = max(self.deepest, depth + self.depths[node.id])
+            self._spend(self.sizes[node.id], node)
             return self.names[node.id]
         if isinstance(node, ast.Call):
             return self._dict_call(node, depth)
@@ -124,7 +132,11 @@ class _Reader:
         return out
 
     def _arithmetic(self, node: ast.BinOp, depth: int) -> Any:
-        left, right = self.value(node.left, depth + 1), self.value(node.right, depth + 1)
+        spent = self.items
+        left = self.value(node.left, depth + 1)
+        left_size, spent = self.items - spent, self.items
+        right = self.value(node.right, depth + 1)
+        right_size = self.items - spent
         symbol, apply = _ARITHMETIC[type(node.op)]
         if all(isinstance(v, _NUMBER) and not isinstance(v, bool) for v in (left, right)):
             if symbol == "/" and right == 0:
@@ -135,23 +147,13 @@ class _Reader:
             return result
         sequences = (list, tuple, str)
         if symbol == "+" and type(left) is type(right) and isinstance(left, sequences):
-            self._spend(len(left) + len(right), node)
-            return left + right
+            return left + right  # both operands are already counted
         if symbol == "*":
-            seq, times = (left, right) if isinstance(left, sequences) else (right, left)
+            seq, size, times = (left, left_size, right) if isinstance(left, sequences) else (right, right_size, left)
             if isinstance(seq, sequences) and isinstance(times, int) and not isinstance(times, bool):
-                self._spend(len(seq) * max(times, 0), node)
+                self._spend(max(size, len(seq)) * (max(times, 1) - 1), node)  # the copies beyond the counted one
                 return seq * times
         raise _refuse(node, f"`{symbol}` on {type(left).__name__} and {type(right).__name__} is not allowed")
-
-
-def _nesting(value: Any) -> int:
-    """Container depth of a value the reader built (bounded by MAX_DEPTH by construction)."""
-    if isinstance(value, dict):
-        return 1 + max(map(_nesting, value.values()), default=0)
-    if isinstance(value, (list, tuple)):
-        return 1 + max(map(_nesting, value), default=0)
-    return 0
 
 
 def _describe(node: ast.AST) -> str:
