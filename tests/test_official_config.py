@@ -185,6 +185,21 @@ def test_configs_vitseg_cannot_represent_are_refused_with_one_line(old, new, rea
     assert reason in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("old, new", [
+    ("interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]]", "interaction_indexes=5"),
+    ("interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]]", "interaction_indexes=[1, 2, 3, 4]"),
+    ("pool_scales=(1, 2, 3, 6)", "pool_scales=6"),
+    ("test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341))", "test_cfg=[1]"),
+    ("transforms=[dict(type='Resize'", "transforms=[3, dict(type='Resize'"),
+    ("data = dict(", "data = dict(test=5, x="),
+])
+def test_values_of_the_wrong_kind_are_refused_not_crashed_on(old, new):
+    assert old in UPERNET_CONFIG
+    with pytest.raises(ConfigRefused) as err:
+        spec_from_config_text(UPERNET_CONFIG.replace(old, new, 1))
+    assert "\n" not in str(err.value)
+
+
 def test_official_defaults_fill_what_a_config_leaves_out():
     """A BEiTAdapter config without qkv_bias/init_values/deform_* gets the official class defaults, not vitseg's."""
     text = UPERNET_CONFIG.replace("type='ViTAdapter'", "type='BEiTAdapter', img_size=512").replace(

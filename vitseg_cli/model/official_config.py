@@ -268,8 +268,8 @@ def _backbone(cfg: dict, notes: list[str]) -> dict[str, Any]:
         elif key == "img_size" and kind == "vit_adapter":
             # the official ViT sizes pos_embed by img_size and reads it back on the pretrain_size grid
             if _pair(value) != _pair(cfg.get("pretrain_size", 224)):
-                raise ConfigRefused(f"config: model.backbone.img_size {value} differs from pretrain_size "
-                                    f"{cfg.get('pretrain_size', 224)}; the official ViTAdapter cannot run that")
+                raise ConfigRefused(f"config: model.backbone.img_size {_show(value)} differs from pretrain_size "
+                                    f"{_show(cfg.get('pretrain_size', 224))}; the official ViTAdapter cannot run that")
         elif key == "window_attn" and kind == "vit_adapter":
             if any(value if isinstance(value, (list, tuple)) else [value]):
                 raise ConfigRefused("config: model.backbone.window_attn: windowed attention is not supported "
@@ -277,7 +277,7 @@ def _backbone(cfg: dict, notes: list[str]) -> dict[str, Any]:
         elif key == "qkv_bias" and kind == "vit_adapter":
             if not value:
                 raise ConfigRefused("config: model.backbone.qkv_bias false is not supported by vitseg's vit_adapter")
-        elif key in {"window_size", "qk_scale"} and (key == "window_size" or value is None):
+        elif key == "window_size" or (key == "qk_scale" and value is None):
             pass  # window sizes only matter with window_attn; qk_scale None is the default
         elif key not in _NO_EFFECT:
             notes.append(f"config: model.backbone.{key}={_show(value)} has no vitseg field; ignored")
@@ -389,10 +389,15 @@ def _auxiliary(aux: Any, backbone: dict, classes: int) -> dict[str, Any]:
             "loss_weight": loss.get("loss_weight", 1.0) if isinstance(loss, dict) else 1.0}
 
 
+def _data_test(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The config's data.test section ({} when there is none)."""
+    data = _dict(cfg.get("data", {}), "data")
+    return _dict(data.get("test", {}), "data.test")
+
+
 def _test_pipeline(cfg: dict[str, Any]) -> list:
     """The pipeline the official test actually ran: data.test.pipeline (the top-level test_pipeline is only a name)."""
-    test = cfg.get("data", {}).get("test") if isinstance(cfg.get("data"), dict) else None
-    pipeline = test.get("pipeline") if isinstance(test, dict) else None
+    pipeline = _data_test(cfg).get("pipeline")
     if pipeline is None:
         pipeline = cfg.get("test_pipeline")
     if not isinstance(pipeline, (list, tuple)):
@@ -453,8 +458,7 @@ def _test(cfg: dict[str, Any], model: dict, notes: list[str]) -> tuple[dict[str,
 def _dataset(cfg: dict[str, Any], classes: int, notes: list[str]) -> dict[str, Any]:
     from ..data.classes import builtin_classes
 
-    data_cfg = cfg.get("data") if isinstance(cfg.get("data"), dict) else {}
-    test = data_cfg.get("test") if isinstance(data_cfg.get("test"), dict) else {}
+    test = _data_test(cfg)
     kind = test.get("type", cfg.get("dataset_type"))
     out: dict[str, Any] = {}
     if kind not in _DATASETS:
@@ -473,6 +477,14 @@ def _dataset(cfg: dict[str, Any], classes: int, notes: list[str]) -> dict[str, A
 
 def spec_from_config(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     """A vitseg spec dict (validated) and notes from the names of a parsed official config."""
+    try:
+        return _translate(cfg)
+    except (TypeError, ValueError, AttributeError, KeyError, IndexError) as err:
+        # a config of the right shape with values of the wrong kinds (interaction_indexes=5, decode_head=[1], ...)
+        raise ConfigRefused(f"config: a value of an unexpected kind ({_show(str(err))})") from None
+
+
+def _translate(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     from ..spec import spec_from_dict
 
     notes: list[str] = []
