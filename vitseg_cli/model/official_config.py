@@ -433,7 +433,7 @@ def _test(cfg: dict[str, Any], model: dict, notes: list[str]) -> tuple[dict[str,
     data: dict[str, Any] = {}
     resize: Optional[dict[str, Any]] = None
     for step in aug.get("transforms", []):
-        kind = step.get("type") if isinstance(step, dict) else None
+        kind = _dict(step, "a test transform").get("type")
         if kind == "Resize":
             resize = {"scale": list(scale) if scale else None, "keep_ratio": step.get("keep_ratio", True),
                       "size_divisor": None}
