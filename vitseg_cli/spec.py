@@ -517,3 +517,9 @@ def load_spec(spec: "Spec | dict | str | Path | None") -> Spec:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise VitsegError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
     return spec_from_dict(data or {}, source=str(path))
+
+
+# The presets of the released official configs (plain data; nothing they import imports this module).
+from .official_presets import OFFICIAL_PRESETS  # noqa: E402
+
+SPEC_PRESETS.update(OFFICIAL_PRESETS)
