@@ -30,20 +30,16 @@ README_PARAMS_M = {
     "upernet_beit_adapter_large_480_80k_pascal_context_59": 451,
 }
 ONE_NUMBER_FOR_SEVERAL_CROPS = {"upernet_beit_adapter_large_640_160k_ade20k"}
-BUILT_TODAY = ("vit_adapter", "upernet")  # families vitseg builds on every branch; the others land later
+# The README gives Uni-Perceiver-Adapter-L the same 364M as AugReg-L; built from its config the model has 363.42M.
+# Its module set is the official one key for key (the official mini checkpoint loads strictly, tests/
+# test_uniperceiver_parity.py), so the README's figure is taken as approximate to 1M here.
+README_APPROXIMATE = {"upernet_uniperceiver_adapter_large_512_160k_ade20k"}
 
 
 @pytest.mark.parametrize("name", sorted(README_PARAMS_M))
 def test_official_preset_parameter_count_matches_the_readme(name):
-    spec = load_spec(name)
-    families = (spec.model.backbone.type, spec.model.decode_head.type)
-    try:
-        with torch.device("meta"):
-            model = build_model(spec)
-    except Exception as err:  # only for the families this checkout does not build yet (re-raised otherwise)
-        if all(f in BUILT_TODAY for f in families):
-            raise
-        pytest.skip(f"{'+'.join(families)} cannot be built in this checkout yet ({type(err).__name__}: {err})")
+    with torch.device("meta"):
+        model = build_model(load_spec(name))
     count = sum(p.numel() for p in model.parameters()) / 1e6
-    tolerance = 1.0 if name in ONE_NUMBER_FOR_SEVERAL_CROPS else 0.5
+    tolerance = 1.0 if name in ONE_NUMBER_FOR_SEVERAL_CROPS | README_APPROXIMATE else 0.5
     assert abs(count - README_PARAMS_M[name]) <= tolerance, f"{name}: {count:.2f}M, README {README_PARAMS_M[name]}M"
