@@ -163,8 +163,8 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
     else:
         state, meta = read_official(path)
         if given is None:
-            resolved, assumed = infer_spec(state, meta)
-            notes.append("spec inferred from the weights; assumed " + "; ".join(assumed))
+            resolved, how = infer_spec(state, meta)
+            notes += how
         else:
             resolved = given
             data = meta_classes(meta, resolved.model.num_classes)

@@ -15,12 +15,34 @@ import torch
 
 from ..errors import VitsegError
 from ..spec import Spec, spec_from_dict
+from .official_config import ConfigRefused, spec_from_config_text
 from .registry import detect_backbone, detect_head, head_family
 
 
 def infer_spec(state: dict[str, torch.Tensor], meta: Optional[dict[str, Any]] = None) -> tuple[Spec, list[str]]:
-    """A spec that fits an official checkpoint's weights, and the list of fields that had to be assumed."""
+    """The spec of an official checkpoint and notes saying where it came from: the config text the checkpoint
+    carries (`meta['config']`, read safely, nothing assumed) or, when it has none or it cannot be read, the weights
+    (the notes then list the fields that had to be assumed)."""
     meta = meta or {}
+    notes: list[str] = []
+    text = meta.get("config")
+    if isinstance(text, str) and text.strip():
+        try:
+            data, config_notes = spec_from_config_text(text)
+        except ConfigRefused as err:
+            notes.append(f"the config inside the checkpoint was not used: {err}")
+        else:
+            spec = spec_from_dict(data, source="config inside the checkpoint")
+            classes = meta_classes(meta, spec.model.num_classes)
+            if classes and not spec.data.classes:
+                spec = spec.updated(data=classes)
+            return spec, ["spec read from the config inside the checkpoint", *config_notes]
+    spec, assumed = infer_spec_from_weights(state, meta)
+    return spec, [*notes, "spec inferred from the weights; assumed " + "; ".join(assumed)]
+
+
+def infer_spec_from_weights(state: dict[str, torch.Tensor], meta: dict[str, Any]) -> tuple[Spec, list[str]]:
+    """A spec that fits an official checkpoint's weights, and the list of fields that had to be assumed."""
     family = detect_backbone(state)
     if family is None:
         sample = ", ".join(list(state)[:3])

@@ -77,7 +77,7 @@ class VisionTransformer(nn.Module):
         self.pretrain_grid = pretrain_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pretrain_grid ** 2 + 1, embed_dim))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # cpu: builds under device("meta") too
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, drop_path=rates[i], layer_scale=layer_scale) for i in range(depth))
         trunc_normal_(self.pos_embed, std=0.02)
