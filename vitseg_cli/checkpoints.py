@@ -1,7 +1,8 @@
 """Checkpoints: the vitseg format (safetensors + spec in metadata), official mmseg ViT-Adapter files, timm/DeiT ViTs.
 
 - `load_model(path, spec=None)`: a vitseg `.safetensors` (spec inside) or an official `.pth`/`.pth.tar` (spec given,
-  or inferred from the weights; the guessed fields are listed in `model.load_notes`).
+  or inferred from the weights; the guessed fields are listed in `model.load_notes`); `path` may also name an
+  official release (`vitseg_cli.zoo`).
 - `save_model(model, path)`: atomic write of the vitseg format.
 - `load_vit_pretrained(model, path)`: initialise the ViT part from a timm/DeiT classification checkpoint.
 
@@ -25,6 +26,7 @@ from safetensors.torch import save as save_safetensors
 from . import __version__
 from .data.io import atomic_write_bytes
 from .errors import VitsegError
+from .zoo import resolve_weights
 from .model.segmentor import Segmentor
 from .spec import BACKBONE_PRESETS, Spec, load_spec, spec_from_dict
 
@@ -226,9 +228,10 @@ def _load_strict(model: Segmentor, state: dict[str, torch.Tensor], path: Path) -
 
 def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = None,
                device: "str | torch.device" = "cpu") -> Segmentor:
-    """A ready model (eval mode) from a vitseg `.safetensors` or an official `.pth` (+ optional spec)."""
-    path = Path(path)
+    """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth` (+ optional spec), or the name of
+    an official release (`vitseg zoo`), fetched and converted on first use."""
     given = load_spec(spec) if spec is not None else None  # a bad spec is reported before the weights are read
+    path = resolve_weights(path)
     _check_exists(path)
     notes: list[str] = []
     if _is_safetensors(path):

@@ -6,17 +6,17 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
-from ..checkpoints import load_model, save_model
-from .common import console, friendly_errors
+from ..errors import VitsegError
+from .common import console, friendly_errors, note
 
 SPEC_HELP = "Spec: a YAML file or a preset (nano, tiny, small, base, large). Inferred from the weights if omitted."
 
 
 @friendly_errors
 def convert(
-    checkpoint: Path = typer.Argument(..., help="Official ViT-Adapter checkpoint (.pth / .pth.tar, mmcv layout)."),
+    checkpoint: Path = typer.Argument(..., help="Official ViT-Adapter checkpoint (.pth / .pth.tar, mmcv layout) "
+                                                "or a zoo name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP),
     half: bool = typer.Option(False, "--half", help="Store floating-point weights as float16 (half the size)."),
@@ -24,21 +24,28 @@ def convert(
 ) -> None:
     """Convert an official mmseg ViT-Adapter checkpoint to a self-contained vitseg .safetensors file."""
     if out.exists() and not overwrite:
-        raise typer.BadParameter(f"{out} exists (use --overwrite)", param_hint="--out")
+        raise VitsegError(f"--out {out}: exists (use --overwrite)")
+    from ..checkpoints import load_model, save_model
+
     model = load_model(checkpoint, spec)
-    for note in model.load_notes:
-        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+    for line in model.load_notes:
+        note(line)
     save_model(model, out, half=half, source=model.source)
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)")
 
 
 @friendly_errors
 def info(
-    weights: Path = typer.Argument(..., help="A vitseg .safetensors or an official .pth checkpoint."),
+    weights: Path = typer.Argument(..., help="A vitseg .safetensors, an official .pth checkpoint, or a zoo name."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP),
     show_spec: bool = typer.Option(False, "--spec-yaml", help="Also print the full resolved spec as YAML."),
 ) -> None:
     """Describe a checkpoint: architecture, classes, parameter counts and where it came from."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from ..checkpoints import load_model
+
     model = load_model(weights, spec)
     s = model.spec
     b = s.model.backbone
@@ -58,9 +65,7 @@ def info(
     table.add_row("classes", f"{s.model.num_classes}: {shown}")
     table.add_row("test", f"{s.test.mode}, crop {list(s.test.crop_size)}, stride {list(s.test.stride)}, "
                           f"resize {list(s.test.resize.scale) if s.test.resize else 'native'}")
-    from rich.console import Console
-
-    out = Console(highlight=False)
+    out = Console(highlight=False, markup=False)
     out.print(table)
     for note in model.load_notes:
         out.print(f"note: {note}", soft_wrap=True)

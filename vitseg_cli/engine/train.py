@@ -39,6 +39,7 @@ from ..data.datasets import open_dataset
 from ..errors import VitsegError
 from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, load_spec
+from ..zoo import resolve_weights
 from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
 from .train_data import AugmentedCrops, batch_loader, check_dataset, unwrap_worker_error
@@ -141,7 +142,9 @@ def micro_batch(spec: Spec, world_size: int) -> int:
 
 
 def init_from_checkpoint(model: Segmentor, path: Path) -> list[str]:
-    """Load a vitseg or official checkpoint into `model`; classifiers of another class count are re-initialised."""
+    """Load a vitseg or official checkpoint (or zoo release) into `model`; classifiers of another class count are
+    re-initialised."""
+    path = resolve_weights(path)
     state, _ = read_vitseg(path) if _is_safetensors(path) else read_official(path)
     own = model.state_dict()
     notes: list[str] = []
