@@ -259,7 +259,7 @@ def test_changed_cache_file_fails_its_digest(zoo_env, tmp_path):
 def test_unknown_zoo_name_suggests_close_names(zoo_env, tmp_path):
     result = predict(tmp_path / "a", "upernet_mini_adaptor_test")
     assert result.exit_code != 0
-    assert f"did you mean {NAME}" in error_lines(result)[0]
+    assert f"(did you mean {NAME}?)" in error_lines(result)[0]
 
 
 def test_zoo_json_lists_the_releases(zoo_env):

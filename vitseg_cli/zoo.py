@@ -15,7 +15,6 @@ This module imports no torch until a checkpoint has to be converted.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import hashlib
 import http.client
 import os
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import Iterator, Optional
 
 from . import releases
-from .errors import VitsegError
+from .errors import VitsegError, did_you_mean
 
 CHUNK = 1 << 20
 CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt", ".bin")
@@ -46,8 +45,8 @@ def find_release(name: str) -> Optional[releases.Release]:
     return next((r for r in all_releases() if r.name == name), None)
 
 
-def close_names(name: str) -> list[str]:
-    return difflib.get_close_matches(name, [r.name for r in all_releases()], n=3, cutoff=0.6)
+def names() -> list[str]:
+    return [r.name for r in all_releases()]
 
 
 def cache_dir() -> Path:
@@ -103,11 +102,8 @@ def resolve_weights(path: "str | Path") -> Path:
     release = find_release(text)
     if release is not None:
         return fetch(release)
-    if looks_like_zoo_name(text):
-        near = close_names(text)
-        if near:
-            raise VitsegError(f"{text}: no such file or zoo name; did you mean {' or '.join(near)}? "
-                              "(vitseg zoo lists the names)")
+    if looks_like_zoo_name(text) and (hint := did_you_mean(text, names())):
+        raise VitsegError(f"{text}: no such file or zoo name{hint} (vitseg zoo lists the names)")
     return Path(text)
 
 
