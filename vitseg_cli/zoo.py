@@ -292,7 +292,7 @@ def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> 
     if not console.is_terminal:  # logs get two plain lines instead of a live bar
         console.print(f"downloading {url}" + (f" (resuming at {have} bytes)" if have else ""), soft_wrap=True)
     start, received = time.perf_counter(), 0
-    columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar, open(part, "ab" if have else "wb") as out:
         task = bar.add_task(name, total=total, completed=have)
