@@ -10,6 +10,7 @@ import json
 import socket
 import threading
 import zipfile
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -142,6 +143,20 @@ def test_zoo_name_downloads_converts_caches_and_works_offline(zoo_env, server, t
     assert agreement(tmp_path / "c") >= 0.999
     record = json.loads((tmp_path / "c" / "predict.json").read_text())
     assert record["weights"] == NAME
+
+
+def test_parallel_first_uses_share_one_download(zoo_env, server, tmp_path):
+    from vitseg_cli import zoo
+
+    release = zoo.find_release(NAME)
+    with ThreadPoolExecutor(2) as pool:  # like two torchrun ranks starting at once
+        paths = list(pool.map(lambda _: zoo.fetch(release), range(2)))
+    assert paths[0] == paths[1] == zoo_env / NAME / f"{NAME}.safetensors"
+    assert server.requests == [None]
+    out = tmp_path / "copy.safetensors"
+    result = runner.invoke(app, ["convert", NAME, "--out", str(out)])  # a zoo name works as convert's input too
+    assert result.exit_code == 0, result.output
+    assert load_model(out).num_classes == 7
 
 
 def test_no_cache_and_no_server_is_one_line_naming_url_and_path(tmp_path, monkeypatch):

@@ -117,11 +117,15 @@ def fetch(release: releases.Release) -> Path:
                           "writable folder") from None
     with _locked(folder):  # torchrun ranks and parallel jobs share one download
         converted = converted_path(release)
-        if converted.is_file() and Path(f"{converted}.sha256").is_file():
-            check_digest(converted)
-            return converted
-        checkpoint = _official_checkpoint(release)
-        _convert(release, checkpoint, converted)
+        try:
+            if converted.is_file() and Path(f"{converted}.sha256").is_file():
+                check_digest(converted)
+                return converted
+            checkpoint = _official_checkpoint(release)
+            _convert(release, checkpoint, converted)
+        except OSError as err:  # the cache itself: full disk, permissions
+            raise VitsegError(f"{folder}: cannot use the model cache ({err.strerror or err}); free some space or set "
+                              "VITSEG_HOME to another folder") from None
         return converted
 
 
@@ -294,17 +298,24 @@ def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> 
     start, received = time.perf_counter(), 0
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True) as bar, open(part, "ab" if have else "wb") as out:
-        task = bar.add_task(name, total=total, completed=have)
-        try:
-            while block := response.read(CHUNK):
+    try:
+        with Progress(*columns, console=console, transient=True) as bar, open(part, "ab" if have else "wb") as out:
+            task = bar.add_task(name, total=total, completed=have)
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (http.client.IncompleteRead, OSError) as err:
+                    raise VitsegError(f"{url}: download interrupted after {have + received} bytes "
+                                      f"({type(err).__name__}); the partial file {part} is kept: run again to "
+                                      "resume") from None
+                if not block:
+                    break
                 out.write(block)
                 received += len(block)
                 bar.update(task, advance=len(block))
-        except (http.client.IncompleteRead, OSError) as err:
-            out.flush()
-            raise VitsegError(f"{url}: download interrupted after {have + received} bytes ({type(err).__name__}); "
-                              f"the partial file {part} is kept: run again to resume") from None
+    except OSError as err:  # writing the partial file (disk full, permissions), the flush at close included
+        raise VitsegError(f"{part}: cannot write the download ({err.strerror or err}); free some space or set "
+                          "VITSEG_HOME to another folder, then run again to resume") from None
     seconds = time.perf_counter() - start
     console.print(f"downloaded {name}: {(have + received) / 1e6:.1f} MB "
                   f"({received / 1e6 / max(seconds, 1e-9):.1f} MB/s)", soft_wrap=True)
