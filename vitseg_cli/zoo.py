@@ -287,11 +287,10 @@ def _range_start(response: http.client.HTTPResponse) -> Optional[int]:
 
 
 def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> None:
-    from rich.console import Console
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
-    console = Console(stderr=True, markup=False, highlight=False)
+    console = _stderr()
     name = url.rsplit("/", 1)[-1]
     if not console.is_terminal:  # logs get two plain lines instead of a live bar
         console.print(f"downloading {url}" + (f" (resuming at {have} bytes)" if have else ""), soft_wrap=True)
@@ -299,7 +298,8 @@ def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> 
     columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
                TimeRemainingColumn())
     try:
-        with Progress(*columns, console=console, transient=True) as bar, open(part, "ab" if have else "wb") as out:
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar, \
+                open(part, "ab" if have else "wb") as out:
             task = bar.add_task(name, total=total, completed=have)
             while True:
                 try:
@@ -333,3 +333,13 @@ def _convert(release: releases.Release, checkpoint: Path, converted: Path) -> No
     model = load_model(checkpoint, spec)
     save_model(model, converted, source=f"zoo {release.name} ({official_basename(release)})")
     record_digest(converted)
+    say = _stderr().print
+    for note in model.load_notes:
+        say(f"note: {note}", soft_wrap=True)
+    say(f"converted {checkpoint.name} to {converted} (later runs load this file)", soft_wrap=True)
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, markup=False, highlight=False)
