@@ -59,10 +59,12 @@ def one_error_line(result) -> str:
 
 @pytest.mark.parametrize("args, expected", [
     (["predict", "x.png", "--alpha", "3"], "'--alpha'"),
+    (["visualize", "x.png", "--masks", "m", "--alpha", "1.5"], "'--alpha'"),
     (["predict", "x.png", "--wights", "w"], "--weights"),
     (["prdict"], "predict"),
     (["export"], "Missing argument"),
-    (["export", "w.pth", "--format", "onxx", "--out", "m.onnx"], "--format 'onxx': not one of onnx (did you mean onnx?)"),
+    (["export", "w.pth", "--format", "onxx", "--out", "m.onnx"],
+     "--format 'onxx': not one of onnx (did you mean onnx?)"),
     (["eval", "d", "--format", "fodler"], "(did you mean folder?)"),
     (["predict", "x.png", "--mode", "slid"], "(did you mean slide?)"),
     (["predict", "x.png", "--spec", "tinny"], "(did you mean tiny?)"),

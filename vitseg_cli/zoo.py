@@ -156,8 +156,11 @@ def sha256_of(path: Path) -> str:
 
 
 def record_digest(path: Path) -> str:
+    """Write `<path>.sha256` (sha256sum format), whole or not at all."""
     value = sha256_of(path)
-    Path(f"{path}.sha256").write_text(f"{value}  {path.name}\n")
+    part = Path(f"{path}.sha256.part")
+    part.write_text(f"{value}  {path.name}\n")
+    os.replace(part, f"{path}.sha256")
     return value
 
 
@@ -167,7 +170,7 @@ def check_digest(path: Path) -> None:
     if not record.is_file():
         record_digest(path)
         return
-    expected = record.read_text().split()[0] if record.read_text().split() else ""
+    expected = (record.read_text().split() or [""])[0]
     if sha256_of(path) != expected:
         raise VitsegError(f"{path}: SHA-256 differs from the one recorded in {record.name} (the cached file changed "
                           f"or is damaged); delete {path.parent} and run again to fetch it anew")

@@ -34,7 +34,8 @@ def export(
     opset = opset or DEFAULT_OPSET
     model = load_model(weights, spec)
     export_onnx(model, out, height, width, opset)
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, input {width}x{height} (WxH), batch dynamic, opset {opset})")
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, input {width}x{height} (WxH), dynamic batch, "
+                  f"opset {opset})")
     if verify:
         try:
             err = check_export(model, out)
