@@ -14,7 +14,7 @@ from .common import friendly_errors
 
 @friendly_errors
 def zoo_cmd(
-    name: Optional[str] = typer.Argument(None, help="Show one release in full: URL and cache paths."),
+    name: Optional[str] = typer.Argument(None, metavar="NAME", help="Show one release in full: URL and cache paths."),
     as_json: bool = typer.Option(False, "--json", help="Print the table as a JSON list of objects."),
 ) -> None:
     """List the official ViT-Adapter segmentation checkpoints. Give a NAME as --weights (predict, eval, visualize,
