@@ -1,7 +1,8 @@
 """Checkpoint files: the vitseg format (safetensors + spec in metadata), official mmseg files, pretraining files.
 
 - `load_model(path, spec=None)`: a vitseg `.safetensors` (spec inside) or an official `.pth`/`.pth.tar`/`.zip` (spec
-  given, or inferred from the weights by the model families; the guessed fields are listed in `model.load_notes`).
+  given, or read from the checkpoint's config / inferred from the weights by the model families; how it was found is
+  in `model.load_notes`); `path` may also name an official release (`vitseg_cli.zoo`).
 - `save_model(model, path)`: atomic write of the vitseg format.
 - `load_pretrained(model, path)`: initialise the block stack from a pretraining checkpoint (the family maps keys).
 
@@ -32,6 +33,7 @@ from .model.official import infer_spec, load_state_strict, meta_classes
 from .model.registry import backbone_family
 from .model.segmentor import Segmentor
 from .spec import Spec, load_spec, spec_from_dict
+from .zoo import resolve_weights
 
 FORMAT_TAG = "vitseg"
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
@@ -151,9 +153,10 @@ def read_vitseg(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str, 
 
 def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = None,
                device: "str | torch.device" = "cpu") -> Segmentor:
-    """A ready model (eval mode) from a vitseg `.safetensors` or an official `.pth` (+ optional spec)."""
-    path = Path(path)
+    """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth` (+ optional spec), or the name of
+    an official release (`vitseg zoo`), fetched and converted on first use."""
     given = load_spec(spec) if spec is not None else None  # a bad spec is reported before the weights are read
+    path = resolve_weights(path)
     _check_exists(path)
     notes: list[str] = []
     if _is_safetensors(path):

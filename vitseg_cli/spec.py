@@ -8,14 +8,14 @@ naming the key path.
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
-import difflib
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import VitsegError
+from .errors import VitsegError, did_you_mean
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -330,7 +330,7 @@ def _default_type(section: Any, default: str, allowed: dict[str, Any], where: st
         return section
     kind = section.get("type", default)
     if kind not in allowed:
-        raise ValueError(f"{where}.type: unknown type {kind!r}{_did_you_mean(str(kind), allowed)} "
+        raise ValueError(f"{where}.type: unknown type {kind!r}{did_you_mean(str(kind), allowed)} "
                          f"(allowed: {', '.join(allowed)})")
     return {**section, "type": kind}
 
@@ -463,14 +463,27 @@ def _format_error(err: ValidationError, source: str) -> str:
     path = ".".join(str(p) for p in loc) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + did_you_mean(str(first["loc"][-1]), _keys_at(first["loc"][:-1]))
     more = f" (+{err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
     return f"{source}: {path}: {msg}{more}"
 
 
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys a spec allows at `loc` (a pydantic error location), for 'did you mean'; a union tag in the location
+    (a `type` value) narrows nothing and is skipped."""
+    models: list[type[BaseModel]] = [Spec]
+    for part in loc:
+        inner = [m for model in models if part in model.model_fields
+                 for m in _models_in(model.model_fields[part].annotation)]
+        if inner:
+            models = inner
+    return sorted({key for model in models for key in model.model_fields})
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -490,7 +503,8 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec") -> Spec:
     if "preset" in data:
         name = data["preset"]
         if name not in SPEC_PRESETS:
-            raise VitsegError(f"{source}: preset: unknown preset {name!r} (allowed: {', '.join(SPEC_PRESETS)})")
+            raise VitsegError(f"{source}: preset: unknown preset {name!r}{did_you_mean(str(name), SPEC_PRESETS)} "
+                              f"(allowed: {', '.join(SPEC_PRESETS)})")
         data = _deep_merge(SPEC_PRESETS[name], {k: v for k, v in data.items() if k != "preset"})
     try:
         return Spec.model_validate(data)
@@ -511,7 +525,8 @@ def load_spec(spec: "Spec | dict | str | Path | None") -> Spec:
         return spec_from_dict(SPEC_PRESETS[text], source=f"preset {text}")
     path = Path(text)
     if not path.exists():
-        raise VitsegError(f"{path}: spec file not found (or give a preset: {', '.join(SPEC_PRESETS)})")
+        raise VitsegError(f"{path}: spec file not found{did_you_mean(text, SPEC_PRESETS)} (or give a preset: "
+                          f"{', '.join(SPEC_PRESETS)})")
     try:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:

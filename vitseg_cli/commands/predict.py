@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from ..engine.predict import PredictOptions, parse_save, run_predict
 from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, default_workers, friendly_errors, inference_overrides)
@@ -38,6 +37,8 @@ def predict(
     """Segment every image: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/predict.json.
 
     Existing outputs are skipped (rerun to resume); unreadable files are reported and the exit code is 1."""
+    from ..engine.predict import PredictOptions, parse_save, run_predict
+
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
                           device=device, save=parse_save(save), alpha=alpha, overwrite=overwrite, workers=workers,

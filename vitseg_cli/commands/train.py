@@ -10,7 +10,7 @@ from typing import Optional
 
 import typer
 
-from .common import console, friendly_errors
+from .common import DeviceOption, console, friendly_errors
 
 SPEC_HELP = "Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section."
 
@@ -30,9 +30,10 @@ def train(
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Base learning rate (top layers)."),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="timm/DeiT ViT checkpoint file for the ViT."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
-                                             help="Start from a vitseg or official checkpoint (any class count)."),
+                                             help="Start from a vitseg or official checkpoint or a zoo name (any "
+                                                  "class count)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: DeviceOption = "auto",
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA only)."),
     accum: Optional[int] = typer.Option(None, "--accum", min=1, help="Gradient accumulation steps."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data loading processes per GPU."),

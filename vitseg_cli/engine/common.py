@@ -16,8 +16,9 @@ from ..model.segmentor import Segmentor
 
 
 def default_weights_path() -> Path:
-    """The shipped default model: `weights/default.safetensors` at the repository root."""
-    return Path(vitseg_cli.__file__).resolve().parents[1] / "weights" / "default.safetensors"
+    """The shipped default model: package data, `vitseg_cli/weights/default.safetensors` (how it was made:
+    weights/README.md at the repository root)."""
+    return Path(vitseg_cli.__file__).resolve().parent / "weights" / "default.safetensors"
 
 
 def _note_to_stderr(line: str) -> None:

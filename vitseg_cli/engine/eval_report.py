@@ -154,7 +154,8 @@ def write_reports(out: Path, summary: dict, conf: np.ndarray, per_image: Sequenc
 
 
 def terminal_table(summary: dict, title: Optional[str] = None):
-    """A rich Table: per-class rows then the means, in percent with 2 decimals."""
+    """A rich Table: per-class rows then the means, in percent with 2 decimals (print it with markup off: class
+    names are user text)."""
     from rich.table import Table
 
     table = Table(title=title, title_justify="left", show_footer=False)
@@ -166,7 +167,7 @@ def terminal_table(summary: dict, title: Optional[str] = None):
     table.add_section()
     means = {"IoU": "mIoU", "Acc": "mAcc", "Dice": "mDice", "Fscore": "mFscore", "Precision": "mPrecision",
              "Recall": "mRecall"}
-    table.add_row("[bold]mean[/]", *(f"[bold]{_pct(summary[means[k]])}[/]" for k in PER_CLASS_KEYS))
+    table.add_row("mean", *(_pct(summary[means[k]]) for k in PER_CLASS_KEYS), style="bold")
     return table
 
 

@@ -91,8 +91,10 @@ class InferenceSettings:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N' or a bare GPU index N (= 'cuda:N')."""
     name = (name or "auto").strip().lower()
+    if name.isdigit():
+        name = f"cuda:{name}"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -107,7 +109,7 @@ def resolve_device(name: str) -> torch.device:
             if int(index) >= torch.cuda.device_count():
                 raise VitsegError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
         return torch.device(name)
-    raise VitsegError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    raise VitsegError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or a GPU index N")
 
 
 @dataclass

@@ -27,7 +27,7 @@ from rich.text import Text
 
 from .. import __version__
 from ..data.io import atomic_write_bytes, is_image_path, write_image
-from ..errors import VitsegError
+from ..errors import VitsegError, did_you_mean, not_one_of
 from ..viz import colorize, overlay
 from .common import default_weights_path, load_inference_model
 from .inference import InferenceSettings, Prediction, iter_predictions, resolve_device
@@ -230,7 +230,8 @@ def parse_save(text: str) -> tuple[str, ...]:
     kinds = tuple(dict.fromkeys(k.strip().lower() for k in text.split(",") if k.strip()))
     bad = [k for k in kinds if k not in SAVE_KINDS]
     if bad or not kinds:
-        raise VitsegError(f"--save: {', '.join(bad) or 'nothing'} is not one of {', '.join(SAVE_KINDS)}")
+        raise VitsegError(f"--save: {', '.join(bad) or 'nothing'} is not one of {', '.join(SAVE_KINDS)}"
+                          f"{did_you_mean(bad[0], SAVE_KINDS) if bad else ''}")
     return kinds
 
 
@@ -238,7 +239,7 @@ def _load_backend(opts: PredictOptions, device, note):
     if opts.backend == "torch":
         return load_inference_model(opts.weights, opts.spec, device, note=note)
     if opts.backend != "onnx":
-        raise VitsegError(f"--backend {opts.backend!r}: expected torch or onnx")
+        raise not_one_of("--backend", opts.backend, ("torch", "onnx"))
     if opts.weights is None:
         raise VitsegError("--backend onnx needs --weights MODEL.onnx")
     if opts.overrides.get("half"):

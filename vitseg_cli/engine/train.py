@@ -39,6 +39,7 @@ from ..errors import VitsegError
 from ..model.official import init_from_state
 from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, load_spec
+from ..zoo import resolve_weights
 from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
 from .train_data import AugmentedCrops, batch_loader, check_dataset, unwrap_worker_error
@@ -141,8 +142,9 @@ def micro_batch(spec: Spec, world_size: int) -> int:
 
 
 def init_from_checkpoint(model: Segmentor, path: Path) -> list[str]:
-    """Load a vitseg or official segmentor checkpoint into `model` (class-dependent layers re-initialised when the
-    class count differs; the model's heads say which those are)."""
+    """Load a vitseg or official segmentor checkpoint (or zoo release) into `model` (class-dependent layers
+    re-initialised when the class count differs; the model's heads say which those are)."""
+    path = resolve_weights(path)
     state, _ = read_vitseg(path) if _is_safetensors(path) else read_official(path)
     return init_from_state(model, state, path)
 
