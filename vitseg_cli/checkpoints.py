@@ -16,7 +16,7 @@ import pickle
 import re
 import struct
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from safetensors import safe_open
@@ -26,7 +26,7 @@ from . import __version__
 from .data.io import atomic_write_bytes
 from .errors import VitsegError
 from .model.segmentor import Segmentor
-from .spec import BACKBONE_PRESETS, Spec, load_spec, spec_from_dict
+from .spec import BACKBONE_PRESETS, Spec, merge_spec, read_spec_data, spec_from_dict, with_overrides
 
 FORMAT_TAG = "vitseg"
 HEADS_BY_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}  # official ViT convention: head dim 64
@@ -225,17 +225,27 @@ def _load_strict(model: Segmentor, state: dict[str, torch.Tensor], path: Path) -
 
 
 def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = None,
-               device: "str | torch.device" = "cpu") -> Segmentor:
-    """A ready model (eval mode) from a vitseg `.safetensors` or an official `.pth` (+ optional spec)."""
+               device: "str | torch.device" = "cpu", overrides: Sequence[str] = ()) -> Segmentor:
+    """A ready model (eval mode) from a vitseg `.safetensors` or an official `.pth` (+ optional spec).
+
+    On a vitseg file a YAML/dict `spec` is merged onto the embedded one (a file that only sets `test.resize` keeps
+    the class names); a `Spec` object replaces it. `overrides` (`key.path=value`, as `--set`) apply last."""
     path = Path(path)
-    given = load_spec(spec) if spec is not None else None  # a bad spec is reported before the weights are read
+    # a bad spec is reported before the weights are read
+    partial = None if spec is None or isinstance(spec, Spec) else spec if isinstance(spec, dict) else \
+        read_spec_data(spec)
+    given = spec if isinstance(spec, Spec) else None
     _check_exists(path)
     notes: list[str] = []
     if _is_safetensors(path):
         state, metadata = read_vitseg(path)
         resolved = given or _spec_from_metadata(metadata, path)
+        if partial is not None:
+            resolved = merge_spec(resolved, partial, source=f"{spec} (over the spec in {path.name})")
         source = metadata.get("source", str(path))
     else:
+        if partial is not None:
+            given = spec_from_dict(partial, source=str(spec) if not isinstance(spec, dict) else "spec")
         state, meta = read_official(path)
         if given is None:
             resolved, assumed = infer_spec(state, meta)
@@ -246,7 +256,7 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
             if data and not resolved.data.classes:
                 resolved = resolved.updated(data=data)
         source = f"official checkpoint {path.name}"
-    model = Segmentor(resolved)
+    model = Segmentor(with_overrides(resolved, list(overrides)))
     notes += _load_strict(model, state, path)
     model.load_notes = notes
     model.source = source

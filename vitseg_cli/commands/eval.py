@@ -13,7 +13,7 @@ from ..data.datasets import FORMATS
 from ..engine.eval_report import summary_line, terminal_table, write_reports
 from ..engine.evaluate import EvalResult, ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
 from ..errors import VitsegError
-from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
+from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, default_workers, friendly_errors, inference_overrides)
 
@@ -25,6 +25,7 @@ def eval_cmd(
     split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
     weights: WeightsOption = None,
     spec: SpecOption = None,
+    set_values: SetOption = None,
     out: Path = typer.Option(Path("vitseg-eval"), "--out", "-o", help="Report folder."),
     mode: ModeOption = None,
     crop_size: CropOption = None,
@@ -72,7 +73,7 @@ def eval_cmd(
         note = None if quiet else (lambda line: console.print(f"[yellow]note:[/] {line}", soft_wrap=True))
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
-            overrides=overrides, device=device, workers=workers,
+            overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
             save_predictions=out / "predictions" if save_predictions else None, quiet=quiet, limit=limit), note=note)
     if result is None or rank != 0:  # other ranks: rank 0 writes
         return

@@ -10,15 +10,17 @@ from typing import Optional
 
 import typer
 
-from .common import console, friendly_errors
+from .common import SetOption, console, friendly_errors
 
-SPEC_HELP = "Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section."
+SPEC_HELP = ("Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section. "
+             "Class count, names and palette come from the dataset unless the spec sets them.")
 
 
 @friendly_errors
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty; or an existing run with --resume)."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP + " Optional with --resume."),
+    set_values: SetOption = None,
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Training dataset folder (optional with --resume)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
                                       help="Dataset format: folder, ade20k, cityscapes, voc, coco [folder]."),
@@ -49,7 +51,7 @@ def train(
     """Train ViT-Adapter + UperNet with the official recipe (layer-decay AdamW, warmup + poly, mmseg augmentation)."""
     from ..engine.train import TrainOptions, train as run_training
 
-    opts = TrainOptions(out=out, spec=spec, data=data, fmt=fmt, val_data=val_data, iters=iters,
+    opts = TrainOptions(out=out, spec=spec, spec_overrides=list(set_values or []), data=data, fmt=fmt, val_data=val_data, iters=iters,
                         batch_size=batch_size, crop_size=crop_size, lr=lr, amp=amp, accum=accum, workers=workers,
                         eval_every=eval_every, save_every=save_every, seed=seed, pretrained=pretrained,
                         init_from=init_from, resume=resume, device=device, log_every=log_every, stop_at=stop_at,

@@ -230,6 +230,7 @@ class ModelEvalOptions:
     classes: Optional[Path] = None
     coco_json: Optional[Path] = None
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
+    spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
     device: str = "auto"
     workers: int = 0
     save_predictions: Optional[Path] = None
@@ -264,7 +265,8 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
     ctx = init_distributed(device)
     try:
         def prepare():
-            model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None)
+            model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None,
+                                         overrides=opts.spec_overrides)
             settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
             settings.check_device(device)
             return model, settings, _dataset_for_model(opts, model)

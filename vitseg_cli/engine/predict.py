@@ -204,6 +204,7 @@ class PredictOptions:
     weights: Optional[Path] = None
     spec: Optional[str] = None
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
+    spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
     device: str = "auto"
     save: tuple[str, ...] = DEFAULT_SAVE
     alpha: float = 0.5
@@ -236,7 +237,7 @@ def parse_save(text: str) -> tuple[str, ...]:
 
 def _load_backend(opts: PredictOptions, device, note):
     if opts.backend == "torch":
-        return load_inference_model(opts.weights, opts.spec, device, note=note)
+        return load_inference_model(opts.weights, opts.spec, device, note=note, overrides=opts.spec_overrides)
     if opts.backend != "onnx":
         raise VitsegError(f"--backend {opts.backend!r}: expected torch or onnx")
     if opts.weights is None:
@@ -245,6 +246,8 @@ def _load_backend(opts: PredictOptions, device, note):
         raise VitsegError("--half is for --backend torch (an ONNX model runs in the precision it was exported in)")
     if opts.overrides.get("compile"):
         raise VitsegError("--compile is for --backend torch")
+    if opts.spec_overrides:
+        raise VitsegError("--set is for --backend torch (an ONNX model's spec was fixed at export)")
     try:
         from .onnx_backend import OnnxSegmentor
     except ImportError as err:

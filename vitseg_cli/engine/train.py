@@ -38,10 +38,11 @@ from ..checkpoints import _is_safetensors, load_vit_pretrained, read_official, r
 from ..data.datasets import open_dataset
 from ..errors import VitsegError
 from ..model.segmentor import Segmentor, build_model
-from ..spec import Spec, load_spec
+from ..spec import Spec, apply_overrides, load_spec, read_spec_data, spec_from_dict, with_overrides
 from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
-from .train_data import AugmentedCrops, batch_loader, check_dataset, unwrap_worker_error
+from .train_data import (CLASS_FIELDS, AugmentedCrops, batch_loader, check_dataset, class_fields_set, fit_classes,
+                         unwrap_worker_error)
 from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, restore_rng, save_state,
                           seed_everything, write_json)
 
@@ -55,6 +56,7 @@ OPERATIONAL = {"iters", "workers", "eval_every", "save_every", "amp"}
 class TrainOptions:
     out: Path
     spec: Optional[str] = None
+    spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
     data: Optional[Path] = None
     fmt: Optional[str] = None
     val_data: Optional[Path] = None
@@ -103,13 +105,16 @@ def cli_overrides(opts: TrainOptions) -> dict[str, Any]:
     return out
 
 
-def resolve_spec(opts: TrainOptions, resuming: bool) -> Spec:
-    """The run's spec: SPEC with CLI overrides, or on resume the run's own spec.yaml (recipe fields frozen)."""
+def resolve_spec(opts: TrainOptions, resuming: bool) -> tuple[Spec, set[str]]:
+    """The run's spec: SPEC with --set and CLI overrides, or on resume the run's own spec.yaml (recipe fields
+    frozen); and which class fields (`CLASS_FIELDS`) the user fixed: the others come from the dataset."""
     overrides = cli_overrides(opts)
     if not resuming:
         if not opts.spec:
             raise VitsegError("--spec is required (a YAML file or a preset: nano, tiny, small, base, large)")
-        return load_spec(opts.spec).updated(train=overrides)
+        data = apply_overrides(read_spec_data(opts.spec), opts.spec_overrides)
+        source = f"{opts.spec} with --set" if opts.spec_overrides else str(opts.spec)
+        return spec_from_dict(data, source=source).updated(train=overrides), class_fields_set(data)
     saved_path = opts.out / "spec.yaml"
     saved = load_spec(saved_path)
     if opts.spec:
@@ -117,14 +122,17 @@ def resolve_spec(opts: TrainOptions, resuming: bool) -> Spec:
         if given.model != saved.model:
             raise VitsegError(f"--spec {opts.spec}: its model differs from the one this run trains ({saved_path}); "
                               "resume without --spec or start a new --out folder")
-    spec = saved.updated(train=overrides)
+    spec = with_overrides(saved, opts.spec_overrides)
+    if spec.model != saved.model:
+        raise VitsegError(f"--set: changes the model this run trains ({saved_path}); start a new --out folder")
+    spec = spec.updated(train=overrides)
     frozen = [k for k in type(spec.train).model_fields
               if k not in OPERATIONAL and getattr(spec.train, k) != getattr(saved.train, k)]
     if frozen:
         k = frozen[0]
         raise VitsegError(f"--resume: train.{k} was {getattr(saved.train, k)} in this run and cannot change "
                           f"(only {', '.join(sorted(OPERATIONAL))} can); start a new --out folder to change it")
-    return spec
+    return spec, set(CLASS_FIELDS)  # the run's classes are fixed: a dataset with others is a conflict
 
 
 def micro_batch(spec: Spec, world_size: int) -> int:
@@ -269,19 +277,20 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     log_every = opts.log_every or run_info.get("log_every") or 50
     if data_root is None:
         raise VitsegError("--data is required (the training dataset folder)")
-    spec = resolve_spec(opts, resuming)
-    t = spec.train
+    spec, fixed = resolve_spec(opts, resuming)
 
-    dataset = _open(data_root, fmt, opts.split, spec)
+    dataset, own_classes = _open(data_root, fmt, opts.split, spec)
+    if own_classes:
+        spec = fit_classes(spec, fixed, dataset, str(data_root))
     check_dataset(dataset, spec, str(data_root))
     if dataset.ignore_index != spec.data.ignore_index:
         spec = spec.updated(data={"ignore_index": dataset.ignore_index})
-    if not spec.data.classes and dataset.num_classes == spec.model.num_classes:
-        spec = spec.updated(data={"classes": list(dataset.class_names),
-                                  "palette": [list(c) for c in dataset.palette]})
+    t = spec.train
     val_dataset = None
     if val_root is not None:
-        val_dataset = _open(val_root, fmt, opts.val_split, spec)
+        val_dataset, val_own = _open(val_root, fmt, opts.val_split, spec)
+        if val_own:
+            fit_classes(spec, set(CLASS_FIELDS), val_dataset, str(val_root))
         if len(val_dataset) == 0:
             raise VitsegError(f"{val_root}: no validation samples found")
     if t.eval_every and val_dataset is None:
@@ -467,14 +476,14 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     return TrainResult(out, iteration, interrupted, last_loss, best_score, metrics)
 
 
-def _open(root: Path, fmt: str, split: str, spec: Spec) -> Any:
-    """The dataset with its own class list; a folder without a classes file takes generic names for the model's
-    classes (its class count may differ from the model's: check_dataset decides)."""
+def _open(root: Path, fmt: str, split: str, spec: Spec) -> tuple[Any, bool]:
+    """The dataset, and whether it names its own classes (a classes file or the format's list); a folder without a
+    classes file takes generic names for the model's classes (check_dataset checks its labels fit)."""
     try:
-        return open_dataset(root, fmt, split)
+        return open_dataset(root, fmt, split), True
     except VitsegError as err:
         if fmt == "folder" and "no classes file" in str(err):
-            return open_dataset(root, fmt, split, num_classes=spec.model.num_classes)
+            return open_dataset(root, fmt, split, num_classes=spec.model.num_classes), False
         raise
 
 
