@@ -172,3 +172,35 @@ def test_train_spec_dataset_class_conflicts_are_one_line(tmp_path):
     assert "model.auxiliary_head.nope" in _error_line(_train(tmp_path, data, "e", "--set",
                                                              "model.auxiliary_head.nope=1"))
     assert not any((tmp_path / x).exists() for x in "abe")
+
+
+# ----------------------------------------------------------------------------------------- resume from anywhere
+
+
+def test_resume_from_another_directory_and_with_moved_data(tmp_path, monkeypatch):
+    work, elsewhere = tmp_path / "work", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    _three_class_data(work / "data")
+    (tmp_path / "recipe.yaml").write_text(yaml.safe_dump({"preset": "nano", "train": {
+        "scale": [64, 64], "crop_size": [64, 64], "warmup_iters": 1, "batch_size": 2, "workers": 0}}))
+    monkeypatch.chdir(work)
+    first = runner.invoke(app, ["train", "--quiet", "--spec", str(tmp_path / "recipe.yaml"), "--data", "data",
+                                "--out", "run", "--iters", "3", "--stop-at", "1", "--device", "cpu"])
+    assert first.exit_code == 0, first.output
+    info = json.loads((work / "run" / "run.json").read_text())
+    assert info["data"] == str((work / "data").resolve())
+
+    monkeypatch.chdir(elsewhere)  # the relative "data" means nothing here
+    again = runner.invoke(app, ["train", "--quiet", "--out", str(work / "run"), "--resume", "--stop-at", "2"])
+    assert again.exit_code == 0, again.output
+    assert json.loads((work / "run" / "run.json").read_text())["resumes"][0]["iteration"] == 1
+
+    moved = tmp_path / "moved"
+    (work / "data").rename(moved)
+    gone = runner.invoke(app, ["train", "--quiet", "--out", str(work / "run"), "--resume"])
+    assert "--data" in _error_line(gone) and "no longer exists" in gone.output
+    final = runner.invoke(app, ["train", "--quiet", "--out", str(work / "run"), "--resume", "--data", str(moved)])
+    assert final.exit_code == 0, final.output
+    assert json.loads((work / "run" / "run.json").read_text())["data"] == str(moved.resolve())
+    from vitseg_cli.engine.train_state import load_state
+    assert load_state(work / "run" / "state.pt")["iteration"] == 3

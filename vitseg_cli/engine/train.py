@@ -271,9 +271,10 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     run_info: dict[str, Any] = {}
     if resuming:
         run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    data_root = opts.data or (Path(run_info["data"]) if run_info.get("data") else None)
+    # paths are stored absolute, so a run resumes from any working directory; --data / --val-data replace them
+    data_root = _absolute(opts.data) or _recorded_path(run_info, "data", out, "--data")
     fmt = opts.fmt or run_info.get("format") or "folder"
-    val_root = opts.val_data or (Path(run_info["val_data"]) if run_info.get("val_data") else None)
+    val_root = _absolute(opts.val_data) or _recorded_path(run_info, "val_data", out, "--val-data")
     log_every = opts.log_every or run_info.get("log_every") or 50
     if data_root is None:
         raise VitsegError("--data is required (the training dataset folder)")
@@ -363,14 +364,15 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                         platform.processor() or platform.machine(),
                         "data": str(data_root), "format": fmt, "split": opts.split,
                         "val_data": str(val_root) if val_root else None,
-                        "pretrained": str(opts.pretrained) if opts.pretrained else None,
-                        "init_from": str(opts.init_from) if opts.init_from else None,
+                        "pretrained": str(_absolute(opts.pretrained)) if opts.pretrained else None,
+                        "init_from": str(_absolute(opts.init_from)) if opts.init_from else None,
                         "log_every": log_every, "batch_size": t.batch_size, "micro_batch": micro, "accum": t.accum, "amp": use_amp,
                         "train_samples": len(dataset), "resumes": []}
         else:
             run_info.setdefault("resumes", []).append(
                 {"iteration": start_iter, "time": now, "command": " ".join(opts.command),
                  "world_size": ctx.world_size, "device": str(ctx.device)})
+            run_info.update(data=str(data_root), val_data=str(val_root) if val_root else None)
         write_json(out / "run.json", run_info)
     ctx.barrier()
     log = CsvLog(out / "log.csv", start_iter) if ctx.is_main else None
@@ -485,6 +487,27 @@ def _open(root: Path, fmt: str, split: str, spec: Spec) -> tuple[Any, bool]:
         if fmt == "folder" and "no classes file" in str(err):
             return open_dataset(root, fmt, split, num_classes=spec.model.num_classes), False
         raise
+
+
+def _absolute(path: Optional[Path]) -> Optional[Path]:
+    return Path(path).expanduser().resolve() if path is not None else None
+
+
+def _recorded_path(run_info: dict[str, Any], key: str, out: Path, option: str) -> Optional[Path]:
+    """A dataset path from run.json; one written relative by an older vitseg is read from the run folder's parent
+    if it exists there, else the user is asked for the option."""
+    text = run_info.get(key)
+    if not text:
+        return None
+    path = Path(text)
+    if path.is_absolute():
+        if not path.exists():
+            raise VitsegError(f"{out / 'run.json'}: {key} {path} no longer exists; give its new place with {option}")
+        return path
+    for base in (Path.cwd(), out.resolve().parent):
+        if (base / path).exists():
+            return (base / path).resolve()
+    raise VitsegError(f"{out / 'run.json'}: {key} {text!r} is a relative path not found from here; give {option}")
 
 
 def _next_batch(batches) -> tuple[torch.Tensor, torch.Tensor]:
