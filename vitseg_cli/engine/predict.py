@@ -21,8 +21,6 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
 from rich.text import Text
 
 from .. import __version__
@@ -31,6 +29,7 @@ from ..errors import VitsegError
 from ..viz import colorize, overlay
 from .common import default_weights_path, load_inference_model
 from .inference import InferenceSettings, Prediction, iter_predictions, resolve_device
+from .progress import ProgressReporter
 
 SAVE_KINDS = ("masks", "color", "overlay", "probs")
 DEFAULT_SAVE = ("masks", "color", "overlay")
@@ -288,25 +287,20 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
             todo.append(item)
 
     writer = OutputWriter(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes)
-    progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=console, disable=opts.quiet, transient=False)
+    progress = ProgressReporter("predict", len(todo), unit="img", enabled=not opts.quiet, console=console)
     infer_start = time.perf_counter()
     try:
         with progress:
-            task = progress.add_task("predict", total=len(todo), rate="-")
             preds = iter_predictions(model, [i.path for i in todo], settings, device, workers=opts.workers,
                                      want_probs="probs" in opts.save, keep_image="overlay" in opts.save)
             for item, pred in zip(todo, preds):
                 if pred.error:
                     summary.failed.append({"path": str(item.path), "error": pred.error})
-                    progress.console.print(Text("failed: " + pred.error, style="red"), soft_wrap=True)
+                    progress.print(Text("failed: " + pred.error, style="red"))
                 else:
                     writer.put(pred, item)
                     summary.processed += 1
-                done = summary.processed + len(summary.failed)
-                rate = done / max(time.perf_counter() - infer_start, 1e-9)
-                progress.update(task, advance=1, rate=f"{rate:.2f}")
+                progress.advance(failed=len(summary.failed))
     except KeyboardInterrupt:
         summary.interrupted = True
         raise

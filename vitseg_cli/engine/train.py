@@ -41,6 +41,7 @@ from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, apply_overrides, load_spec, read_spec_data, spec_from_dict, with_overrides
 from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
+from .progress import ProgressReporter
 from .train_data import (CLASS_FIELDS, AugmentedCrops, batch_loader, check_dataset, class_fields_set, fit_classes,
                          unwrap_worker_error)
 from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, restore_rng, save_state,
@@ -408,7 +409,8 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     metrics: dict[str, float] = {}
     iteration = start_iter
     interrupted = False
-    progress = _progress(not opts.quiet and ctx.is_main, start_iter, t.iters)
+    progress = ProgressReporter("train", t.iters, start=start_iter, unit="it", enabled=not opts.quiet and ctx.is_main,
+                                fallback=say)
     with _StopFlag() as stop, progress as bar:
         for it in range(start_iter, stop_at):
             if ctx.any(stop.requested):
@@ -453,7 +455,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                     if ctx.is_main:
                         metrics = validate(model, val_dataset, ctx.device)
                         row.update(metrics)
-                        say(f"iteration {iteration}: mIoU {metrics['mIoU']:.4f}, aAcc {metrics['aAcc']:.4f}")
+                        bar.print(f"iteration {iteration}: mIoU {metrics['mIoU']:.4f}, aAcc {metrics['aAcc']:.4f}")
                         if best_score is None or metrics["mIoU"] > best_score:
                             best_score, best_iter = metrics["mIoU"], iteration
                             save_model(model, out / "best.safetensors",
@@ -467,7 +469,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                             tb.add_scalar(f"train/{key}" if key in ("lr", "loss", "loss_aux", "time")
                                           else f"val/{key}", value, iteration)
                 window.update(loss=0.0, aux=0.0, n=0, t0=time.perf_counter(), iters=0)
-            bar(iteration, last_loss, lr_now)
+            bar.update(iteration, loss="-" if last_loss is None else f"{last_loss:.4f}", lr=f"{lr_now:.2e}")
             if iteration % t.save_every == 0 and iteration != stop_at:
                 checkpoint(iteration)
     checkpoint(iteration)
@@ -526,38 +528,3 @@ def _tensorboard(out: Path):
     except Exception:  # the tensorboard package is optional
         return None
     return SummaryWriter(str(out / "tb"))
-
-
-class _progress:
-    """A rich progress bar (loss, lr, it/s, ETA) on rank 0, or nothing."""
-
-    def __init__(self, enabled: bool, start: int, total: int):
-        self.enabled, self.start, self.total = enabled, start, total
-        self._p = None
-
-    def __enter__(self) -> Callable[[int, Optional[float], float], None]:
-        if not self.enabled:
-            return lambda *_: None
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]}"),
-                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                           console=Console(stderr=True), transient=False)
-        self._p.start()
-        task = self._p.add_task("train", total=self.total, completed=self.start, loss="-", lr="-", speed="")
-        t0, first = time.perf_counter(), self.start
-
-        def update(iteration: int, loss: Optional[float], lr: float) -> None:
-            dt = time.perf_counter() - t0
-            speed = f"{(iteration - first) / dt:.2f} it/s" if dt > 0 else ""
-            self._p.update(task, completed=iteration, loss="-" if loss is None else f"{loss:.4f}",
-                           lr=f"{lr:.2e}", speed=speed)
-
-        return update
-
-    def __exit__(self, *exc) -> None:
-        if self._p is not None:
-            self._p.stop()
