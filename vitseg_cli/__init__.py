@@ -6,6 +6,7 @@ The Python API that tests, benchmarks and users share with the CLI::
     model = load_model("model.safetensors")      # or an official .pth (+ spec)
     feats = model.backbone(x)                     # [f1, f2, f3, f4] at 1/4 .. 1/32
     logits = model(x)                             # (B, K, ceil(H/4), ceil(W/4))
+    result = model.predict("image.jpg")           # labels, probs, .overlay(), .save(dir): as `vitseg predict`
 """
 
 __version__ = "0.1.0"

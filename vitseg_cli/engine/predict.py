@@ -146,12 +146,31 @@ def remove_stale_temporaries(out: Path) -> int:
 # ----------------------------------------------------------------------------------------------------- writing
 
 
+def mask_dtype(num_classes: int) -> type:
+    return np.uint16 if num_classes > 255 else np.uint8
+
+
+def write_outputs(paths: dict[str, Path], labels: np.ndarray, *, image: Optional[np.ndarray],
+                  probs: Optional[np.ndarray], palette, alpha: float, mask_dtype: type) -> None:
+    """Write one prediction's files (kind -> path, from `output_paths`), each atomically."""
+    if "probs" in paths:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, probs=probs)
+        atomic_write_bytes(paths["probs"], buf.getvalue())
+    if "overlay" in paths:
+        write_image(paths["overlay"], overlay(image, labels, palette, alpha))
+    if "color" in paths:
+        write_image(paths["color"], colorize(labels, palette))
+    if "masks" in paths:
+        write_image(paths["masks"], labels.astype(mask_dtype, copy=False))
+
+
 class OutputWriter:
     """Writes predictions in a background thread; the first failure is kept and re-raised by `check`."""
 
     def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int):
         self.out, self.save, self.palette, self.alpha = out, tuple(save), palette, alpha
-        self.mask_dtype = np.uint16 if num_classes > 255 else np.uint8
+        self.mask_dtype = mask_dtype(num_classes)
         self.queue: "queue.Queue[Optional[tuple[Prediction, InputImage]]]" = queue.Queue(maxsize=4)
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._loop, name="vitseg-writer", daemon=True)
@@ -166,18 +185,8 @@ class OutputWriter:
                     self.error = err
 
     def _write(self, pred: Prediction, item: InputImage) -> None:
-        paths = output_paths(self.out, item.rel, self.save)
-        labels = pred.labels
-        if "probs" in paths:
-            buf = io.BytesIO()
-            np.savez_compressed(buf, probs=pred.probs)
-            atomic_write_bytes(paths["probs"], buf.getvalue())
-        if "overlay" in paths:
-            write_image(paths["overlay"], overlay(pred.image, labels, self.palette, self.alpha))
-        if "color" in paths:
-            write_image(paths["color"], colorize(labels, self.palette))
-        if "masks" in paths:
-            write_image(paths["masks"], labels.astype(self.mask_dtype, copy=False))
+        write_outputs(output_paths(self.out, item.rel, self.save), pred.labels, image=pred.image, probs=pred.probs,
+                      palette=self.palette, alpha=self.alpha, mask_dtype=self.mask_dtype)
 
     def put(self, pred: Prediction, item: InputImage) -> None:
         self.check()

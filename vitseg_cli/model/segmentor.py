@@ -70,6 +70,12 @@ class Segmentor(nn.Module):
         logits = self.decode_head(feats)
         return logits[..., :math.ceil(h / 4), :math.ceil(w / 4)]
 
+    def predict(self, image, **options):
+        """Segment one image (path, RGB array or PIL image) the way `vitseg predict` does; see engine/result.py."""
+        from ..engine.result import predict  # the engine imports the model: import it only when used
+
+        return predict(self, image, **options)
+
 
 def build_model(spec: "Spec | dict | str | None" = None) -> Segmentor:
     """A freshly initialised model for a spec (YAML path, dict, preset name or Spec)."""
