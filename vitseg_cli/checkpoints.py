@@ -101,6 +101,14 @@ def read_official(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str
     return state, meta
 
 
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise VitsegError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:200]})") from None
+
+
 def read_vitseg(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
     _check_exists(path)
@@ -305,9 +313,14 @@ _TIMM_DROPPED = ("cls_token", "dist_token", "norm.", "fc_norm.", "head.", "head_
 
 
 def load_vit_pretrained(model: Segmentor, path: "str | Path") -> list[str]:
-    """Initialise the ViT part (patch embed, pos embed, blocks) from a timm/DeiT classification checkpoint."""
+    """Initialise the ViT part (patch embed, pos embed, blocks) from a timm/DeiT classification checkpoint: a torch
+    file, or a timm `.safetensors` (as the Hugging Face hub ships `model.safetensors`)."""
     path = Path(path)
-    state, _ = _unwrap_state_dict(read_torch_file(path), path)
+    _check_exists(path)
+    if _is_safetensors(path):
+        state = _unwrap_state_dict(_read_safetensors(path), path)[0]
+    else:
+        state, _ = _unwrap_state_dict(read_torch_file(path), path)
     vit: dict[str, torch.Tensor] = {}
     for k, v in state.items():
         if k.startswith(_TIMM_DROPPED):

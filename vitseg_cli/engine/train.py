@@ -41,6 +41,7 @@ from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, apply_overrides, load_spec, read_spec_data, spec_from_dict, with_overrides
 from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
+from .loggers import build_loggers, logger_names, metric_names
 from .progress import ProgressReporter
 from .train_data import (CLASS_FIELDS, AugmentedCrops, batch_loader, check_dataset, class_fields_set, fit_classes,
                          unwrap_worker_error)
@@ -78,6 +79,7 @@ class TrainOptions:
     resume: bool = False
     device: str = "auto"
     log_every: Optional[int] = None  # default: the run's own (run.json), else 50
+    loggers: Optional[str] = None  # --logger tb,mlflow,...; default: the run's own, else tb when installed
     stop_at: Optional[int] = None
     quiet: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -277,6 +279,8 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     fmt = opts.fmt or run_info.get("format") or "folder"
     val_root = _absolute(opts.val_data) or _recorded_path(run_info, "val_data", out, "--val-data")
     log_every = opts.log_every or run_info.get("log_every") or 50
+    logger_option = opts.loggers if opts.loggers is not None else run_info.get("loggers")
+    loggers_wanted = logger_names(logger_option)  # a missing package fails here, before anything is written
     if data_root is None:
         raise VitsegError("--data is required (the training dataset folder)")
     spec, fixed = resolve_spec(opts, resuming)
@@ -367,17 +371,18 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                         "val_data": str(val_root) if val_root else None,
                         "pretrained": str(_absolute(opts.pretrained)) if opts.pretrained else None,
                         "init_from": str(_absolute(opts.init_from)) if opts.init_from else None,
-                        "log_every": log_every, "batch_size": t.batch_size, "micro_batch": micro, "accum": t.accum, "amp": use_amp,
+                        "log_every": log_every, "loggers": opts.loggers, "batch_size": t.batch_size, "micro_batch": micro, "accum": t.accum, "amp": use_amp,
                         "train_samples": len(dataset), "resumes": []}
         else:
             run_info.setdefault("resumes", []).append(
                 {"iteration": start_iter, "time": now, "command": " ".join(opts.command),
                  "world_size": ctx.world_size, "device": str(ctx.device)})
-            run_info.update(data=str(data_root), val_data=str(val_root) if val_root else None)
+            run_info.update(data=str(data_root), val_data=str(val_root) if val_root else None,
+                            loggers=logger_option)
         write_json(out / "run.json", run_info)
     ctx.barrier()
     log = CsvLog(out / "log.csv", start_iter) if ctx.is_main else None
-    tb = _tensorboard(out) if ctx.is_main else None
+    loggers = build_loggers(loggers_wanted, out, _logger_config(spec, data_root, fmt)) if ctx.is_main else []
 
     def checkpoint(iteration: int) -> None:
         rngs = ctx.gather(capture_rng())
@@ -463,18 +468,15 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                     best_score, best_iter = ctx.gather((best_score, best_iter))[0]
                 if log is not None:
                     log.append(row)
-                if tb is not None:
-                    for key, value in row.items():
-                        if key != "iter" and value is not None:
-                            tb.add_scalar(f"train/{key}" if key in ("lr", "loss", "loss_aux", "time")
-                                          else f"val/{key}", value, iteration)
+                for logger in loggers:
+                    logger.log(metric_names(row), iteration)
                 window.update(loss=0.0, aux=0.0, n=0, t0=time.perf_counter(), iters=0)
             bar.update(iteration, loss="-" if last_loss is None else f"{last_loss:.4f}", lr=f"{lr_now:.2e}")
             if iteration % t.save_every == 0 and iteration != stop_at:
                 checkpoint(iteration)
     checkpoint(iteration)
-    if tb is not None:
-        tb.close()
+    for logger in loggers:
+        logger.close()
     if interrupted:
         say(f"stopped at iteration {iteration}: state saved; continue with --resume")
     return TrainResult(out, iteration, interrupted, last_loss, best_score, metrics)
@@ -522,9 +524,8 @@ def _next_batch(batches) -> tuple[torch.Tensor, torch.Tensor]:
         raise
 
 
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # the tensorboard package is optional
-        return None
-    return SummaryWriter(str(out / "tb"))
+def _logger_config(spec: Spec, data_root: Path, fmt: str) -> dict[str, Any]:
+    """What a tracking logger records about the run: the recipe, the data and the model's size."""
+    b = spec.model.backbone
+    return {**spec.train.model_dump(mode="json"), "data": str(data_root), "format": fmt,
+            "num_classes": spec.model.num_classes, "embed_dim": b.embed_dim, "depth": b.depth}
