@@ -216,6 +216,7 @@ class ModelEvalOptions:
     device: str = "auto"
     workers: int = 0
     save_predictions: Optional[Path] = None
+    label_offset: int = 0  # added to saved mask values (1: ADE20K submission format)
     quiet: bool = False
     limit: Optional[int] = None
 
@@ -257,7 +258,8 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         mine = ctx.shard(ds.samples)
 
         def work():
-            writer = _prediction_writer(opts.save_predictions, ds) if opts.save_predictions else None
+            writer = (_prediction_writer(opts.save_predictions, ds, opts.label_offset) if opts.save_predictions
+                      else None)
             progress = _progress(len(mine), "evaluating", ctx.is_main and not opts.quiet).start()
             try:
                 preds = iter_predictions(model, [ds.samples[i].image for i in mine], settings, device,
@@ -292,16 +294,17 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
                 "settings": settings.to_dict(), "device": str(device)}
         if opts.save_predictions:
             meta["predictions"] = str(opts.save_predictions)
+            meta["label_offset"] = opts.label_offset
         return _finish(ctx, local, ds.class_names, meta, started)
     finally:
         ctx.close()
 
 
-def _prediction_writer(out: Path, ds: SegDataset):
-    """predict's own writer: masks, color and overlay under `<out>/<kind>/<key>.*`."""
+def _prediction_writer(out: Path, ds: SegDataset, label_offset: int = 0):
+    """predict's own writer: masks, color and overlay under `<out>/<kind>/<key>.*`; mask values + `label_offset`."""
     from .predict import DEFAULT_SAVE, OutputWriter
 
     if out.exists() and not out.is_dir():
         raise VitsegError(f"--save-predictions {out}: exists and is not a folder")
-    return OutputWriter(out, DEFAULT_SAVE, ds.palette, 0.5, ds.num_classes)
+    return OutputWriter(out, DEFAULT_SAVE, ds.palette, 0.5, ds.num_classes, label_offset)
 

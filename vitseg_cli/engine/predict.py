@@ -151,8 +151,9 @@ def mask_dtype(num_classes: int) -> type:
 
 
 def write_outputs(paths: dict[str, Path], labels: np.ndarray, *, image: Optional[np.ndarray],
-                  probs: Optional[np.ndarray], palette, alpha: float, mask_dtype: type) -> None:
-    """Write one prediction's files (kind -> path, from `output_paths`), each atomically."""
+                  probs: Optional[np.ndarray], palette, alpha: float, mask_dtype: type, label_offset: int = 0) -> None:
+    """Write one prediction's files (kind -> path, from `output_paths`), each atomically. `label_offset` is added to
+    the mask values only (1: ADE20K's 1-based submission labels)."""
     if "probs" in paths:
         buf = io.BytesIO()
         np.savez_compressed(buf, probs=probs)
@@ -162,15 +163,18 @@ def write_outputs(paths: dict[str, Path], labels: np.ndarray, *, image: Optional
     if "color" in paths:
         write_image(paths["color"], colorize(labels, palette))
     if "masks" in paths:
-        write_image(paths["masks"], labels.astype(mask_dtype, copy=False))
+        masks = labels.astype(mask_dtype, copy=False)
+        write_image(paths["masks"], masks + mask_dtype(label_offset) if label_offset else masks)
 
 
 class OutputWriter:
     """Writes predictions in a background thread; the first failure is kept and re-raised by `check`."""
 
-    def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int):
+    def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int,
+                 label_offset: int = 0):
         self.out, self.save, self.palette, self.alpha = out, tuple(save), palette, alpha
-        self.mask_dtype = mask_dtype(num_classes)
+        self.label_offset = label_offset
+        self.mask_dtype = mask_dtype(num_classes + label_offset)
         self.queue: "queue.Queue[Optional[tuple[Prediction, InputImage]]]" = queue.Queue(maxsize=4)
         self.error: Optional[BaseException] = None
         self.thread = threading.Thread(target=self._loop, name="vitseg-writer", daemon=True)
@@ -186,7 +190,8 @@ class OutputWriter:
 
     def _write(self, pred: Prediction, item: InputImage) -> None:
         write_outputs(output_paths(self.out, item.rel, self.save), pred.labels, image=pred.image, probs=pred.probs,
-                      palette=self.palette, alpha=self.alpha, mask_dtype=self.mask_dtype)
+                      palette=self.palette, alpha=self.alpha, mask_dtype=self.mask_dtype,
+                      label_offset=self.label_offset)
 
     def put(self, pred: Prediction, item: InputImage) -> None:
         self.check()
