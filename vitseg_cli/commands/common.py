@@ -42,7 +42,8 @@ def friendly_errors(fn: F) -> F:
 WeightsOption = Annotated[Optional[Path], typer.Option(
     "--weights", "-w", help="vitseg .safetensors or official .pth (default: the shipped model).")]
 SpecOption = Annotated[Optional[str], typer.Option(
-    "--spec", "-s", help="Spec YAML or preset (for official .pth files).")]
+    "--spec", "-s", help="Spec YAML or preset: the spec of an official .pth; on a vitseg file, merged onto the spec "
+                         "it holds (a YAML may name only the fields it changes).")]
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY.PATH=VALUE", help="Override one spec field (value read as YAML), e.g. --set test.mode=whole;"
                                             " repeatable; applied after --spec.")]
