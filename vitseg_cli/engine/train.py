@@ -371,7 +371,8 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                         "val_data": str(val_root) if val_root else None,
                         "pretrained": str(_absolute(opts.pretrained)) if opts.pretrained else None,
                         "init_from": str(_absolute(opts.init_from)) if opts.init_from else None,
-                        "log_every": log_every, "loggers": opts.loggers, "batch_size": t.batch_size, "micro_batch": micro, "accum": t.accum, "amp": use_amp,
+                        "log_every": log_every, "loggers": opts.loggers, "batch_size": t.batch_size,
+                        "micro_batch": micro, "accum": t.accum, "amp": use_amp,
                         "train_samples": len(dataset), "resumes": []}
         else:
             run_info.setdefault("resumes", []).append(
