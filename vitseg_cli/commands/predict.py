@@ -7,7 +7,8 @@ from pathlib import Path
 import typer
 
 from ..engine.predict import PredictOptions, parse_save, run_predict
-from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
+from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
+                     ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, default_workers, friendly_errors, inference_overrides)
 
@@ -41,7 +42,8 @@ def predict(
     Existing outputs are skipped (rerun to resume); unreadable files are reported and the exit code is 1."""
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
-                          spec_overrides=list(set_values or []), device=device, save=parse_save(save), alpha=alpha, overwrite=overwrite, workers=workers,
+                          spec_overrides=list(set_values or []), device=device, save=parse_save(save), alpha=alpha,
+                          overwrite=overwrite, workers=workers,
                           quiet=quiet, backend=backend.lower())
     summary = run_predict(opts, console=console)
     if summary.exit_code:
