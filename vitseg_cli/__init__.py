@@ -6,6 +6,7 @@ The Python API that tests, benchmarks and users share with the CLI::
     model = load_model("model.safetensors")      # or an official .pth (+ spec)
     feats = model.backbone(x)                     # [f1, f2, f3, f4] at 1/4 .. 1/32
     logits = model(x)                             # (B, K, ceil(H/4), ceil(W/4))
+    result = model.predict("image.jpg")           # labels, probs, .overlay(), .save(dir): as `vitseg predict`
 
     model = load_model("upernet_deit_adapter_tiny_512_160k_ade20k")   # a zoo name: downloaded once, cached
 

@@ -523,6 +523,18 @@ def load_spec(spec: "Spec | dict | str | Path | None") -> Spec:
     text = str(spec)
     if text in SPEC_PRESETS:
         return spec_from_dict(SPEC_PRESETS[text], source=f"preset {text}")
+    return spec_from_dict(read_spec_data(text), source=text)
+
+
+# ------------------------------------------------------------------------------ partial specs and --set overrides
+
+
+def read_spec_data(spec: "str | Path") -> dict[str, Any]:
+    """What a user wrote as `--spec`, unvalidated and without defaults: a preset name gives `{'preset': NAME}`, a
+    YAML file its mapping. Merged onto another spec, only the fields it names change."""
+    text = str(spec)
+    if text in SPEC_PRESETS:
+        return {"preset": text}
     path = Path(text)
     if not path.exists():
         raise VitsegError(f"{path}: spec file not found{did_you_mean(text, SPEC_PRESETS)} (or give a preset: "
@@ -531,7 +543,57 @@ def load_spec(spec: "Spec | dict | str | Path | None") -> Spec:
         data = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise VitsegError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
-    return spec_from_dict(data or {}, source=str(path))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise VitsegError(f"{path}: a spec must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def merge_spec(base: Spec, data: dict[str, Any], source: str = "spec") -> Spec:
+    """`base` with the fields of the partial spec `data` put over it, validated. A `preset` in `data` only fills
+    what neither names."""
+    return spec_from_dict(_deep_merge(base.to_dict(), data), source=source)
+
+
+def parse_override(pair: str) -> tuple[list[str], Any]:
+    """`'test.crop_size=[512, 512]'` -> (['test', 'crop_size'], [512, 512]); the value is read as YAML."""
+    key, sep, raw = pair.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or not all(part.strip() for part in parts):
+        raise VitsegError(f"--set {pair!r}: expected key.path=value, e.g. --set test.mode=whole")
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError as err:
+        raise VitsegError(f"--set {key}: value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+    return [part.strip() for part in parts], value
+
+
+def apply_overrides(data: dict[str, Any], pairs: "list[str] | tuple[str, ...]") -> dict[str, Any]:
+    """A copy of the spec mapping `data` with each `key.path=value` set (later pairs win); missing sections are
+    created. Whether the keys exist is checked when the result is validated (`spec_from_dict` names the path)."""
+    out = copy.deepcopy(data)
+    for pair in pairs:
+        parts, value = parse_override(pair)
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise VitsegError(f"--set {'.'.join(parts)}: {'.'.join(parts[:depth + 1])} is a value "
+                                  f"({child!r}), not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def with_overrides(spec: Spec, pairs: "list[str] | tuple[str, ...]") -> Spec:
+    """`spec` with `--set key.path=value` overrides applied and validated (errors name the key path)."""
+    if not pairs:
+        return spec
+    return spec_from_dict(apply_overrides(spec.to_dict(), pairs), source="--set")
 
 
 # The presets of the released official configs (plain data; nothing they import imports this module).

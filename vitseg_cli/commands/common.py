@@ -50,7 +50,11 @@ WeightsOption = Annotated[Optional[Path], typer.Option(
     "--weights", "-w", help="vitseg .safetensors, official .pth, or a zoo name (vitseg zoo) "
                             "(default: the shipped model).")]
 SpecOption = Annotated[Optional[str], typer.Option(
-    "--spec", "-s", help="Spec YAML or preset (for official .pth files).")]
+    "--spec", "-s", help="Spec YAML or preset: the spec of an official .pth; on a vitseg file, merged onto the spec "
+                         "it holds (a YAML may name only the fields it changes).")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY.PATH=VALUE", help="Override one spec field (value read as YAML), e.g. --set test.mode=whole;"
+                                            " repeatable; applied after --spec.")]
 ModeOption = Annotated[Optional[str], typer.Option("--mode", help="whole or slide (default: the spec's test.mode).")]
 CropOption = Annotated[Optional[int], typer.Option("--crop-size", min=1, help="Slide window size in pixels.")]
 StrideOption = Annotated[Optional[int], typer.Option("--stride", min=1, help="Slide window stride in pixels.")]

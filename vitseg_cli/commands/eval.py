@@ -11,7 +11,8 @@ from rich.console import Console
 
 from ..data.formats import FORMATS
 from ..errors import VitsegError, not_one_of
-from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
+from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
+                     ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, default_workers, friendly_errors, inference_overrides, note)
 
@@ -23,6 +24,7 @@ def eval_cmd(
     split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
     weights: WeightsOption = None,
     spec: SpecOption = None,
+    set_values: SetOption = None,
     out: Path = typer.Option(Path("vitseg-eval"), "--out", "-o", help="Report folder."),
     mode: ModeOption = None,
     crop_size: CropOption = None,
@@ -36,6 +38,9 @@ def eval_cmd(
     workers: WorkersOption = default_workers(),
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
+    label_offset: int = typer.Option(0, "--label-offset", min=0, max=255,
+                                     help="Add N to the saved masks' class indices (--save-predictions). 1 writes "
+                                          "ADE20K's 1-based benchmark labels (0 = other) for a submission."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (YAML/JSON/txt)."),
     coco_json: Optional[Path] = typer.Option(None, "--coco-json", help="COCO instances/stuff JSON (--format coco)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
@@ -68,11 +73,14 @@ def eval_cmd(
             raise not_one_of("--format", fmt, FORMATS)
         if not dataset.exists():
             raise VitsegError(f"{dataset}: dataset folder not found")
+        if label_offset and not save_predictions:
+            raise VitsegError("--label-offset changes the masks --save-predictions writes: give both")
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
-            overrides=overrides, device=device, workers=workers,
-            save_predictions=out / "predictions" if save_predictions else None, quiet=quiet, limit=limit), note=None if quiet else note)
+            overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
+            save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,
+            quiet=quiet, limit=limit), note=None if quiet else note)
     if result is None or rank != 0:  # other ranks: rank 0 writes
         return
     _report(result, out, quiet)

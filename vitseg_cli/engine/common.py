@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -26,14 +26,16 @@ def _note_to_stderr(line: str) -> None:
 
 
 def load_inference_model(weights: Optional[Path], spec: Optional[str], device: "torch.device | str",
-                         note: Optional[Callable[[str], None]] = _note_to_stderr) -> Segmentor:
-    """A model in eval mode on `device`: vitseg `.safetensors` or official `.pth` (spec given or inferred);
-    no weights = the shipped default model. Each of the model's load notes goes to `note`."""
+                         note: Optional[Callable[[str], None]] = _note_to_stderr,
+                         overrides: Sequence[str] = ()) -> Segmentor:
+    """A model in eval mode on `device`: vitseg `.safetensors` or official `.pth` (spec given or inferred, a given
+    YAML merged onto an embedded spec, `--set` overrides last); no weights = the shipped default model. Each of the
+    model's load notes goes to `note`."""
     if weights is None:
         weights = default_weights_path()
         if not weights.exists():
             raise VitsegError("no default model is shipped yet: pass --weights")
-    model = load_model(Path(weights), spec, device=device)
+    model = load_model(Path(weights), spec, device=device, overrides=overrides)
     if note is not None:
         for line in getattr(model, "load_notes", []):
             note(line)
