@@ -107,3 +107,14 @@ def test_specs_the_official_code_accepts_are_accepted():
     with torch.no_grad():
         feats = model.eval()(torch.zeros(1, 3, 64, 96))
     assert [tuple(f.shape[-2:]) for f in feats] == [(16, 24), (8, 12), (4, 6), (2, 3)]
+
+
+def test_weights_only_beit_spec_slides_windows_of_its_img_size(parity_dir):
+    # with no config in the file, the test windows must still be BEiT's one input size (64x96 here), not 512
+    state = torch.load(parity_dir / "mini_beit_checkpoint.pth", weights_only=True)["state_dict"]
+    from vitseg_cli.model.official import infer_spec
+
+    spec, notes = infer_spec(state, {})
+    assert spec.test.mode == "slide" and tuple(spec.test.crop_size) == (64, 96)
+    assert all(0 < s <= c for s, c in zip(spec.test.stride, spec.test.crop_size))
+    assert "img_size" in notes[-1]

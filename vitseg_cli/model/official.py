@@ -65,7 +65,14 @@ def infer_spec_from_weights(state: dict[str, torch.Tensor], meta: dict[str, Any]
         model.setdefault("num_classes", num_classes)
         assumed += more
     data = meta_classes(meta, model.get("num_classes"))
-    return spec_from_dict({"model": model, "data": data}, source="inferred spec"), assumed
+    spec: dict[str, Any] = {"model": model, "data": data}
+    window = backbone.get("img_size") if backbone.get("type") == "beit_adapter" else None
+    if window is not None:  # a BEiT window is its one input size: slide windows of exactly that size
+        crop = [window, window] if isinstance(window, int) else list(window)
+        stride = [c * 2 // 3 for c in crop]  # the released configs' ratio (512 -> 341, 640 -> 426)
+        spec["test"] = {"crop_size": crop, "stride": stride}
+        assumed.append(f"test: slide crop {crop} (img_size), stride {stride}")
+    return spec_from_dict(spec, source="inferred spec"), assumed
 
 
 def _aux_family(state: dict) -> Optional[Any]:
