@@ -38,6 +38,8 @@ def eval_cmd(
     workers: WorkersOption = default_workers(),
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace OUT/predictions/ made with other weights or settings."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (YAML/JSON/txt)."),
     coco_json: Optional[Path] = typer.Option(None, "--coco-json", help="COCO instances/stuff JSON (--format coco)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
@@ -73,7 +75,8 @@ def eval_cmd(
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
             overrides=overrides, device=device, workers=workers,
-            save_predictions=out / "predictions" if save_predictions else None, quiet=quiet, limit=limit), note=note)
+            save_predictions=out / "predictions" if save_predictions else None, overwrite=overwrite,
+            quiet=quiet, limit=limit), note=note)
     if result is None or rank != 0:  # other ranks: rank 0 writes
         return
     _report(result, out, quiet)

@@ -41,7 +41,7 @@ from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, load_spec
 from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
-from .train_data import AugmentedCrops, batch_loader, check_dataset, unwrap_worker_error
+from .train_data import AugmentedCrops, batch_loader, check_dataset, loader_stopped, unwrap_worker_error
 from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, restore_rng, save_state,
                           seed_everything, write_json)
 
@@ -127,7 +127,8 @@ def resolve_spec(opts: TrainOptions, resuming: bool) -> Spec:
     return spec
 
 
-def micro_batch(spec: Spec, world_size: int) -> int:
+def micro_batch(spec: Spec, world_size: int, sync_batchnorm: bool = False) -> int:
+    """Images per forward pass in each process; BatchNorm needs 2 of them unless SyncBatchNorm pools the ranks."""
     t = spec.train
     per_step = world_size * t.accum
     if t.batch_size % per_step:
@@ -137,6 +138,11 @@ def micro_batch(spec: Spec, world_size: int) -> int:
     if micro < 2 and world_size == 1:
         raise VitsegError(f"batch size {t.batch_size} with accum {t.accum} gives 1 image per forward pass: "
                           "BatchNorm cannot train on a batch of one (raise --batch-size or lower --accum)")
+    if micro < 2 and not sync_batchnorm:
+        raise VitsegError(f"batch size {t.batch_size} over {world_size} processes x accum {t.accum} gives each "
+                          f"process 1 image per forward pass: BatchNorm cannot train on a batch of one, and its "
+                          f"statistics stay per process on CPU (raise --batch-size to {2 * per_step} or lower "
+                          "--accum)")
     return micro
 
 
@@ -258,35 +264,11 @@ def train(opts: TrainOptions, say: Callable[[str], None] = print) -> TrainResult
 
 def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> TrainResult:
     out = Path(opts.out)
-    resuming = check_run_folder(out, opts.resume)
-    ctx.barrier()  # every rank has looked at the folder before rank 0 writes into it
-    run_info: dict[str, Any] = {}
-    if resuming:
-        run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    data_root = opts.data or (Path(run_info["data"]) if run_info.get("data") else None)
-    fmt = opts.fmt or run_info.get("format") or "folder"
-    val_root = opts.val_data or (Path(run_info["val_data"]) if run_info.get("val_data") else None)
-    log_every = opts.log_every or run_info.get("log_every") or 50
-    if data_root is None:
-        raise VitsegError("--data is required (the training dataset folder)")
-    spec = resolve_spec(opts, resuming)
+    # every rank checks the folder, the data and the batch before rank 0 writes anything or any rank trains; a
+    # failure on one rank is every rank's (agree), so none waits for the others in a collective
+    (resuming, run_info, data_root, fmt, val_root, log_every, spec, dataset, val_dataset,
+     micro) = ctx.agree(lambda: _prepare(opts, ctx, say))
     t = spec.train
-
-    dataset = _open(data_root, fmt, opts.split, spec)
-    check_dataset(dataset, spec, str(data_root))
-    if dataset.ignore_index != spec.data.ignore_index:
-        spec = spec.updated(data={"ignore_index": dataset.ignore_index})
-    if not spec.data.classes and dataset.num_classes == spec.model.num_classes:
-        spec = spec.updated(data={"classes": list(dataset.class_names),
-                                  "palette": [list(c) for c in dataset.palette]})
-    val_dataset = None
-    if val_root is not None:
-        val_dataset = _open(val_root, fmt, opts.val_split, spec)
-        if len(val_dataset) == 0:
-            raise VitsegError(f"{val_root}: no validation samples found")
-    if t.eval_every and val_dataset is None:
-        say("note: --eval-every is set but there is no --val-data: no validation")
-    micro = micro_batch(spec, ctx.world_size)
 
     # ---- model, optimiser, schedule
     seed_everything(t.seed + ctx.rank)
@@ -398,7 +380,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     iteration = start_iter
     interrupted = False
     progress = _progress(not opts.quiet and ctx.is_main, start_iter, t.iters)
-    with _StopFlag() as stop, progress as bar:
+    with _StopFlag() as stop, progress as bar, loader_stopped(batches):
         for it in range(start_iter, stop_at):
             if ctx.any(stop.requested):
                 interrupted = True
@@ -465,6 +447,40 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     if interrupted:
         say(f"stopped at iteration {iteration}: state saved; continue with --resume")
     return TrainResult(out, iteration, interrupted, last_loss, best_score, metrics)
+
+
+def _prepare(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> tuple:
+    """What the run needs before the model is built, checked: the folder, the spec, the datasets, the micro-batch."""
+    out = Path(opts.out)
+    resuming = check_run_folder(out, opts.resume)
+    run_info: dict[str, Any] = {}
+    if resuming:
+        run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    data_root = opts.data or (Path(run_info["data"]) if run_info.get("data") else None)
+    fmt = opts.fmt or run_info.get("format") or "folder"
+    val_root = opts.val_data or (Path(run_info["val_data"]) if run_info.get("val_data") else None)
+    log_every = opts.log_every or run_info.get("log_every") or 50
+    if data_root is None:
+        raise VitsegError("--data is required (the training dataset folder)")
+    spec = resolve_spec(opts, resuming)
+    t = spec.train
+
+    dataset = _open(data_root, fmt, opts.split, spec)
+    check_dataset(dataset, spec, str(data_root))
+    if dataset.ignore_index != spec.data.ignore_index:
+        spec = spec.updated(data={"ignore_index": dataset.ignore_index})
+    if not spec.data.classes and dataset.num_classes == spec.model.num_classes:
+        spec = spec.updated(data={"classes": list(dataset.class_names),
+                                  "palette": [list(c) for c in dataset.palette]})
+    val_dataset = None
+    if val_root is not None:
+        val_dataset = _open(val_root, fmt, opts.val_split, spec)
+        if len(val_dataset) == 0:
+            raise VitsegError(f"{val_root}: no validation samples found")
+    if t.eval_every and val_dataset is None:
+        say("note: --eval-every is set but there is no --val-data: no validation")
+    micro = micro_batch(spec, ctx.world_size, sync_batchnorm=ctx.active and ctx.device.type == "cuda")
+    return (resuming, run_info, data_root, fmt, val_root, log_every, spec, dataset, val_dataset, micro)
 
 
 def _open(root: Path, fmt: str, split: str, spec: Spec) -> Any:
