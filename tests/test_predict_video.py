@@ -152,3 +152,12 @@ def test_an_interrupted_video_is_redone_from_its_start(tmp_path, weights, monkey
     assert len(decoded_frames(out / "video" / "clip.mp4")) == FRAMES
     assert len(list((out / "masks" / "clip").glob("*.png"))) == FRAMES
     assert not (out / "video" / ".clip.part.mp4").exists()
+
+
+def test_a_video_and_an_image_in_its_frame_folder_are_refused(tmp_path, weights):
+    make_video(tmp_path / "src" / "clip.mp4")
+    write_image(tmp_path / "src" / "clip" / "000000.png", image(H, W))
+    result = invoke(tmp_path / "src", "--weights", weights, "--out", tmp_path / "out", "--workers", 0)
+    assert result.exit_code == 2
+    assert "clip.mp4: its frames would be written where" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()

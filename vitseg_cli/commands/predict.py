@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -47,7 +48,9 @@ def predict(
                           device=device, save=parse_save(save), alpha=alpha, overwrite=overwrite, workers=workers,
                           quiet=quiet, backend=backend.lower(), vid_stride=vid_stride)
     summary = run_predict(opts, console=console)
-    if summary.exit_code:
+    # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
+    # rank 0 before it has written predict.json
+    if summary.exit_code and int(os.environ.get("RANK", "0")) == 0:
         raise typer.Exit(summary.exit_code)
 
 

@@ -147,6 +147,13 @@ def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputImage]:
             raise VitsegError(f"{p} and {seen[name]} would both be written as {name}: give their folders as "
                               "separate runs with different --out")
         seen[name] = p
+    # a video's frames are written as <name>/<frame>.*: no other input may be named inside that folder
+    folders = {name.rsplit("/", k)[0]: name for name in names for k in range(1, name.count("/") + 1)}
+    for (p, _), name in zip(found, names):
+        if is_video_path(p) and name in folders:
+            inside = folders[name]
+            raise VitsegError(f"{p}: its frames would be written where {seen[inside]} goes ({inside}): give them "
+                              "as separate runs with different --out")
     return [InputImage(p, name) for (p, _), name in zip(found, names)]
 
 
