@@ -183,6 +183,18 @@ def test_a_failure_on_one_rank_ends_the_whole_job(tmp_path, weights, folder, com
     assert leftover_processes(marker) == []
 
 
+def test_a_failure_in_one_process_training_with_loader_workers_ends_it(tmp_path, weights, folder):
+    """The same failure without torchrun: the persistent loader workers (which ignore SIGTERM) must not keep the
+    process waiting at exit."""
+    args = _inputs_for("train", tmp_path, weights, folder)
+    proc, seconds = run_job([sys.executable, HOOKS, *args], str(tmp_path / "out"), timeout=240,
+                            env={"HOOK_FAIL_RANK": "0", "HOOK_FAIL_AFTER": "1"})
+    assert proc.returncode != 0 and "RuntimeError: injected failure on rank 0" in proc.stderr
+    assert seconds < 180
+    time.sleep(1)
+    assert leftover_processes(str(tmp_path / "out")) == []
+
+
 def test_one_image_per_rank_is_refused_before_training(tmp_path):
     data = make_synthetic(tmp_path / "data", 2, 0, size=(64, 64))
     out = tmp_path / "run"
