@@ -4,7 +4,6 @@ the whole job promptly with a non-zero exit and one error line."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess

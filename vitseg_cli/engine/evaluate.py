@@ -249,7 +249,7 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
             settings.check_device(device)
             ds = _dataset_for_model(opts, model)
             if opts.save_predictions and ctx.is_main:
-                _claim_predictions_folder(opts, model, settings, ds)
+                _claim_predictions_folder(opts, model, settings)
             return model, settings, ds
 
         model, settings, ds = ctx.agree(prepare)
@@ -296,7 +296,7 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         ctx.close()
 
 
-def _claim_predictions_folder(opts: ModelEvalOptions, model, settings, ds: SegDataset) -> None:
+def _claim_predictions_folder(opts: ModelEvalOptions, model, settings) -> None:
     """predict's fingerprint rule for --save-predictions: refuse a folder of other predictions unless --overwrite."""
     from .common import default_weights_path
     from .fingerprint import check_output_folder, make_fingerprint

@@ -181,13 +181,15 @@ class _ImageDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
         try:
-            image = read_image(path)
-        except VitsegError as err:
-            return {"index": index, "path": path, "error": _one_line(path, err)}
-        except Exception as err:  # a decoder can fail in many ways; one bad file must not stop the run
-            return {"index": index, "path": path,
-                    "error": f"{path}: cannot read ({type(err).__name__}: {_one_line(path, err)[:200]})"}
-        return _image_item(index, path, image, self.settings, self.mean, self.std, self.keep_image)
+            return _image_item(index, path, read_image(path), self.settings, self.mean, self.std, self.keep_image)
+        except Exception as err:  # one bad file must not stop the run
+            return {"index": index, "path": path, "error": _read_error(path, err)}
+
+
+def _read_error(path: Path, err: Exception) -> str:
+    if isinstance(err, VitsegError):
+        return _one_line(path, err)
+    return f"{path}: cannot read ({type(err).__name__}: {_one_line(path, err)[:200]})"  # a decoder's own failure
 
 
 def _image_item(index: int, path: Path, image: np.ndarray, settings: InferenceSettings, mean, std,
@@ -212,8 +214,8 @@ class _VideoFrames(torch.utils.data.IterableDataset):
         try:
             for n, (frame, image) in enumerate(read_frames(self.path, self.stride)):
                 yield _image_item(n, self.path, image, self.settings, self.mean, self.std, self.keep_image, frame)
-        except VitsegError as err:
-            yield {"index": -1, "path": self.path, "error": _one_line(self.path, err)}
+        except Exception as err:
+            yield {"index": -1, "path": self.path, "error": _read_error(self.path, err)}
 
 
 def _identity(item):
