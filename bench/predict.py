@@ -1,16 +1,23 @@
-"""Benchmark: images/s of the whole `vitseg predict` pipeline (decode, preprocess, inference, write) against the bare
-model forward on the same windows of the same images, on synthetic images.
+"""Benchmark: images/s of the whole `vitseg predict` pipeline (decode, preprocess, inference, encode, write) against
+the bare model forward on the same images, same windows and same batch size, on synthetic images; and, where more
+than one GPU exists (or --procs asks), `torchrun --nproc_per_node N vitseg predict` for N = 1, 2, ...
 
-    python bench/predict.py [--images 16] [--size 683x512] [--weights W] [--device auto] [--workers 0,2]
+    python bench/predict.py [--images 64] [--size 683x512] [--weights W | --spec tiny] [--device auto]
+                            [--batch-size 1] [--half] [--compile] [--workers 0,2] [--procs 1,2]
 
-Without --weights it uses the shipped default model, or the `nano` preset with random weights when none is shipped.
+Without --weights or --spec it uses the shipped default model (or the `nano` preset with random weights when none is
+shipped); `--spec tiny` times the tiny UperNet with random weights. The goal on a GPU: the pipeline at >= 80% of the
+forward rate.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -21,9 +28,10 @@ from rich.console import Console
 from rich.table import Table
 
 from vitseg_cli import build_model, save_model
-from vitseg_cli.data.io import write_image
+from vitseg_cli.data.io import read_image, write_image
 from vitseg_cli.engine.common import default_weights_path, load_inference_model
-from vitseg_cli.engine.inference import InferenceSettings, preprocess, resolve_device, slide_windows
+from vitseg_cli.engine.inference import (InferenceSettings, _model_forward, preprocess, resolve_device,
+                                         slide_windows)
 from vitseg_cli.engine.predict import PredictOptions, run_predict
 
 
@@ -36,7 +44,7 @@ def machine(device: torch.device) -> str:
                 break
     except OSError:
         pass
-    gpu = f", GPU {torch.cuda.get_device_name(device)}" if device.type == "cuda" else ""
+    gpu = f", GPU {torch.cuda.get_device_name(device)} (x{torch.cuda.device_count()})" if device.type == "cuda" else ""
     return (f"{cpu}, {os.cpu_count()} CPUs ({torch.get_num_threads()} torch threads){gpu}; "
             f"torch {torch.__version__}, Python {platform.python_version()}")
 
@@ -53,70 +61,123 @@ def synthetic_images(folder: Path, n: int, h: int, w: int) -> list[Path]:
     return paths
 
 
-def bare_forward(model, paths, settings: InferenceSettings, device) -> float:
-    """Seconds for the model alone on every window the pipeline runs (inputs preprocessed beforehand)."""
-    from vitseg_cli.data.io import read_image
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
+
+def bare_forward(model, paths, settings: InferenceSettings, device: torch.device) -> float:
+    """Seconds for the model alone (the pipeline's own forward: --half / --compile as set) on every window the
+    pipeline runs, `batch_size` windows (slide) or same-size images (whole) per call, inputs already on the device."""
     spec = model.spec
     inputs = [torch.from_numpy(preprocess(read_image(p), settings.resize, 1.0, spec.data.mean, spec.data.std))[None]
               .to(device) for p in paths]
-    with torch.inference_mode():
-        model(inputs[0][..., :64, :64])  # warm-up
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
+    forward = _model_forward(model.to(device).eval(), device, settings.half, settings.compile)
+    b = settings.batch_size
+    if settings.mode == "whole":  # the synthetic images share one size, so the pipeline batches them too
+        calls = [torch.cat(inputs[i:i + b]) for i in range(0, len(inputs), b)]
+    else:
+        calls = []
         for x in inputs:
-            h, w = x.shape[-2:]
-            wins = [(0, h, 0, w)] if settings.mode == "whole" else slide_windows(h, w, settings.crop_size,
-                                                                                 settings.stride)
-            for y1, y2, x1, x2 in wins:
-                model(x[..., y1:y2, x1:x2])
-        if device.type == "cuda":
-            torch.cuda.synchronize()
+            wins = slide_windows(*x.shape[-2:], settings.crop_size, settings.stride)
+            for i in range(0, len(wins), b):
+                calls.append(torch.cat([x[..., y1:y2, x1:x2] for y1, y2, x1, x2 in wins[i:i + b]]))
+    with torch.inference_mode():
+        for x in {tuple(c.shape): c for c in calls}.values():  # warm-up (and compile) every shape once
+            forward(x)
+        _sync(device)
+        start = time.perf_counter()
+        for x in calls:
+            forward(x)
+        _sync(device)
     return time.perf_counter() - start
+
+
+def predict_in_process(images: Path, out: Path, weights: Path, device, workers: int,
+                       overrides: dict) -> tuple[float, float]:
+    """(images/s over the whole call, images/s of the inference phase from predict.json)."""
+    opts = PredictOptions(sources=[str(images)], out=out, weights=weights, device=str(device),
+                          workers=workers, quiet=True, overrides=overrides)
+    start = time.perf_counter()
+    summary = run_predict(opts)
+    whole = summary.processed / (time.perf_counter() - start)
+    return whole, json.loads((out / "predict.json").read_text())["timings"]["images_per_s"]
+
+
+def predict_torchrun(procs: int, images: Path, out: Path, weights: Path, device, workers: int,
+                     cli_flags: list[str]) -> tuple[float, float]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(procs),
+           "-m", "vitseg_cli", "predict", str(images), "--out", str(out), "--weights", str(weights), "--device",
+           device.type, "--workers", str(workers), "-q", *cli_flags]
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True)
+    n = json.loads((out / "predict.json").read_text())["processed"]
+    whole = n / (time.perf_counter() - start)
+    return whole, json.loads((out / "predict.json").read_text())["timings"]["images_per_s"]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--images", type=int, default=16)
+    ap.add_argument("--images", type=int, default=64)
     ap.add_argument("--size", default="683x512", help="WxH of the synthetic images")
     ap.add_argument("--weights", type=Path)
+    ap.add_argument("--spec", help="a preset or YAML: time a model of it with random weights (e.g. tiny)")
     ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=1)
+    ap.add_argument("--half", action="store_true")
+    ap.add_argument("--compile", action="store_true")
     ap.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts to time")
+    ap.add_argument("--procs", default=None,
+                    help="comma-separated torchrun process counts (default: 1,2 where more than one GPU exists)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     device = resolve_device(args.device)
+    procs = ([int(v) for v in args.procs.split(",")] if args.procs else
+             [1, 2] if device.type == "cuda" and torch.cuda.device_count() > 1 else [])
+    overrides = {"batch_size": args.batch_size, "half": args.half or None, "compile": args.compile or None}
+    flags = ["--batch-size", str(args.batch_size), *(["--half"] if args.half else []),
+             *(["--compile"] if args.compile else [])]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         weights = args.weights
         if weights is None:
             weights = default_weights_path()
-            if not weights.exists():
+            if args.spec or not weights.exists():
                 torch.manual_seed(0)
-                weights = save_model(build_model("nano").eval(), tmp / "nano.safetensors")
+                name = args.spec or "nano"
+                weights = save_model(build_model(name).eval(), tmp / f"{Path(name).stem}.safetensors")
         model = load_inference_model(weights, None, device, note=None)
-        settings = InferenceSettings.from_spec(model.spec)
+        settings = InferenceSettings.from_spec(model.spec, **{k: v for k, v in overrides.items() if v is not None})
         paths = synthetic_images(tmp / "images", args.images, h, w)
         n = len(paths)
-        rows = [("model forward only (same windows)", n / bare_forward(model, paths, settings, device))]
+        forward_rate = n / bare_forward(model, paths, settings, device)
+        rows = [("model forward only (same windows, same batch)", f"{forward_rate:.2f}", "", "100%")]
         for workers in (int(v) for v in args.workers.split(",")):
-            opts = PredictOptions(sources=[str(tmp / "images")], out=tmp / f"out{workers}", weights=weights,
-                                  device=str(device), workers=workers, quiet=True)
-            start = time.perf_counter()
-            run_predict(opts)
-            rows.append((f"vitseg predict, workers={workers} (masks+color+overlay)",
-                         n / (time.perf_counter() - start)))
-    table = Table(title=f"predict throughput: {n} images {h}x{w}, {weights.name}, {settings.mode} "
-                        f"{'native' if settings.resize is None else list(settings.resize.scale)}, "
-                        f"{device}", title_justify="left")
+            whole, steady = predict_in_process(tmp / "images", tmp / f"out{workers}", weights, device, workers,
+                                               overrides)
+            rows.append((f"vitseg predict, 1 process, workers={workers}", f"{whole:.2f}", f"{steady:.2f}",
+                         f"{steady / forward_rate:.0%}"))
+        for k in procs:
+            whole, steady = predict_torchrun(k, tmp / "images", tmp / f"run{k}", weights, device,
+                                             int(args.workers.split(",")[-1]), flags)
+            rows.append((f"torchrun --nproc_per_node {k} vitseg predict", f"{whole:.2f}", f"{steady:.2f}",
+                         f"{steady / forward_rate:.0%}"))
+    title = (f"predict throughput: {n} images {h}x{w}, {weights.name}, {settings.mode} "
+             f"{'native' if settings.resize is None else list(settings.resize.scale)}, batch {settings.batch_size}"
+             f"{', half' if settings.half else ''}{', compiled' if settings.compile else ''}, {device}")
+    table = Table(title=title, title_justify="left")
     table.add_column("pipeline")
-    table.add_column("images/s", justify="right")
+    table.add_column("images/s (whole call)", justify="right")
+    table.add_column("images/s (inference phase)", justify="right")
     table.add_column("vs forward", justify="right")
-    for name, rate in rows:
-        table.add_row(name, f"{rate:.2f}", f"{rate / rows[0][1]:.0%}")
-    console = Console(highlight=False)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(highlight=False, width=120)
     console.print(table)
-    console.print(f"machine: {machine(device)}")
+    console.print("whole call: from start to exit, model loading included; inference phase: predict.json's rate "
+                  "(decode, infer, encode, write), which is compared with the forward rate", markup=False)
+    console.print(f"machine: {machine(device)}", markup=False)
 
 
 if __name__ == "__main__":

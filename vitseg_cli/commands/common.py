@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional, TypeVar
 
+import click
 import typer
 from rich.console import Console
 from rich.text import Text
@@ -29,18 +30,66 @@ def note(message: str) -> None:
     console.print(Text("note: ", style="yellow") + Text(message), soft_wrap=True)
 
 
+def _rank_and_world() -> tuple[int, int]:
+    """This process's rank and the job's size under torchrun (0, 1 otherwise), from torchrun's environment."""
+    try:
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 0, 1
+
+
+def _lost_peer(err: BaseException) -> bool:
+    """A collective failed because another rank died (its own error line says why)."""
+    return type(err).__name__ in ("DistBackendError", "DistNetworkError") or any(
+        text in str(err) for text in ("Connection closed by peer", "Connection reset by peer", "Broken pipe"))
+
+
+def end_rank(err: BaseException, code: int) -> None:
+    """Under torchrun: say what went wrong in one line (once per job where every rank has the same error) and end
+    this process now. No clean-up that could wait on another rank (process group, loader workers) runs; torchrun
+    then stops the other ranks, whose collectives with this one fail at once."""
+    from ..engine.distributed import SharedFailure  # only reached under torchrun, where torch is loaded anyway
+
+    rank, _ = _rank_and_world()
+    if isinstance(err, VitsegError):
+        line = str(err) if isinstance(err, SharedFailure) else f"rank {rank}: {err}"
+        quiet = isinstance(err, SharedFailure) and rank != 0
+    else:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        line = f"rank {rank}: {type(err).__name__}: {first}"
+        quiet = _lost_peer(err)
+        if os.environ.get("VITSEG_TRACEBACK"):
+            import traceback
+
+            traceback.print_exception(err)
+    if not quiet:
+        console.print(Text("error: ", style="bold red") + Text(line), soft_wrap=True)
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
 def friendly_errors(fn: F) -> F:
-    """Run a command; a `VitsegError` becomes `error: <message>` on stderr and exit code 2, Ctrl-C exit 130."""
+    """Run a command; a `VitsegError` becomes `error: <message>` on stderr and exit code 2, Ctrl-C exit 130. Under
+    torchrun any exception ends this rank at once with one line (`end_rank`), so no rank is left hanging."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except VitsegError as err:
+            if _rank_and_world()[1] > 1:
+                end_rank(err, 2)
             fail(str(err))
         except KeyboardInterrupt:
             console.print("interrupted", style="yellow")
             sys.exit(130)
+        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, SystemExit):
+            raise
+        except Exception as err:
+            if _rank_and_world()[1] > 1:
+                end_rank(err, 1)
+            raise
 
     return wrapper  # type: ignore[return-value]
 

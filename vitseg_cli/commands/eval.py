@@ -41,6 +41,8 @@ def eval_cmd(
     label_offset: int = typer.Option(0, "--label-offset", min=0, max=255,
                                      help="Add N to the saved masks' class indices (--save-predictions). 1 writes "
                                           "ADE20K's 1-based benchmark labels (0 = other) for a submission."),
+    overwrite: bool = typer.Option(False, "--overwrite",
+                                   help="Replace OUT/predictions/ made with other weights or settings."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (YAML/JSON/txt)."),
     coco_json: Optional[Path] = typer.Option(None, "--coco-json", help="COCO instances/stuff JSON (--format coco)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
@@ -80,7 +82,7 @@ def eval_cmd(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
             overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
             save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,
-            quiet=quiet, limit=limit), note=None if quiet else note)
+            overwrite=overwrite, quiet=quiet, limit=limit), note=None if quiet else note)
     if result is None or rank != 0:  # other ranks: rank 0 writes
         return
     _report(result, out, quiet)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import typer
@@ -31,23 +32,29 @@ def predict(
     compile_model: CompileOption = False,
     save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo images whose outputs exist."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs whose outputs exist; replace the outputs "
+                                                                 "of a run with other weights or settings."),
     workers: WorkersOption = default_workers(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
+    vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Videos: keep every K-th frame."),
 ) -> None:
-    """Segment every image: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/predict.json.
+    """Segment every image and video: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/video
+    (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/predict.json.
 
-    Existing outputs are skipped (rerun to resume); unreadable files are reported and the exit code is 1."""
+    Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings; unreadable
+    files are reported and the exit code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
     from ..engine.predict import PredictOptions, parse_save, run_predict
 
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
                           spec_overrides=list(set_values or []), device=device, save=parse_save(save), alpha=alpha,
-                          overwrite=overwrite, workers=workers,
-                          quiet=quiet, backend=backend.lower())
+                          overwrite=overwrite, workers=workers, quiet=quiet, backend=backend.lower(),
+                          vid_stride=vid_stride)
     summary = run_predict(opts, console=console)
-    if summary.exit_code:
+    # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
+    # rank 0 before it has written predict.json
+    if summary.exit_code and int(os.environ.get("RANK", "0")) == 0:
         raise typer.Exit(summary.exit_code)
 
 

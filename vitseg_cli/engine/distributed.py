@@ -1,11 +1,17 @@
-"""One process or one rank of a torchrun job: the rank's device, its data shard, and the collectives train and eval
-use. A process group is created only when WORLD_SIZE > 1 (nccl on GPUs, gloo on CPUs)."""
+"""One process or one rank of a torchrun job: the rank's device, its data shard, and the collectives train, eval and
+predict use. A process group is created only when WORLD_SIZE > 1 (nccl on GPUs, gloo on CPUs).
+
+Failures: `DistContext.agree(work)` runs a step on every rank and shares any failure with all ranks, so that no rank
+is left waiting in a collective; the error it raises is marked `SharedFailure` (every rank has it: rank 0 alone says
+it). An exception outside such a step ends the process at once (`commands.common.friendly_errors`); torchrun then
+stops the other ranks, whose collectives with the dead rank fail.
+"""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence, TypeVar
 
 import numpy as np
 import torch
@@ -13,6 +19,12 @@ import torch.distributed as dist
 
 from ..errors import VitsegError
 from .inference import resolve_device
+
+T = TypeVar("T")
+
+
+class SharedFailure(VitsegError):
+    """A failure every rank knows of (from `DistContext.agree`): rank 0 reports it, the others exit quietly."""
 
 
 def rank_device(name: str) -> torch.device:
@@ -67,6 +79,32 @@ class DistContext:
         if not self.active:
             return flag
         return bool(self.sum_array(np.asarray([1.0 if flag else 0.0])).item() > 0)
+
+    def broadcast(self, obj: T) -> T:
+        """Rank 0's `obj` on every rank."""
+        if not self.active:
+            return obj
+        box = [obj if self.is_main else None]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def agree(self, work: Callable[[], T]) -> T:
+        """Run this rank's `work`; share any failure with every rank (so none waits in a collective), then raise it
+        on all of them as a `SharedFailure` (the first failing rank's message). Ctrl-C is not shared."""
+        try:
+            result, failure = work(), None
+        except VitsegError as err:
+            result, failure = None, str(err)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as err:
+            if not self.active:
+                raise
+            result, failure = None, f"rank {self.rank}: {type(err).__name__}: {err}"
+        failures = [f for f in self.gather(failure) if f]
+        if failures:
+            raise SharedFailure(failures[0])
+        return result
 
     def gather(self, obj: Any) -> list[Any]:
         if not self.active:

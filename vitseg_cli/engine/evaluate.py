@@ -40,27 +40,6 @@ class EvalResult:
     elapsed_s: float = 0.0
 
 
-# ------------------------------------------------------------------------------------------------ distribution
-
-
-def _run_shard(ctx: DistContext, work: Callable[[], Any]) -> Any:
-    """Run this rank's work; share any failure with every rank (so nobody waits in a collective), then raise it."""
-    try:
-        result, failure = work(), None
-    except VitsegError as err:
-        result, failure = None, str(err)
-    except KeyboardInterrupt:
-        raise
-    except BaseException as err:
-        if not ctx.active:
-            raise
-        result, failure = None, f"rank {ctx.rank}: {type(err).__name__}: {err}"
-    failures = [f for f in ctx.gather(failure) if f]
-    if failures:
-        raise VitsegError(failures[0])
-    return result
-
-
 # ----------------------------------------------------------------------------------------------------- scoring
 
 
@@ -173,7 +152,7 @@ def evaluate_pairs(opts: PairOptions) -> Optional[EvalResult]:
         names = [f"class_{i}" for i in range(opts.num_classes)]
     ctx = init_distributed(torch.device("cpu"))
     try:
-        pairs = _run_shard(ctx, lambda: match_pred_gt(opts.pred, opts.gt))
+        pairs = ctx.agree(lambda: match_pred_gt(opts.pred, opts.gt))
         mine = ctx.shard(pairs)
 
         def work():
@@ -191,7 +170,7 @@ def evaluate_pairs(opts: PairOptions) -> Optional[EvalResult]:
             finally:
                 progress.close()
 
-        local = _run_shard(ctx, work)
+        local = ctx.agree(work)
         meta = {"pred": str(opts.pred), "gt": str(opts.gt), "ignore_index": opts.ignore_index,
                 "reduce_zero_label": opts.reduce_zero_label}
         return _finish(ctx, local, names, meta, started)
@@ -217,6 +196,7 @@ class ModelEvalOptions:
     workers: int = 0
     save_predictions: Optional[Path] = None
     label_offset: int = 0  # added to saved mask values (1: ADE20K submission format)
+    overwrite: bool = False  # replace save_predictions made with another fingerprint
     quiet: bool = False
     limit: Optional[int] = None
 
@@ -252,9 +232,12 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
                                          overrides=opts.spec_overrides)
             settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
             settings.check_device(device)
-            return model, settings, _dataset_for_model(opts, model)
+            ds = _dataset_for_model(opts, model)
+            if opts.save_predictions and ctx.is_main:
+                _claim_predictions_folder(opts, model, settings)
+            return model, settings, ds
 
-        model, settings, ds = _run_shard(ctx, prepare)
+        model, settings, ds = ctx.agree(prepare)
         mine = ctx.shard(ds.samples)
 
         def work():
@@ -287,7 +270,7 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
                 if writer is not None:
                     writer.close()
 
-        local = _run_shard(ctx, work)
+        local = ctx.agree(work)
         meta = {"dataset": str(opts.dataset), "format": ds.fmt, "split": ds.split,
                 "weights": str(opts.weights) if opts.weights else "default", "source": getattr(model, "source", None),
                 "ignore_index": ds.ignore_index, "reduce_zero_label": ds.reduce_zero_label,
@@ -298,6 +281,22 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         return _finish(ctx, local, ds.class_names, meta, started)
     finally:
         ctx.close()
+
+
+def _claim_predictions_folder(opts: ModelEvalOptions, model, settings) -> None:
+    """predict's fingerprint rule for --save-predictions: refuse a folder of other predictions unless --overwrite."""
+    from .common import default_weights_path
+    from .fingerprint import check_output_folder, make_fingerprint
+    from ..zoo import resolve_weights
+    from .predict import DEFAULT_SAVE, OUTPUT_DIRS
+
+    out = opts.save_predictions
+    if out.exists() and not out.is_dir():
+        raise VitsegError(f"--save-predictions {out}: exists and is not a folder")
+    weights = resolve_weights(opts.weights) if opts.weights else default_weights_path()
+    fingerprint = make_fingerprint(weights, "torch", model.spec.to_dict(), settings.to_dict(), DEFAULT_SAVE, 0.5,
+                                   label_offset=opts.label_offset)
+    check_output_folder(out, fingerprint, opts.overwrite, OUTPUT_DIRS, option="--save-predictions")
 
 
 def _prediction_writer(out: Path, ds: SegDataset, label_offset: int = 0):

@@ -10,8 +10,9 @@ produces its class scores at the original size band by band (a few rows at a tim
 by the window count, then resized to the original rows. All passes advance in step, so TTA is band-wise too; only
 `want_probs` keeps a full (K, H, W) float16 array, because that is what it returns.
 
-Decoding and preprocessing run in a torch DataLoader; a file that cannot be read gives a `Prediction` whose `error`
-is one line naming it, and the iteration goes on.
+Decoding and preprocessing run in a torch DataLoader (pinned memory and non-blocking copies on CUDA); a file that
+cannot be read gives a `Prediction` whose `error` is one line naming it, and the iteration goes on. A video's frames
+(`iter_video_predictions`) go through the same steps, decoded in order by one loader worker.
 """
 
 from __future__ import annotations
@@ -120,6 +121,7 @@ class Prediction:
     image: Optional[np.ndarray]  # (H, W, 3) RGB uint8 as read, when asked for
     error: Optional[str] = None
     timings: dict[str, float] = field(default_factory=dict)
+    frame: Optional[int] = None  # a video frame's index in the video, counting every frame
 
     @property
     def ok(self) -> bool:
@@ -180,23 +182,43 @@ class _ImageDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.paths[index]
-        item: dict[str, Any] = {"index": index, "path": path, "error": None}
         try:
             return prepare_item(read_image(path), self.settings, self.mean, self.std, self.keep_image, index, path)
-        except VitsegError as err:
-            item["error"] = _one_line(path, err)
-            return item
-        except Exception as err:  # a decoder can fail in many ways; one bad file must not stop the run
-            item["error"] = f"{path}: cannot read ({type(err).__name__}: {_one_line(path, err)[:200]})"
-            return item
+        except Exception as err:  # one bad file must not stop the run
+            return {"index": index, "path": path, "error": _read_error(path, err)}
+
+
+def _read_error(path: Path, err: Exception) -> str:
+    if isinstance(err, VitsegError):
+        return _one_line(path, err)
+    return f"{path}: cannot read ({type(err).__name__}: {_one_line(path, err)[:200]})"  # a decoder's own failure
 
 
 def prepare_item(image: np.ndarray, settings: InferenceSettings, mean, std, keep_image: bool, index: int = 0,
-                 path: Optional[Path] = None) -> dict[str, Any]:
-    """What the model loop takes for one RGB uint8 image: its preprocessed input at each TTA scale and its size."""
+                 path: Optional[Path] = None, frame: Optional[int] = None) -> dict[str, Any]:
+    """What the model loop takes for one RGB uint8 image (a file, an array, a video frame): its preprocessed input
+    at each TTA scale, its size, the image if kept."""
     inputs = [torch.from_numpy(preprocess(image, settings.resize, r, mean, std)) for r in settings.scales]
     return {"index": index, "path": path, "error": None, "inputs": inputs, "size": image.shape[:2],
-            "image": image if keep_image else None}
+            "image": image if keep_image else None, "frame": frame}
+
+
+class _VideoFrames(torch.utils.data.IterableDataset):
+    """The frames of one video (every `stride`-th), preprocessed, in order; an unreadable video gives one item with
+    its error. Read by at most one worker: a video decodes sequentially."""
+
+    def __init__(self, path: Path, stride: int, settings: InferenceSettings, mean, std, keep_image: bool):
+        self.path, self.stride = Path(path), stride
+        self.settings, self.mean, self.std, self.keep_image = settings, mean, std, keep_image
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        from ..data.video import read_frames
+
+        try:
+            for n, (frame, image) in enumerate(read_frames(self.path, self.stride)):
+                yield prepare_item(image, self.settings, self.mean, self.std, self.keep_image, n, self.path, frame)
+        except Exception as err:
+            yield {"index": -1, "path": self.path, "error": _read_error(self.path, err)}
 
 
 def _identity(item):
@@ -372,15 +394,31 @@ def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSetti
                      workers: int = 0, want_probs: bool = False, keep_image: bool = False) -> Iterator[Prediction]:
     """One `Prediction` per path, in order. `model` is a Segmentor (or any callable `(x) -> logits` with a `.spec`);
     a bad file yields a Prediction with `.error` set instead of raising."""
+    spec: Spec = model.spec
+    dataset = _ImageDataset(paths, settings, spec.data.mean, spec.data.std, keep_image)
+    yield from _predict_dataset(model, dataset, settings, device, workers, want_probs)
+
+
+def iter_video_predictions(model: Any, path: Path, settings: InferenceSettings, device: torch.device, *,
+                           stride: int = 1, workers: int = 0, want_probs: bool = False,
+                           keep_image: bool = False) -> Iterator[Prediction]:
+    """One `Prediction` per kept frame of the video at `path` (`.frame` = its index among all frames), in order;
+    an unreadable video yields one Prediction with `.error` set."""
+    spec: Spec = model.spec
+    dataset = _VideoFrames(path, stride, settings, spec.data.mean, spec.data.std, keep_image)
+    yield from _predict_dataset(model, dataset, settings, device, min(workers, 1), want_probs)
+
+
+def _predict_dataset(model: Any, dataset: torch.utils.data.Dataset, settings: InferenceSettings,
+                     device: torch.device, workers: int, want_probs: bool) -> Iterator[Prediction]:
     settings.validate()
     spec: Spec = model.spec
     if isinstance(model, torch.nn.Module):
         model.to(device).eval()
     num_classes = spec.model.num_classes
-    dataset = _ImageDataset(paths, settings, spec.data.mean, spec.data.std, keep_image)
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                                          collate_fn=_identity, worker_init_fn=worker_init if workers else None,
-                                         pin_memory=False)
+                                         pin_memory=device.type == "cuda")
     forward = _model_forward(model, device, settings.half, settings.compile)
     # whole mode: consecutive images of one input size share forward passes, batch_size at a time
     batching = settings.mode == "whole" and settings.batch_size > 1
@@ -454,4 +492,4 @@ def _predict_group(forward, items: list[dict[str, Any]], settings: InferenceSett
                                    f"smaller --crop-size or --device cpu)")
             continue
         yield Prediction(path=path, labels=labels, probs=probs, image=item.get("image"), error=None,
-                         timings={"infer_s": (time.perf_counter() - start) / len(items)})
+                         timings={"infer_s": (time.perf_counter() - start) / len(items)}, frame=item.get("frame"))

@@ -45,7 +45,7 @@ from .optim import build_optimizer, build_scheduler
 from .loggers import build_loggers, logger_names, metric_names
 from .progress import ProgressReporter
 from .train_data import (CLASS_FIELDS, AugmentedCrops, batch_loader, check_dataset, class_fields_set, fit_classes,
-                         unwrap_worker_error)
+                         loader_stopped, unwrap_worker_error)
 from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, restore_rng, save_state,
                           seed_everything, write_json)
 
@@ -139,7 +139,8 @@ def resolve_spec(opts: TrainOptions, resuming: bool) -> tuple[Spec, set[str]]:
     return spec, set(CLASS_FIELDS)  # the run's classes are fixed: a dataset with others is a conflict
 
 
-def micro_batch(spec: Spec, world_size: int) -> int:
+def micro_batch(spec: Spec, world_size: int, sync_batchnorm: bool = False) -> int:
+    """Images per forward pass in each process; BatchNorm needs 2 of them unless SyncBatchNorm pools the ranks."""
     t = spec.train
     per_step = world_size * t.accum
     if t.batch_size % per_step:
@@ -149,6 +150,11 @@ def micro_batch(spec: Spec, world_size: int) -> int:
     if micro < 2 and world_size == 1:
         raise VitsegError(f"batch size {t.batch_size} with accum {t.accum} gives 1 image per forward pass: "
                           "BatchNorm cannot train on a batch of one (raise --batch-size or lower --accum)")
+    if micro < 2 and not sync_batchnorm:
+        raise VitsegError(f"batch size {t.batch_size} over {world_size} processes x accum {t.accum} gives each "
+                          f"process 1 image per forward pass: BatchNorm cannot train on a batch of one, and its "
+                          f"statistics stay per process on CPU (raise --batch-size to {2 * per_step} or lower "
+                          "--accum)")
     return micro
 
 
@@ -241,39 +247,11 @@ def train(opts: TrainOptions, say: Callable[[str], None] = print) -> TrainResult
 
 def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> TrainResult:
     out = Path(opts.out)
-    resuming = check_run_folder(out, opts.resume)
-    ctx.barrier()  # every rank has looked at the folder before rank 0 writes into it
-    run_info: dict[str, Any] = {}
-    if resuming:
-        run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
-    # paths are stored absolute, so a run resumes from any working directory; --data / --val-data replace them
-    data_root = _absolute(opts.data) or _recorded_path(run_info, "data", out, "--data")
-    fmt = opts.fmt or run_info.get("format") or "folder"
-    val_root = _absolute(opts.val_data) or _recorded_path(run_info, "val_data", out, "--val-data")
-    log_every = opts.log_every or run_info.get("log_every") or 50
-    logger_option = opts.loggers if opts.loggers is not None else run_info.get("loggers")
-    loggers_wanted = logger_names(logger_option)  # a missing package fails here, before anything is written
-    if data_root is None:
-        raise VitsegError("--data is required (the training dataset folder)")
-    spec, fixed = resolve_spec(opts, resuming)
-
-    dataset, own_classes = _open(data_root, fmt, opts.split, spec)
-    if own_classes:
-        spec = fit_classes(spec, fixed, dataset, str(data_root))
-    check_dataset(dataset, spec, str(data_root))
-    if dataset.ignore_index != spec.data.ignore_index:
-        spec = spec.updated(data={"ignore_index": dataset.ignore_index})
+    # every rank checks the folder, the data and the batch before rank 0 writes anything or any rank trains; a
+    # failure on one rank is every rank's (agree), so none waits for the others in a collective
+    (resuming, run_info, data_root, fmt, val_root, log_every, logger_option, loggers_wanted, spec, dataset,
+     val_dataset, micro) = ctx.agree(lambda: _prepare(opts, ctx, say))
     t = spec.train
-    val_dataset = None
-    if val_root is not None:
-        val_dataset, val_own = _open(val_root, fmt, opts.val_split, spec)
-        if val_own:
-            fit_classes(spec, set(CLASS_FIELDS), val_dataset, str(val_root))
-        if len(val_dataset) == 0:
-            raise VitsegError(f"{val_root}: no validation samples found")
-    if t.eval_every and val_dataset is None:
-        say("note: --eval-every is set but there is no --val-data: no validation")
-    micro = micro_batch(spec, ctx.world_size)
 
     # ---- model, optimiser, schedule
     seed_everything(t.seed + ctx.rank)
@@ -388,7 +366,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     interrupted = False
     progress = ProgressReporter("train", t.iters, start=start_iter, unit="it", enabled=not opts.quiet and ctx.is_main,
                                 fallback=say)
-    with _StopFlag() as stop, progress as bar:
+    with _StopFlag() as stop, progress as bar, loader_stopped(batches):
         for it in range(start_iter, stop_at):
             if ctx.any(stop.requested):
                 interrupted = True
@@ -450,6 +428,45 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     if interrupted:
         say(f"stopped at iteration {iteration}: state saved; continue with --resume")
     return TrainResult(out, iteration, interrupted, last_loss, best_score, metrics)
+
+
+def _prepare(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> tuple:
+    """What the run needs before the model is built, checked: the folder, the spec, the datasets, the loggers, the
+    micro-batch."""
+    out = Path(opts.out)
+    resuming = check_run_folder(out, opts.resume)
+    run_info: dict[str, Any] = {}
+    if resuming:
+        run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+    # paths are stored absolute, so a run resumes from any working directory; --data / --val-data replace them
+    data_root = _absolute(opts.data) or _recorded_path(run_info, "data", out, "--data")
+    fmt = opts.fmt or run_info.get("format") or "folder"
+    val_root = _absolute(opts.val_data) or _recorded_path(run_info, "val_data", out, "--val-data")
+    log_every = opts.log_every or run_info.get("log_every") or 50
+    logger_option = opts.loggers if opts.loggers is not None else run_info.get("loggers")
+    loggers_wanted = logger_names(logger_option)  # a missing package fails here, before anything is written
+    if data_root is None:
+        raise VitsegError("--data is required (the training dataset folder)")
+    spec, fixed = resolve_spec(opts, resuming)
+
+    dataset, own_classes = _open(data_root, fmt, opts.split, spec)
+    if own_classes:
+        spec = fit_classes(spec, fixed, dataset, str(data_root))
+    check_dataset(dataset, spec, str(data_root))
+    if dataset.ignore_index != spec.data.ignore_index:
+        spec = spec.updated(data={"ignore_index": dataset.ignore_index})
+    val_dataset = None
+    if val_root is not None:
+        val_dataset, val_own = _open(val_root, fmt, opts.val_split, spec)
+        if val_own:
+            fit_classes(spec, set(CLASS_FIELDS), val_dataset, str(val_root))
+        if len(val_dataset) == 0:
+            raise VitsegError(f"{val_root}: no validation samples found")
+    if spec.train.eval_every and val_dataset is None:
+        say("note: --eval-every is set but there is no --val-data: no validation")
+    micro = micro_batch(spec, ctx.world_size, sync_batchnorm=ctx.active and ctx.device.type == "cuda")
+    return (resuming, run_info, data_root, fmt, val_root, log_every, logger_option, loggers_wanted, spec, dataset,
+            val_dataset, micro)
 
 
 def _open(root: Path, fmt: str, split: str, spec: Spec) -> tuple[Any, bool]:

@@ -7,6 +7,7 @@ whether a run went straight through or stopped and resumed, with any number of l
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Iterator
 
 import numpy as np
@@ -134,6 +135,19 @@ def batch_loader(crops: AugmentedCrops, batch_size: int, rank: int, world_size: 
                         persistent_workers=workers > 0, prefetch_factor=2 if workers else None, generator=generator,
                         worker_init_fn=worker_init if workers else None)
     return iter(loader)
+
+
+@contextlib.contextmanager
+def loader_stopped(batches: Iterator) -> Iterator[None]:
+    """Stop the loader's worker processes when the block ends, however it ends. Left to the interpreter's exit, a
+    persistent loader that an exception's traceback still holds is never stopped: its workers ignore SIGTERM
+    (workers.py) and the exit waits for them forever."""
+    try:
+        yield
+    finally:
+        shutdown = getattr(batches, "_shutdown_workers", None)  # DataLoader's own clean stop (no public API)
+        if shutdown is not None:
+            shutdown()
 
 
 def unwrap_worker_error(err: BaseException) -> str | None:
