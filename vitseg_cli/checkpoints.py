@@ -25,6 +25,7 @@ from safetensors.torch import save as save_safetensors
 from . import __version__
 from .data.io import atomic_write_bytes
 from .errors import VitsegError
+from .safe_yaml import load_yaml
 from .model.segmentor import Segmentor
 from .spec import BACKBONE_PRESETS, Spec, load_spec, spec_from_dict
 
@@ -41,6 +42,8 @@ def _check_exists(path: Path) -> None:
         raise VitsegError(f"{path}: file not found")
     if path.is_dir():
         raise VitsegError(f"{path}: is a folder, expected a checkpoint file")
+    if not path.is_file():  # a FIFO or device: opening it would block forever
+        raise VitsegError(f"{path}: not a regular file, expected a checkpoint file")
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -125,7 +128,17 @@ def _count(state: dict[str, torch.Tensor], pattern: str) -> int:
 
 
 def infer_spec(state: dict[str, torch.Tensor], meta: Optional[dict[str, Any]] = None) -> tuple[Spec, list[str]]:
-    """A spec that fits an official checkpoint's weights, and the list of fields that had to be assumed."""
+    """A spec that fits an official checkpoint's weights, and the list of fields that had to be assumed.
+    A malformed file (a key missing, a tensor of the wrong rank) is a `VitsegError` asking for --spec."""
+    try:
+        return _infer_spec(state, meta)
+    except KeyError as err:
+        raise VitsegError(f"cannot infer the spec: weight {err.args[0]} is missing (give --spec)") from None
+    except (IndexError, ValueError, TypeError, ZeroDivisionError) as err:
+        raise VitsegError(f"cannot infer the spec: the weights have unexpected shapes ({err}); give --spec") from None
+
+
+def _infer_spec(state: dict[str, torch.Tensor], meta: Optional[dict[str, Any]]) -> tuple[Spec, list[str]]:
     meta = meta or {}
     assumed: list[str] = []
     g = lambda k: state[f"backbone.{k}"]  # noqa: E731
@@ -183,12 +196,19 @@ def infer_spec(state: dict[str, torch.Tensor], meta: Optional[dict[str, Any]] = 
 
 
 def _meta_classes(meta: dict[str, Any], num_classes: Optional[int]) -> dict[str, Any]:
+    """Class names and palette from an official checkpoint's meta, when they are well-formed and fit the model."""
     data: dict[str, Any] = {}
     classes, palette = meta.get("CLASSES"), meta.get("PALETTE")
-    if classes is not None and len(classes) == num_classes:
+    if isinstance(classes, (list, tuple)) and len(classes) == num_classes and all(
+            isinstance(c, (str, int)) for c in classes):
         data["classes"] = [str(c) for c in classes]
-    if palette is not None and len(palette) == num_classes:
-        data["palette"] = [[int(v) for v in c] for c in palette]
+    try:
+        if palette is not None and len(palette) == num_classes:
+            colours = [[int(v) for v in c] for c in palette]
+            if all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colours):
+                data["palette"] = colours
+    except (TypeError, ValueError):  # a damaged meta: the generic palette serves
+        pass
     return data
 
 
@@ -220,8 +240,24 @@ def _load_strict(model: Segmentor, state: dict[str, torch.Tensor], path: Path) -
     if wrong:
         raise VitsegError(f"{path}: weight shapes do not match the spec: {'; '.join(wrong[:4])}"
                           f"{' ...' if len(wrong) > 4 else ''}")
+    check_weight_values(state, expected, path)
     model.load_state_dict(state, strict=True)
     return notes
+
+
+def check_weight_values(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights that would silently give garbage (all-zero masks): integer tensors where the model has floating
+    point ones, and NaN or infinite values."""
+    for key, own in expected.items():
+        value = state[key]
+        if not own.is_floating_point():
+            continue
+        if not value.is_floating_point():
+            raise VitsegError(f"{path}: weight {key} is stored as {str(value.dtype).removeprefix('torch.')}, not "
+                              "floating point (a damaged or wrongly converted checkpoint)")
+        if not bool(torch.isfinite(value).all()):
+            raise VitsegError(f"{path}: weight {key} holds NaN or infinite values (a diverged training run or a "
+                              "damaged file)")
 
 
 def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = None,
@@ -254,12 +290,8 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
 
 
 def _spec_from_metadata(metadata: dict[str, str], path: Path) -> Spec:
-    import yaml
-
-    try:
-        data = yaml.safe_load(metadata["spec"])
-    except yaml.YAMLError as err:
-        raise VitsegError(f"{path}: corrupt spec in metadata ({err})") from None
+    # size, depth and alias expansion are capped: the metadata is as untrusted as the rest of the file
+    data = load_yaml(metadata["spec"], f"{path} (embedded spec)")
     return spec_from_dict(data, source=f"{path} (embedded spec)")
 
 

@@ -26,7 +26,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 from rich.text import Text
 
 from .. import __version__
-from ..data.io import atomic_write_bytes, is_image_path, write_image
+from ..data.io import atomic_write_bytes, is_image_path, prepare_output_dir, safe_relpath, write_image
 from ..errors import VitsegError
 from ..viz import colorize, overlay
 from .common import default_weights_path, load_inference_model
@@ -95,6 +95,7 @@ def collect_inputs(sources: Sequence[str], out_dir: Path) -> list[InputImage]:
     found: list[tuple[Path, Path]] = []  # (file, the folder its name is relative to)
     for source in sources:
         path = Path(source).expanduser()
+        _refuse_inside_out(source, _glob_base(path) if _has_magic(source) else path, out_dir)
         if path.is_dir():
             found += [(p, path) for p in _folder_images(path, out_dir)]
         elif path.is_file() and path.suffix.lower() == ".txt":
@@ -109,8 +110,16 @@ def collect_inputs(sources: Sequence[str], out_dir: Path) -> list[InputImage]:
             raise VitsegError(f"{source}: no such file or folder")
     unique: dict[Path, tuple[Path, Path]] = {}
     for p, base in found:
+        _refuse_inside_out(p, p, out_dir)
         unique.setdefault(p.resolve(), (p, base))
     return _name_outputs(list(unique.values()))
+
+
+def _refuse_inside_out(source: "str | Path", path: Path, out_dir: Path) -> None:
+    """Outputs must never land on inputs: `predict DATASET/images --out DATASET` would overwrite its masks/."""
+    if _inside(path, out_dir):
+        raise VitsegError(f"{source}: is inside --out {out_dir}, where outputs could overwrite inputs (a dataset's "
+                          "masks/, say); choose an --out folder outside the sources")
 
 
 def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputImage]:
@@ -129,6 +138,7 @@ def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputImage]:
 
 
 def output_paths(out: Path, rel: str, save: Sequence[str]) -> dict[str, Path]:
+    rel = safe_relpath(rel)  # names from split lists or COCO ids may hold '../'
     return {kind: out / kind / (rel + _SUFFIX[kind]) for kind in save}
 
 
@@ -155,6 +165,7 @@ class OutputWriter:
         self.mask_dtype = np.uint16 if num_classes > 255 else np.uint8
         self.queue: "queue.Queue[Optional[tuple[Prediction, InputImage]]]" = queue.Queue(maxsize=4)
         self.error: Optional[BaseException] = None
+        self.written = 0  # images whose outputs all landed
         self.thread = threading.Thread(target=self._loop, name="vitseg-writer", daemon=True)
         self.thread.start()
 
@@ -163,6 +174,7 @@ class OutputWriter:
             if self.error is None:
                 try:
                     self._write(*job)
+                    self.written += 1
                 except BaseException as err:  # reported in the main thread
                     self.error = err
 
@@ -220,6 +232,7 @@ class PredictSummary:
     failed: list[dict[str, str]] = field(default_factory=list)
     interrupted: bool = False
     elapsed_s: float = 0.0
+    write_error: Optional[str] = None
 
     @property
     def exit_code(self) -> int:
@@ -274,7 +287,7 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
     settings.check_device(device)
     load_s = time.perf_counter() - t0
 
-    out.mkdir(parents=True, exist_ok=True)
+    prepare_output_dir(out)
     remove_stale_temporaries(out)
     summary = PredictSummary()
     todo = []
@@ -309,6 +322,8 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
         raise
     finally:
         writer.close()  # what was queued is whole: let it land
+        summary.processed = writer.written  # after a failed write (disk full), only what landed counts
+        summary.write_error = str(writer.error) if writer.error is not None else None
         summary.elapsed_s = time.perf_counter() - t0
         _write_record(out, opts, model, settings, device, inputs, summary, started, load_s,
                       time.perf_counter() - infer_start)
@@ -327,7 +342,7 @@ def _write_record(out: Path, opts: PredictOptions, model, settings: InferenceSet
     record = {
         "vitseg_version": __version__,
         "command": "predict",
-        "status": "interrupted" if summary.interrupted else "done",
+        "status": "failed" if summary.write_error else "interrupted" if summary.interrupted else "done",
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
         "weights": str(weights),
         "backend": opts.backend,
@@ -340,6 +355,7 @@ def _write_record(out: Path, opts: PredictOptions, model, settings: InferenceSet
         "processed": summary.processed,
         "skipped": summary.skipped,
         "failed": summary.failed,
+        **({"error": summary.write_error} if summary.write_error else {}),
         "timings": {"total_s": round(summary.elapsed_s, 3), "load_s": round(load_s, 3),
                     "inference_s": round(infer_s, 3),
                     "images_per_s": round(summary.processed / infer_s, 3) if infer_s > 0 else None},
