@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
 from . import __version__
-from .data.io import atomic_write_bytes
+from .data.io import atomic_write_bytes, remove_stale_parts
 from .errors import VitsegError
 from .safe_yaml import load_yaml
 from .model.segmentor import Segmentor
@@ -317,6 +317,7 @@ def save_model(model: Segmentor, path: "str | Path", *, half: bool = False, sour
         "palette": json.dumps([list(c) for c in spec.palette]),
         "source": source or getattr(model, "source", "vitseg"),
     }
+    remove_stale_parts(path.parent, path.name)  # what a kill during an earlier save of this file left
     atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
     return path
 

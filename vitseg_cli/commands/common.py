@@ -10,6 +10,7 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from ..errors import VitsegError
 
@@ -18,7 +19,7 @@ F = TypeVar("F", bound=Callable)
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # paths may hold '[/b]'-like text
     raise typer.Exit(code)
 
 

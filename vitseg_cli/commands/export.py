@@ -31,7 +31,8 @@ def export(
         raise typer.BadParameter(f"{out} exists (use --overwrite)", param_hint="--out")
     model = load_model(weights, spec)
     export_onnx(model, out, height, width, opset)
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, input Bx3x{height}x{width}, opset {opset})")
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, input Bx3x{height}x{width}, opset {opset})",
+                  markup=False)
     if verify:
         try:
             err = check_export(model, out)

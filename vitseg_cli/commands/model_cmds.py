@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..checkpoints import load_model, save_model
 from .common import console, friendly_errors
@@ -27,9 +29,9 @@ def convert(
         raise typer.BadParameter(f"{out} exists (use --overwrite)", param_hint="--out")
     model = load_model(checkpoint, spec)
     for note in model.load_notes:
-        console.print(f"[yellow]note:[/] {note}", soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
     save_model(model, out, half=half, source=model.source)
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)")
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)", markup=False)
 
 
 @friendly_errors
@@ -42,11 +44,11 @@ def info(
     model = load_model(weights, spec)
     s = model.spec
     b = s.model.backbone
-    table = Table(title=str(weights), show_header=False, title_justify="left")
+    table = Table(title=Text(str(weights)), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     count = lambda m: f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M" if m is not None else "-"  # noqa: E731
-    table.add_row("source", model.source)
+    table.add_row("source", Text(model.source))  # literal: a path may hold '[/b]'-like text
     table.add_row("backbone", f"ViT-Adapter D{b.embed_dim} depth {b.depth} heads {b.num_heads} "
                               f"deform heads {b.deform_num_heads} ratio {b.deform_ratio} pretrain {b.pretrain_size}")
     table.add_row("decode head", f"UperNet {s.model.decode_head.channels} ch" if s.model.decode_head else "none")
@@ -55,7 +57,7 @@ def info(
                                 f"aux head {count(model.auxiliary_head)}, total {count(model)}")
     names = s.class_names
     shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
-    table.add_row("classes", f"{s.model.num_classes}: {shown}")
+    table.add_row("classes", Text(f"{s.model.num_classes}: {shown}"))
     table.add_row("test", f"{s.test.mode}, crop {list(s.test.crop_size)}, stride {list(s.test.stride)}, "
                           f"resize {list(s.test.resize.scale) if s.test.resize else 'native'}")
     from rich.console import Console
@@ -63,7 +65,7 @@ def info(
     out = Console(highlight=False)
     out.print(table)
     for note in model.load_notes:
-        out.print(f"note: {note}", soft_wrap=True)
+        out.print(f"note: {note}", soft_wrap=True, markup=False)
     if show_spec:
         out.print(s.to_yaml(), markup=False)
 

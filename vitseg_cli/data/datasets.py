@@ -370,7 +370,11 @@ def _open_voc(root: Path, split: str) -> SegDataset:
         have = ", ".join(sorted(p.stem for p in sets.glob("*.txt"))) if sets.is_dir() else "none"
         raise VitsegError(f"{list_file}: split list not found (available: {have})")
     samples = []
-    for line in list_file.read_text().split():
+    try:
+        lines = read_regular_file(list_file, 64 << 20).decode("utf-8").split()
+    except UnicodeDecodeError as err:
+        raise VitsegError(f"{list_file}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    for line in lines:
         img = images_dir / f"{line}.jpg"
         if not img.is_file():
             found = [p for p in images_dir.glob(f"{line}.*") if io.is_image_path(p)]

@@ -223,7 +223,7 @@ def prepare_output_dir(path: "str | Path", flag: str = "--out") -> Path:
         raise VitsegError(f"{flag} {path}: exists and is not a folder")
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".vitseg-probe.", suffix=".part", dir=path)
+        fd, probe = tempfile.mkstemp(prefix=".vitseg-probe.", dir=path)  # not *.part: others clean those
         os.close(fd)
         os.unlink(probe)
     except OSError as err:

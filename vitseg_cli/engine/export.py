@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from ..data.io import atomic_write_bytes
+from ..data.io import atomic_write_bytes, remove_stale_parts
 from ..errors import VitsegError
 from ..model.msda import msda_impl
 from ..model.segmentor import Segmentor
@@ -90,6 +90,7 @@ def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: i
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
+        remove_stale_parts(Path(out).parent, Path(out).name)  # left by a kill during an earlier export
         atomic_write_bytes(out, proto.SerializeToString())
     finally:
         Path(tmp).unlink(missing_ok=True)

@@ -74,6 +74,9 @@ class InferenceSettings:
                 raise VitsegError(f"crop size must be two positive integers, got {list(self.crop_size)}")
             if len(self.stride) != 2 or min(self.stride) < 1:
                 raise VitsegError(f"stride must be two positive integers, got {list(self.stride)}")
+            if any(s > c for s, c in zip(self.stride, self.crop_size)):  # mmseg asserts full coverage too
+                raise VitsegError(f"stride {list(self.stride)} is larger than the crop size {list(self.crop_size)}: "
+                                  "the slide windows would leave rows and columns unpredicted")
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise VitsegError(f"scales must be positive numbers, got {self.scales}")
         if self.batch_size < 1:

@@ -15,7 +15,6 @@ RNG states, data position and best score, so the run continues as if never stopp
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import platform
 import signal
@@ -36,14 +35,15 @@ from torch import nn
 from .. import __version__
 from ..checkpoints import _is_safetensors, load_vit_pretrained, read_official, read_vitseg, save_model
 from ..data.datasets import open_dataset
+from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
 from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, load_spec
 from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
 from .train_data import AugmentedCrops, batch_loader, check_dataset, unwrap_worker_error
-from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, restore_rng, save_state,
-                          seed_everything, write_json)
+from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, read_run_info, restore_rng,
+                          save_state, seed_everything, write_json)
 
 # train-section fields a CLI flag may set; on --resume only OPERATIONAL ones may change
 CLI_TRAIN_FIELDS = ("iters", "batch_size", "crop_size", "lr", "amp", "accum", "workers", "eval_every", "save_every",
@@ -262,7 +262,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     ctx.barrier()  # every rank has looked at the folder before rank 0 writes into it
     run_info: dict[str, Any] = {}
     if resuming:
-        run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+        run_info = read_run_info(out)
     data_root = opts.data or (Path(run_info["data"]) if run_info.get("data") else None)
     fmt = opts.fmt or run_info.get("format") or "folder"
     val_root = opts.val_data or (Path(run_info["val_data"]) if run_info.get("val_data") else None)
@@ -345,7 +345,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     # ---- run folder
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "spec.yaml").write_text(spec.to_yaml())
+        atomic_write_bytes(out / "spec.yaml", spec.to_yaml().encode())
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if not resuming:
             run_info = {"command": " ".join(opts.command), "started": now, "versions": _versions(),
