@@ -358,7 +358,9 @@ def load_vit_pretrained(model: Segmentor, path: "str | Path") -> list[str]:
     if wrong:
         raise VitsegError(f"{path}: ViT shapes differ from the spec: " + "; ".join(
             f"{k} {tuple(vit[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4]))
-    backbone.load_state_dict({k: vit[k] for k in wanted if k in vit}, strict=False)
+    loaded = {k: vit[k] for k in wanted if k in vit}
+    check_weight_values(loaded, {k: own[k] for k in loaded}, path)
+    backbone.load_state_dict(loaded, strict=False)
     notes = [f"ViT initialised from {path.name} ({sum(k in vit for k in wanted)} tensors)"]
     if any(k not in vit for k in optional):
         notes.append("the checkpoint has no layer-scale gammas: they start at 1.0")

@@ -70,6 +70,8 @@ def _header_size(data: np.ndarray) -> Optional[tuple[int, int]]:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with torchvision
         return None
+    # Pillow's own bomb check would raise before telling the size; ours (configurable) replaces it
+    Image.MAX_IMAGE_PIXELS = None
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

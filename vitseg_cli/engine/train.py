@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..checkpoints import _is_safetensors, load_vit_pretrained, read_official, read_vitseg, save_model
+from ..checkpoints import (_is_safetensors, check_weight_values, load_vit_pretrained, read_official, read_vitseg,
+                           save_model)
 from ..data.datasets import open_dataset
 from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
@@ -163,7 +164,9 @@ def init_from_checkpoint(model: Segmentor, path: Path) -> list[str]:
                 f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})" if unexpected else
                 f"shape of {wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}")
         raise VitsegError(f"{path}: weights do not fit the spec's model: {what}")
-    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    kept = {k: v for k, v in state.items() if k not in skipped}
+    check_weight_values(kept, {k: own[k] for k in kept}, path)
+    model.load_state_dict(kept, strict=False)
     notes.append(f"initialised from {path.name}")
     return notes
 
