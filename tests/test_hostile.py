@@ -161,7 +161,8 @@ def test_slide_stride_larger_than_the_crop_is_refused():
     with pytest.raises(VitsegError, match="larger than the crop"):
         InferenceSettings.from_spec(spec, mode="slide", crop_size=(64, 64), stride=(100, 100))
     with pytest.raises(VitsegError, match="test: stride"):
-        spec_from_dict({"test": {"crop_size": [64, 64], "stride": [65, 32]}})
+        spec_from_dict({"test": {"mode": "slide", "crop_size": [64, 64], "stride": [65, 32]}})
+    assert spec_from_dict({"test": {"mode": "whole", "crop_size": [64, 64], "stride": [65, 32]}})  # unused there
 
 
 def _store(path: Path, state: dict, metadata: dict) -> Path:
@@ -346,6 +347,7 @@ def test_every_command_fails_in_one_line_on_an_unwritable_out(weights, tmp_path,
         ("visualize", image, "--masks", tmp_path / "pm", "--classes", data / "classes.yaml", "--out", UNWRITABLE),
         ("data", "synth", UNWRITABLE, "--num", 1, "--size", "16x16", "--workers", 1),
         ("convert", weights, "--out", f"{UNWRITABLE}/m.safetensors"),
+        ("export", weights, "--out", f"{UNWRITABLE}/m.onnx", "--height", 32, "--width", 32),
     ]
     for args in commands:
         msg = one_line_error(cli(*args))
@@ -481,3 +483,15 @@ def test_temporary_files_of_a_killed_save_are_cleaned_on_the_next_run(weights, t
     other.write_bytes(b"someone else's")
     save_model(load_model(weights), target)
     assert not stale.exists() and other.exists() and target.is_file()
+
+
+def test_an_abandoned_prediction_stream_leaves_grad_mode_alone(weights, tmp_path):
+    """A consumer that stops early (an error while writing, say) must not leave its thread in inference mode."""
+    from vitseg_cli.engine.inference import iter_predictions
+
+    model = load_model(weights)
+    paths = [noise_image(tmp_path / f"{i}.png", seed=i) for i in range(2)]
+    stream = iter_predictions(model, paths, InferenceSettings.from_spec(model.spec), torch.device("cpu"))
+    assert next(stream).ok
+    assert torch.is_grad_enabled() and not torch.is_inference_mode_enabled()
+    stream.close()

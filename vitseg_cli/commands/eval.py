@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from ..data.datasets import FORMATS
-from ..data.io import prepare_output_dir
+from ..data.io import check_output_dir
 from ..engine.eval_report import summary_line, terminal_table, write_reports
 from ..engine.evaluate import EvalResult, ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
 from ..errors import VitsegError
@@ -61,7 +61,7 @@ def eval_cmd(
             raise VitsegError("--pred/--gt needs --num-classes")
         if dataset is not None or weights is not None:
             raise VitsegError("--pred/--gt scores existing masks: give no DATASET or --weights")
-        prepare_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
+        check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_pairs(PairOptions(pred=pred, gt=gt, num_classes=num_classes, ignore_index=ignore_index,
                                             reduce_zero_label=reduce_zero_label, classes=classes, quiet=quiet))
     else:
@@ -72,7 +72,7 @@ def eval_cmd(
         if not dataset.exists():
             raise VitsegError(f"{dataset}: dataset folder not found")
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
-        prepare_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
+        check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         note = None if quiet else (lambda line: console.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True))
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,

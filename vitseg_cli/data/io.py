@@ -217,17 +217,31 @@ def remove_stale_parts(folder: "str | Path", name: Optional[str] = None) -> int:
     return removed
 
 
-def prepare_output_dir(path: "str | Path", flag: str = "--out") -> Path:
-    """Create the output folder and prove it writable before any work is done, so a read-only mount or a path
-    under /proc fails at once with one line instead of after the whole run."""
+def check_output_dir(path: "str | Path", flag: str = "--out") -> Path:
+    """Prove that the output folder can be written (or created) before any work is done, without creating it: a
+    read-only mount or a path under /proc fails at once with one line instead of after the whole run."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise VitsegError(f"{flag} {path}: exists and is not a folder")
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".vitseg-probe.", dir=path)  # not *.part: others clean those
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is not a folder")
+        fd, probe = tempfile.mkstemp(prefix=".vitseg-probe.", dir=existing)  # not *.part: others clean those
         os.close(fd)
         os.unlink(probe)
+    except OSError as err:
+        raise VitsegError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
+def prepare_output_dir(path: "str | Path", flag: str = "--out") -> Path:
+    """`check_output_dir`, then create the folder."""
+    path = check_output_dir(path, flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise VitsegError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
     return path

@@ -382,25 +382,30 @@ def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSetti
     forward = _model_forward(model, device, settings.half, settings.compile)
     # whole mode: consecutive images of one input size share forward passes, batch_size at a time
     batching = settings.mode == "whole" and settings.batch_size > 1
-    run = lambda items: _predict_group(forward, items, settings, device, num_classes, want_probs)  # noqa: E731
-    with torch.inference_mode():
-        group: list[dict[str, Any]] = []
-        for item in loader:
-            if batching and not item["error"]:
-                if group and _input_shapes(item) != _input_shapes(group[0]):
-                    yield from run(group)
-                    group = []
-                group.append(item)
-                if len(group) == settings.batch_size:
-                    yield from run(group)
-                    group = []
-                continue
-            if group:
+
+    def run(items: list[dict[str, Any]]) -> list[Prediction]:
+        # inference mode only while computing: held across a yield, it would stay on in the caller's thread for as
+        # long as the generator is suspended (a consumer that stops early leaves it on until garbage collection)
+        with torch.inference_mode():
+            return list(_predict_group(forward, items, settings, device, num_classes, want_probs))
+
+    group: list[dict[str, Any]] = []
+    for item in loader:
+        if batching and not item["error"]:
+            if group and _input_shapes(item) != _input_shapes(group[0]):
                 yield from run(group)
                 group = []
-            yield from run([item])
+            group.append(item)
+            if len(group) == settings.batch_size:
+                yield from run(group)
+                group = []
+            continue
         if group:
             yield from run(group)
+            group = []
+        yield from run([item])
+    if group:
+        yield from run(group)
 
 
 def _input_shapes(item: dict[str, Any]) -> tuple:

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..data.io import atomic_write_bytes, prepare_output_dir, remove_stale_parts
+from ..data.io import atomic_write_bytes, check_output_dir, remove_stale_parts
 from ..errors import VitsegError
 
 STATE_FORMAT = "vitseg-train-state"
@@ -89,11 +89,11 @@ def load_state(path: Path) -> dict[str, Any]:
 
 def check_run_folder(out: Path, resume: bool) -> bool:
     """Whether there is a state to resume from; refuses to train into a used folder without --resume.
-    The folder is made (and proved writable) here, and the temporary files of a save a kill interrupted are
-    deleted, so that neither blocks a restart."""
+    The folder is proved writable here, and the temporary files of a save a kill interrupted are deleted, so that
+    they do not block a restart."""
     if out.exists() and not out.is_dir():
         raise VitsegError(f"{out}: exists and is not a folder (--out needs a run folder)")
-    prepare_output_dir(out)
+    check_output_dir(out)
     remove_stale_parts(out)
     has_state = (out / "state.pt").exists()
     # a run that failed before its first save left only these: it is started again, not refused

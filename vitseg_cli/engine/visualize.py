@@ -19,7 +19,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..data.datasets import load_classes_file
-from ..data.io import (atomic_write_bytes, is_image_path, prepare_output_dir, read_image, read_label,
+from ..data.io import (atomic_write_bytes, check_output_dir, is_image_path, read_image, read_label,
                        safe_relpath, write_image)
 from ..errors import VitsegError
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label
@@ -96,7 +96,7 @@ def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> 
     if not inputs:
         raise VitsegError(f"no images found in {', '.join(opts.images)}")
     names, palette = class_table(opts.classes, opts.weights)
-    prepare_output_dir(out)
+    check_output_dir(out)
     make_panels = opts.panel or opts.gt is not None or opts.gallery
     entries: list[Entry] = []
     failures = 0
