@@ -114,6 +114,27 @@ def test_eval_save_predictions_keeps_coco_ids_with_dotdot_inside_out(tmp_path):
                        "predictions/overlay/__/__/__/victim.jpg"]
 
 
+def test_eval_save_predictions_keeps_a_voc_split_line_with_dotdot_inside_out(tmp_path):
+    """The split line `../../../voc2/x` names a label that OUT/predictions/masks/../../../voc2/x.png would overwrite
+    when OUT sits beside the dataset."""
+    root = tmp_path / "a" / "b" / "voc"
+    (root / "JPEGImages").mkdir(parents=True)
+    (root / "SegmentationClass").mkdir()
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "ImageSets" / "Segmentation" / "val.txt").write_text("../../../voc2/x\n")
+    noise_image(tmp_path / "a" / "voc2" / "x.jpg", 20, 30)
+    label = tmp_path / "a" / "voc2" / "x.png"
+    io.write_image(label, np.full((20, 30), 7, np.uint8))
+    before = label.read_bytes()
+    model = tiny_weights(tmp_path / "voc.safetensors", num_classes=21)
+    out = tmp_path / "a" / "rep"
+    res = cli("eval", root, "--format", "voc", "--weights", model, "--out", out, "--workers", 0, "--device", "cpu",
+              "--save-predictions", "-q")
+    assert res.exit_code == 0, res.output
+    assert label.read_bytes() == before
+    assert (out / "predictions" / "masks" / "__" / "__" / "__" / "voc2" / "x.png").is_file()
+
+
 def test_safe_relpath_never_leaves_the_folder():
     assert io.safe_relpath("../../x") == "__/__/x"
     assert io.safe_relpath("/etc/passwd") == "etc/passwd"
