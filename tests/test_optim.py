@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from vitseg_cli.engine.optim import WarmupPolyLR, build_optimizer, build_scheduler, layer_id, no_weight_decay
+from vitseg_cli.engine.optim import WarmupPolyLR, build_optimizer, build_scheduler
 from vitseg_cli.model.segmentor import build_model
 from vitseg_cli.spec import load_spec
 
@@ -25,21 +25,23 @@ def _scale_of(opt, name):
 
 
 def test_layer_ids():
-    assert layer_id("backbone.pos_embed", 12) == 0
-    assert layer_id("backbone.patch_embed.proj.weight", 12) == 0
-    assert layer_id("backbone.blocks.0.attn.qkv.weight", 12) == 1
-    assert layer_id("backbone.blocks.11.mlp.fc2.weight", 12) == 12
+    tiny = build_model("tiny")  # depth 12: the official numbering, owned by the model
+    assert tiny.num_layers == 13
+    assert tiny.layer_id("backbone.pos_embed") == 0
+    assert tiny.layer_id("backbone.patch_embed.proj.weight") == 0
+    assert tiny.layer_id("backbone.blocks.0.attn.qkv.weight") == 1
+    assert tiny.layer_id("backbone.blocks.11.mlp.fc2.weight") == 12
     for other in ("backbone.level_embed", "backbone.spm.stem.0.weight", "backbone.interactions.0.injector.gamma",
                   "backbone.up.weight", "backbone.norm1.weight", "decode_head.conv_seg.weight",
                   "auxiliary_head.convs.0.conv.weight"):
-        assert layer_id(other, 12) == 13, other
+        assert tiny.layer_id(other) == 13, other
 
 
 def test_layer_decay_scales_and_no_decay_set(nano):
     spec = load_spec("nano")
     depth = spec.model.backbone.depth
     rate = spec.train.layer_decay_rate
-    opt = build_optimizer(nano, spec.train, depth)
+    opt = build_optimizer(nano, spec.train)
     assert isinstance(opt, torch.optim.AdamW)
     assert opt.defaults["betas"] == (0.9, 0.999)
     scale, wd = _scale_of(opt, "backbone.blocks.0.attn.qkv.weight")
@@ -62,11 +64,13 @@ def test_layer_decay_scales_and_no_decay_set(nano):
     assert g["lr"] == pytest.approx(spec.train.lr * rate ** depth)
 
 
-def test_no_weight_decay_rule():
-    assert no_weight_decay("x.weight", torch.zeros(4))
-    assert no_weight_decay("x.bias", torch.zeros(4, 4))
-    assert no_weight_decay("backbone.pos_embed", torch.zeros(1, 5, 4))
-    assert not no_weight_decay("x.weight", torch.zeros(4, 4))
+def test_no_weight_decay_rule(nano):
+    assert nano.no_weight_decay("decode_head.x.weight", torch.zeros(4))
+    assert nano.no_weight_decay("decode_head.x.bias", torch.zeros(4, 4))
+    assert nano.no_weight_decay("backbone.pos_embed", torch.zeros(1, 5, 4))
+    assert nano.no_weight_decay("backbone.level_embed", torch.zeros(3, 4))
+    assert not nano.no_weight_decay("backbone.blocks.0.attn.qkv.weight", torch.zeros(4, 4))
+    assert not nano.no_weight_decay("decode_head.x.weight", torch.zeros(4, 4))
 
 
 def _opt(lr=1.0):

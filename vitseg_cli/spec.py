@@ -62,6 +62,25 @@ SPEC_PRESETS["nano"] = {
               "scale": [256, 256]},
 }
 
+# A CPU-sized BEiT-Adapter + Mask2Former (like `nano` for UperNet) for demos, tests and the synthetic data. BEiT's
+# relative position bias fixes its input to img_size, so inference slides img_size windows.
+SPEC_PRESETS["nano_mask2former"] = {
+    "model": {
+        "backbone": {"type": "beit_adapter", "img_size": 256, "embed_dim": 96, "depth": 4, "num_heads": 3,
+                     "deform_num_heads": 6, "deform_ratio": 0.5, "conv_inplane": 16, "init_values": 0.1,
+                     "drop_path_rate": 0.1, "interaction_indexes": [[0, 0], [1, 1], [2, 2], [3, 3]]},
+        "decode_head": {"type": "mask2former", "feat_channels": 64, "out_channels": 64, "num_queries": 20,
+                        "pixel_decoder": {"num_layers": 2, "num_heads": 4, "num_points": 4,
+                                          "feedforward_channels": 128, "num_groups": 16},
+                        "transformer_decoder": {"num_layers": 3, "num_heads": 4, "feedforward_channels": 256},
+                        "loss": {"num_points": 4096}},
+        "num_classes": 6,
+    },
+    "test": {"resize": None, "mode": "slide", "crop_size": [256, 256], "stride": [171, 171]},
+    "train": {"iters": 2000, "batch_size": 8, "crop_size": [256, 256], "lr": 5e-4, "warmup_iters": 100,
+              "scale": [256, 256]},
+}
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -142,6 +161,10 @@ class VitAdapterSpec(_AdapterSpec):
             return {**BACKBONE_PRESETS[data["preset"]], **data}
         return data
 
+    def summary(self) -> str:
+        return (f"ViT-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
+                f"{self.deform_num_heads} ratio {self.deform_ratio} pretrain {self.pretrain_size}")
+
 
 BackboneSpec = VitAdapterSpec  # the default family, under its historical name
 
@@ -162,17 +185,27 @@ class BeitAdapterSpec(_AdapterSpec):
     use_abs_pos_emb: bool = False
     use_rel_pos_bias: bool = True
     use_shared_rel_pos_bias: bool = False
-    init_values: Optional[float] = 1e-6
+    init_values: float = 1e-6  # gamma_1/gamma_2 and the injector's gamma start here (official: a number, never None)
 
     @field_validator("img_size", mode="before")
     @classmethod
     def _square(cls, value: Any) -> Any:
         return (value, value) if isinstance(value, int) else value
 
+    def summary(self) -> str:
+        bias = ("shared" if self.use_shared_rel_pos_bias else "per block") if self.use_rel_pos_bias else "none"
+        return (f"BEiT-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
+                f"{self.deform_num_heads} ratio {self.deform_ratio} window {self.img_size[1]}x{self.img_size[0]} "
+                f"relative position bias {bias}")
+
     @model_validator(mode="after")
     def _check_window(self) -> "BeitAdapterSpec":
         if any(s <= 0 or s % 32 or s > MAX_SIDE for s in self.img_size):
             raise ValueError(f"img_size must be positive multiples of 32 up to {MAX_SIDE}, got {list(self.img_size)}")
+        if self.use_abs_pos_emb:
+            raise ValueError("use_abs_pos_emb: true is not supported: the official BEiTAdapter cannot run with it (its "
+                             "forward reshapes the cls-including pos_embed to the pretraining grid); every released "
+                             "config uses the relative position bias instead")
         return self
 
 
@@ -188,8 +221,25 @@ class UniPerceiverAdapterSpec(_AdapterSpec):
     deform_ratio: float = Field(0.5, gt=0, le=64)
     drop_path_rate: float = Field(0.3, ge=0, lt=1)
     init_values: float = 0.0
-    window_attn: Optional[list[bool]] = None
-    window_size: Optional[list[Optional[int]]] = None
+    window_attn: Optional[list[bool]] = None  # per layer; None: global attention everywhere (official default)
+    window_size: Optional[list[Optional[int]]] = None  # per layer; None: 14 everywhere (official default)
+
+    @model_validator(mode="after")
+    def _check_windows(self) -> "UniPerceiverAdapterSpec":
+        for name in ("window_attn", "window_size"):
+            value = getattr(self, name)
+            if value is not None and len(value) != self.depth:
+                raise ValueError(f"{name} must list one value per layer ({self.depth}), got {len(value)}")
+        for i, on in enumerate(self.window_attn or []):
+            size = self.window_size[i] if self.window_size is not None else 14
+            if on and (size is None or size <= 0):
+                raise ValueError(f"window_attn[{i}] is true but window_size[{i}] is {size}: give a positive size")
+        return self
+
+    def summary(self) -> str:
+        windows = sum(bool(w) for w in self.window_attn or [])
+        return (f"Uni-Perceiver-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
+                f"{self.deform_num_heads} ratio {self.deform_ratio} window-attention layers {windows}")
 
 
 class UperNetHeadSpec(_Strict):
@@ -197,6 +247,9 @@ class UperNetHeadSpec(_Strict):
     channels: Channels = 512
     pool_scales: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 2, 3, 6], min_length=1)
     dropout: float = Field(0.1, ge=0, lt=1)
+
+    def summary(self) -> str:
+        return f"UperNet {self.channels} ch"
 
 
 DecodeHeadSpec = UperNetHeadSpec  # the default head, under its historical name
@@ -236,13 +289,18 @@ class Mask2FormerHeadSpec(_Strict):
     """Mask2Former (mmdet-style, as the official ViT-Adapter `Mask2FormerHead`): per-query class + mask."""
 
     type: Literal["mask2former"] = "mask2former"
-    feat_channels: int = Field(256, gt=0)
-    out_channels: int = Field(256, gt=0)
-    num_queries: int = Field(100, gt=0)
+    feat_channels: Channels = 256
+    out_channels: Channels = 256
+    num_queries: int = Field(100, gt=0, le=4096)
     enforce_decoder_input_project: bool = False
     pixel_decoder: PixelDecoderSpec = Field(default_factory=PixelDecoderSpec)
     transformer_decoder: TransformerDecoderSpec = Field(default_factory=TransformerDecoderSpec)
     loss: Mask2FormerLossSpec = Field(default_factory=Mask2FormerLossSpec)
+
+    def summary(self) -> str:
+        return (f"Mask2Former {self.num_queries} queries, {self.feat_channels} ch, pixel decoder "
+                f"{self.pixel_decoder.num_layers} layers, transformer decoder {self.transformer_decoder.num_layers} "
+                f"layers")
 
     @model_validator(mode="after")
     def _check_dims(self) -> "Mask2FormerHeadSpec":
@@ -481,3 +539,9 @@ def load_spec(spec: "Spec | dict | str | Path | None") -> Spec:
         raise VitsegError(f"{path}: spec file not found (or give a preset: {', '.join(SPEC_PRESETS)})")
     data = read_yaml_file(path)
     return spec_from_dict(data or {}, source=str(path))
+
+
+# The presets of the released official configs (plain data; nothing they import imports this module).
+from .official_presets import OFFICIAL_PRESETS  # noqa: E402
+
+SPEC_PRESETS.update(OFFICIAL_PRESETS)

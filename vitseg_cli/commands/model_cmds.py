@@ -11,9 +11,11 @@ from rich.table import Table
 from rich.text import Text
 
 from ..checkpoints import load_model, save_model
+from ..errors import VitsegError
 from .common import console, friendly_errors
 
-SPEC_HELP = "Spec: a YAML file or a preset (nano, tiny, small, base, large). Inferred from the weights if omitted."
+SPEC_HELP = ("Spec: a YAML file or a preset (nano..large, or an official release name: `vitseg info --presets`). "
+             "Inferred from the weights if omitted.")
 
 
 @friendly_errors
@@ -34,13 +36,42 @@ def convert(
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)", markup=False)
 
 
+def presets_table() -> Table:
+    """Every spec preset: the official releases' (with their dataset) and the generic nano..large."""
+    from ..releases import RELEASES
+    from ..spec import SPEC_PRESETS, load_spec
+
+    released = {r.name: r for r in RELEASES}
+    table = Table(title=f"{len(SPEC_PRESETS)} spec presets (--spec NAME)", title_justify="left")
+    for column in ("name", "method", "backbone", "dataset", "crop"):
+        table.add_column(column)
+    for name in SPEC_PRESETS:
+        s = load_spec(name)
+        head = s.model.decode_head
+        method = {"upernet": "UperNet", "mask2former": "Mask2Former"}[head.type] if head else "-"
+        r = released.get(name)
+        backbone = r.backbone if r else f"{s.model.backbone.type} ({getattr(s.model.backbone, 'preset', None)})"
+        crop = str(s.test.crop_size[0]) if s.test.mode == "slide" else "whole"
+        table.add_row(name, method, backbone, r.dataset if r else "-", crop)
+    return table
+
+
 @friendly_errors
 def info(
-    weights: Path = typer.Argument(..., help="A vitseg .safetensors or an official .pth checkpoint."),
+    weights: Optional[Path] = typer.Argument(None, help="A vitseg .safetensors or an official .pth checkpoint."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP),
     show_spec: bool = typer.Option(False, "--spec-yaml", help="Also print the full resolved spec as YAML."),
+    presets: bool = typer.Option(False, "--presets", help="List the spec presets (one per official release, "
+                                                          "and nano..large) instead."),
 ) -> None:
     """Describe a checkpoint: architecture, classes, parameter counts and where it came from."""
+    from rich.console import Console
+
+    if presets:
+        Console(highlight=False, width=200).print(presets_table())
+        return
+    if weights is None:
+        raise VitsegError("info: give a WEIGHTS file, or --presets to list the spec presets")
     model = load_model(weights, spec)
     s = model.spec
     b = s.model.backbone
@@ -49,9 +80,9 @@ def info(
     table.add_column()
     count = lambda m: f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M" if m is not None else "-"  # noqa: E731
     table.add_row("source", Text(model.source))  # literal: a path may hold '[/b]'-like text
-    table.add_row("backbone", f"ViT-Adapter D{b.embed_dim} depth {b.depth} heads {b.num_heads} "
-                              f"deform heads {b.deform_num_heads} ratio {b.deform_ratio} pretrain {b.pretrain_size}")
-    table.add_row("decode head", f"UperNet {s.model.decode_head.channels} ch" if s.model.decode_head else "none")
+    table.add_row("backbone", f"{b.type}: {b.summary()}")
+    head = s.model.decode_head
+    table.add_row("decode head", f"{head.type}: {head.summary()}" if head else "none")
     table.add_row("aux head", f"FCN {s.model.auxiliary_head.channels} ch" if s.model.auxiliary_head else "none")
     table.add_row("parameters", f"backbone {count(model.backbone)}, decode head {count(model.decode_head)}, "
                                 f"aux head {count(model.auxiliary_head)}, total {count(model)}")
@@ -60,8 +91,6 @@ def info(
     table.add_row("classes", Text(f"{s.model.num_classes}: {shown}"))
     table.add_row("test", f"{s.test.mode}, crop {list(s.test.crop_size)}, stride {list(s.test.stride)}, "
                           f"resize {list(s.test.resize.scale) if s.test.resize else 'native'}")
-    from rich.console import Console
-
     out = Console(highlight=False)
     out.print(table)
     for note in model.load_notes:

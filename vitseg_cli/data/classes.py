@@ -1,14 +1,16 @@
-"""Built-in class names and palettes of the standard benchmarks (the mmseg lists): ADE20K, Cityscapes, VOC, COCO-Stuff.
+"""Built-in class names and palettes of the standard benchmarks (the mmseg lists): ADE20K, Cityscapes, VOC, COCO-Stuff,
+Pascal Context 59 and Mapillary Vistas (the official ViT-Adapter list).
 
-`builtin_classes(name)` gives `(names, palette)`; palettes are RGB triples in class order. COCO-Stuff uses the
+`builtin_classes(name)` gives `(names, palette)`; palettes are RGB triples in class order. VOC and COCO-Stuff use the
 bit-interleaved VOC colour map (distinct colours for all 171 classes) rather than mmseg's hand list, which repeats
-colours.
+colours. Plain data: this module imports nothing of vitseg at import time, so the spec's presets can read it.
 """
 
 from __future__ import annotations
 
+from typing import Optional
+
 from ..errors import VitsegError
-from ..spec import default_palette
 
 Palette = list[tuple[int, int, int]]
 
@@ -68,7 +70,6 @@ VOC_CLASSES = [
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
     "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 ]
-VOC_PALETTE: Palette = default_palette(21)  # the VOC colour map itself
 
 COCO_STUFF_CLASSES = [
     "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
@@ -90,20 +91,64 @@ COCO_STUFF_CLASSES = [
     "vegetable", "wall-brick", "wall-concrete", "wall-other", "wall-panel", "wall-stone", "wall-tile", "wall-wood",
     "water-other", "waterdrops", "window-blind", "window-other", "wood",
 ]
-COCO_STUFF_PALETTE: Palette = default_palette(171)
 
-BUILTIN: dict[str, tuple[list[str], Palette]] = {
+# mmseg's PascalContextDataset59 (background dropped; labels reduced by one). Its palette is ADE20K's colours 1..59.
+PASCAL_CONTEXT_59_CLASSES = [
+    "aeroplane", "bag", "bed", "bedclothes", "bench", "bicycle", "bird", "boat", "book", "bottle", "building", "bus",
+    "cabinet", "car", "cat", "ceiling", "chair", "cloth", "computer", "cow", "cup", "curtain", "dog", "door", "fence",
+    "floor", "flower", "food", "grass", "ground", "horse", "keyboard", "light", "motorbike", "mountain", "mouse",
+    "person", "plate", "platform", "pottedplant", "road", "rock", "sheep", "shelves", "sidewalk", "sign", "sky", "snow",
+    "sofa", "table", "track", "train", "tree", "truck", "tvmonitor", "wall", "water", "window", "wood",
+]
+PASCAL_CONTEXT_59_PALETTE: Palette = ADE20K_PALETTE[1:60]
+
+# Mapillary Vistas v1.2 as the official ViT-Adapter `MapillaryDataset` holds it: the 65 object classes and the
+# "Unlabeled" id 65 (66 entries, reduce_zero_label false).
+MAPILLARY_CLASSES = [
+    "Bird", "Ground Animal", "Curb", "Fence", "Guard Rail", "Barrier", "Wall", "Bike Lane", "Crosswalk - Plain",
+    "Curb Cut", "Parking", "Pedestrian Area", "Rail Track", "Road", "Service Lane", "Sidewalk", "Bridge", "Building",
+    "Tunnel", "Person", "Bicyclist", "Motorcyclist", "Other Rider", "Lane Marking - Crosswalk",
+    "Lane Marking - General", "Mountain", "Sand", "Sky", "Snow", "Terrain", "Vegetation", "Water", "Banner", "Bench",
+    "Bike Rack", "Billboard", "Catch Basin", "CCTV Camera", "Fire Hydrant", "Junction Box", "Mailbox", "Manhole",
+    "Phone Booth", "Pothole", "Street Light", "Pole", "Traffic Sign Frame", "Utility Pole", "Traffic Light",
+    "Traffic Sign (Back)", "Traffic Sign (Front)", "Trash Can", "Bicycle", "Boat", "Bus", "Car", "Caravan",
+    "Motorcycle", "On Rails", "Other Vehicle", "Trailer", "Truck", "Wheeled Slow", "Car Mount", "Ego Vehicle",
+    "Unlabeled",
+]
+MAPILLARY_PALETTE: Palette = [
+    (165, 42, 42), (0, 192, 0), (196, 196, 196), (190, 153, 153), (180, 165, 180), (90, 120, 150), (102, 102, 156),
+    (128, 64, 255), (140, 140, 200), (170, 170, 170), (250, 170, 160), (96, 96, 96), (230, 150, 140), (128, 64, 128),
+    (110, 110, 110), (244, 35, 232), (150, 100, 100), (70, 70, 70), (150, 120, 90), (220, 20, 60), (255, 0, 0),
+    (255, 0, 100), (255, 0, 200), (200, 128, 128), (255, 255, 255), (64, 170, 64), (230, 160, 50), (70, 130, 180),
+    (190, 255, 255), (152, 251, 152), (107, 142, 35), (0, 170, 30), (255, 255, 128), (250, 0, 30), (100, 140, 180),
+    (220, 220, 220), (220, 128, 128), (222, 40, 40), (100, 170, 30), (40, 40, 40), (33, 33, 33), (100, 128, 160),
+    (142, 0, 0), (70, 100, 150), (210, 170, 100), (153, 153, 153), (128, 128, 128), (0, 0, 80), (250, 170, 30),
+    (192, 192, 192), (220, 220, 0), (140, 140, 20), (119, 11, 32), (150, 0, 255), (0, 60, 100), (0, 0, 142),
+    (0, 0, 90), (0, 0, 230), (0, 80, 100), (128, 64, 64), (0, 0, 110), (0, 0, 70), (0, 0, 192), (32, 32, 32),
+    (120, 10, 10), (0, 0, 0),
+]
+
+# name -> (class names, palette); a palette of None means the VOC colour map for that many classes.
+BUILTIN: dict[str, tuple[list[str], Optional[Palette]]] = {
     "ade20k": (ADE20K_CLASSES, ADE20K_PALETTE),
     "cityscapes": (CITYSCAPES_CLASSES, CITYSCAPES_PALETTE),
-    "voc": (VOC_CLASSES, VOC_PALETTE),
-    "coco_stuff": (COCO_STUFF_CLASSES, COCO_STUFF_PALETTE),
+    "voc": (VOC_CLASSES, None),
+    "coco_stuff": (COCO_STUFF_CLASSES, None),
+    "pascal_context_59": (PASCAL_CONTEXT_59_CLASSES, PASCAL_CONTEXT_59_PALETTE),
+    "mapillary": (MAPILLARY_CLASSES, MAPILLARY_PALETTE),
 }
+# Other names of the same lists: both COCO-Stuff releases label the same 171 classes.
+ALIASES = {"coco_stuff10k": "coco_stuff", "coco_stuff164k": "coco_stuff", "pascal_context": "pascal_context_59"}
 
 
 def builtin_classes(name: str) -> tuple[list[str], Palette]:
-    """(class names, palette) of a built-in dataset: ade20k, cityscapes, voc, coco_stuff."""
+    """(class names, palette) of a built-in dataset: ade20k, cityscapes, voc, coco_stuff (coco_stuff10k,
+    coco_stuff164k), pascal_context_59 (pascal_context), mapillary."""
+    from ..spec import default_palette  # here, not at import: the spec's presets import this module
+
     key = name.lower().replace("-", "_")
+    key = ALIASES.get(key, key)
     if key not in BUILTIN:
-        raise VitsegError(f"unknown built-in class list {name!r} (known: {', '.join(BUILTIN)})")
+        raise VitsegError(f"unknown built-in class list {name!r} (known: {', '.join([*BUILTIN, *ALIASES])})")
     names, palette = BUILTIN[key]
-    return list(names), [tuple(c) for c in palette]
+    return list(names), [tuple(c) for c in palette] if palette is not None else default_palette(len(names))

@@ -1,8 +1,8 @@
 """The official ViT-Adapter optimiser recipe: AdamW with layer-wise lr decay, and mmcv's warmup + poly lr schedule.
 
-Layer ids (the official `LayerDecayOptimizerConstructor`, num_layers = depth): `pos_embed`/`patch_embed` -> 0,
-`blocks.i` -> i+1, everything else (adapter, heads) -> depth+1; lr scale = rate ** (depth + 1 - layer).
-No weight decay on 1-D parameters, biases, `pos_embed`, `level_embed` and layer-scale `gamma*`.
+Layer ids and no-weight-decay names are the model's (each backbone family numbers its layers as the official
+`LayerDecayOptimizerConstructor` does: embeddings 0, block i -> i+1, the rest -> depth+1); lr scale =
+rate ** (top - layer).
 
 `WarmupPolyLR` reproduces mmcv's `PolyLrUpdaterHook(power, min_lr, by_epoch=False)` with linear warmup: for iteration
 i (0-based, set before the iteration runs) regular = (base - min_lr) * (1 - i / max_iters) ** power + min_lr, and while
@@ -18,38 +18,19 @@ from torch import nn
 
 from ..spec import TrainSpec
 
-def layer_id(name: str, depth: int) -> int:
-    """The layer-decay layer of a parameter name (a Segmentor's names, or a bare backbone's)."""
-    if name.startswith("backbone."):
-        name = name[len("backbone."):]
-    elif name.startswith(("decode_head.", "auxiliary_head.")):
-        return depth + 1
-    if name in ("pos_embed", "cls_token") or name.startswith("patch_embed."):
-        return 0
-    if name.startswith("blocks."):
-        return int(name.split(".")[1]) + 1
-    return depth + 1
-
-
-def no_weight_decay(name: str, param: torch.Tensor) -> bool:
-    """Parameters trained without weight decay: 1-D (norms, biases, gammas), pos/level embeddings."""
-    leaf = name.rsplit(".", 1)[-1]
-    return (param.ndim <= 1 or name.endswith(".bias") or leaf in ("pos_embed", "level_embed", "cls_token")
-            or leaf.startswith("gamma"))
-
-
-def param_groups(model: nn.Module, lr: float, weight_decay: float, depth: int,
-                 layer_decay_rate: float) -> list[dict[str, Any]]:
-    """AdamW parameter groups, one per (layer, decay/no-decay), each with `lr_scale` and `name`."""
+def param_groups(model: nn.Module, lr: float, weight_decay: float, layer_decay_rate: float) -> list[dict[str, Any]]:
+    """AdamW parameter groups, one per (layer, decay/no-decay), each with `lr_scale` and `name`. The model says which
+    layer a parameter belongs to (`layer_id`, top layer `num_layers`) and which go without weight decay."""
+    top = model.num_layers
     groups: dict[str, dict[str, Any]] = {}
     for name, param in model.named_parameters():
         if not param.requires_grad:
             continue
-        layer = layer_id(name, depth)
-        nwd = no_weight_decay(name, param)
+        layer = model.layer_id(name)
+        nwd = model.no_weight_decay(name, param)
         key = f"layer_{layer}_{'no_decay' if nwd else 'decay'}"
         if key not in groups:
-            scale = layer_decay_rate ** (depth + 1 - layer)
+            scale = layer_decay_rate ** (top - layer)
             groups[key] = {"name": key, "params": [], "param_names": [], "lr_scale": scale, "lr": lr * scale,
                            "initial_lr": lr * scale, "weight_decay": 0.0 if nwd else weight_decay}
         groups[key]["params"].append(param)
@@ -57,9 +38,9 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float, depth: int,
     return sorted(groups.values(), key=lambda g: g["name"])
 
 
-def build_optimizer(model: nn.Module, train: TrainSpec, depth: int) -> torch.optim.AdamW:
+def build_optimizer(model: nn.Module, train: TrainSpec) -> torch.optim.AdamW:
     """AdamW over layer-decay groups (the official recipe's numbers come from the spec's `train` section)."""
-    groups = param_groups(model, train.lr, train.weight_decay, depth, train.layer_decay_rate)
+    groups = param_groups(model, train.lr, train.weight_decay, train.layer_decay_rate)
     return torch.optim.AdamW(groups, lr=train.lr, betas=tuple(train.betas), weight_decay=train.weight_decay)
 
 

@@ -1,12 +1,12 @@
-"""`vitseg train`: the official ViT-Adapter + UperNet recipe, resumable, in one process or under torchrun (DDP).
+"""`vitseg train`: the official ViT-Adapter recipe, resumable, in one process or under torchrun (DDP).
 
-Recipe (from the spec's `train` section, CLI flags over it): AdamW with layer-wise lr decay, linear warmup + poly
-schedule (engine/optim.py), the mmseg augmentation pipeline (data/transforms.py), cross-entropy with ignore_index on
-logits upsampled bilinearly to the label size, averaged over all label pixels as mmseg 0.x does (ignored pixels count
-0), plus the auxiliary FCN head's loss times its `loss_weight`. `batch_size` is the effective batch of one optimizer
-step: world_size x accum x per-process micro-batch. An iteration is one optimizer step.
+Recipe (from the spec's `train` section, CLI flags over it): AdamW with layer-wise lr decay (layer ids from the
+model), linear warmup + poly schedule (engine/optim.py), the mmseg augmentation pipeline (data/transforms.py), and the
+model's own losses (`Segmentor.loss`: a dict of weighted losses, e.g. UperNet's cross-entropy and the auxiliary FCN
+head's; the loop optimises their sum and logs each). `batch_size` is the effective batch of one optimizer step:
+world_size x accum x per-process micro-batch. An iteration is one optimizer step.
 
-Run folder: spec.yaml, run.json, log.csv (iter, lr, loss = total loss, loss_aux = weighted auxiliary part, time =
+Run folder: spec.yaml, run.json, log.csv (iter, lr, loss = total loss, one column per loss term, time =
 seconds per iteration, + validation metrics), last.safetensors / best.safetensors (vitseg format), state.pt (every
 `save_every` iterations, at the end and on Ctrl-C / SIGTERM). `--resume` restores model, optimizer, schedule, scaler,
 RNG states, data position and best score, so the run continues as if never stopped.
@@ -29,15 +29,14 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .. import __version__
-from ..checkpoints import (_is_safetensors, check_weight_values, load_vit_pretrained, read_official, read_vitseg,
-                           save_model)
+from ..checkpoints import _is_safetensors, load_pretrained, read_official, read_vitseg, save_model
 from ..data.datasets import open_dataset
 from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
+from ..model.official import init_from_state
 from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, load_spec
 from .distributed import DistContext, init_distributed, rank_device
@@ -142,53 +141,21 @@ def micro_batch(spec: Spec, world_size: int) -> int:
 
 
 def init_from_checkpoint(model: Segmentor, path: Path) -> list[str]:
-    """Load a vitseg or official checkpoint into `model`; classifiers of another class count are re-initialised."""
+    """Load a vitseg or official segmentor checkpoint into `model` (class-dependent layers re-initialised when the
+    class count differs; the model's heads say which those are)."""
     state, _ = read_vitseg(path) if _is_safetensors(path) else read_official(path)
-    own = model.state_dict()
-    notes: list[str] = []
-    skipped = [k for k in own if ".conv_seg." in k and k in state and state[k].shape != own[k].shape]
-    if skipped:
-        theirs = state[skipped[0]].shape[0]
-        notes.append(f"{path.name} predicts {theirs} classes, this model {model.num_classes}: the classifiers "
-                     f"(conv_seg) start from random weights")
-    if model.auxiliary_head is not None and not any(k.startswith("auxiliary_head.") for k in state):
-        notes.append(f"{path.name} has no auxiliary head: it starts from random weights")
-        skipped += [k for k in own if k.startswith("auxiliary_head.")]
-    if model.auxiliary_head is None:
-        state = {k: v for k, v in state.items() if not k.startswith("auxiliary_head.")}
-    missing = [k for k in own if k not in state and k not in skipped]
-    unexpected = [k for k in state if k not in own]
-    wrong = [k for k in own if k in state and k not in skipped and state[k].shape != own[k].shape]
-    if missing or unexpected or wrong:
-        what = (f"{len(missing)} missing ({', '.join(missing[:3])})" if missing else
-                f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})" if unexpected else
-                f"shape of {wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}")
-        raise VitsegError(f"{path}: weights do not fit the spec's model: {what}")
-    kept = {k: v for k, v in state.items() if k not in skipped}
-    check_weight_values(kept, {k: own[k] for k in kept}, path)
-    model.load_state_dict(kept, strict=False)
-    notes.append(f"initialised from {path.name}")
-    return notes
-
-
-def seg_loss(logits: torch.Tensor, label: torch.Tensor, ignore_index: int) -> torch.Tensor:
-    """mmseg CrossEntropyLoss: logits (cropped to the input's 1/4 grid) upsampled to the label size, per-pixel CE
-    with ignore_index, mean over all pixels."""
-    h, w = label.shape[-2:]
-    logits = logits[..., :math.ceil(h / 4), :math.ceil(w / 4)]
-    logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
-    return F.cross_entropy(logits, label, ignore_index=ignore_index, reduction="none").mean()
+    return init_from_state(model, state, path)
 
 
 class _TrainForward(nn.Module):
-    """What DDP wraps: forward() is the segmentor's training path."""
+    """What DDP wraps: forward() is the segmentor's loss (a dict of weighted losses)."""
 
     def __init__(self, model: Segmentor):
         super().__init__()
         self.model = model
 
-    def forward(self, x: torch.Tensor):
-        return self.model.forward_train(x)
+    def forward(self, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        return self.model.loss(x, target)
 
 
 def _versions() -> dict[str, Any]:
@@ -300,7 +267,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
         if opts.pretrained and opts.init_from:
             raise VitsegError("give --pretrained (a ViT) or --init-from (a whole segmentor), not both")
         if opts.pretrained:
-            for note in load_vit_pretrained(model, opts.pretrained):
+            for note in load_pretrained(model, opts.pretrained):
                 say(f"note: {note}")
         if opts.init_from:
             for note in init_from_checkpoint(model, Path(opts.init_from)):
@@ -313,7 +280,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     elif ctx.active:
         say("note: BatchNorm statistics stay per process on CPU (SyncBatchNorm needs GPUs)")
     model.train()
-    optimizer = build_optimizer(model, t, spec.model.backbone.depth)
+    optimizer = build_optimizer(model, t)
     scheduler = build_scheduler(optimizer, t)
     use_amp = bool(t.amp) and ctx.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
@@ -388,14 +355,13 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     crops = AugmentedCrops(dataset, spec)
     batches = batch_loader(crops, micro, ctx.rank, ctx.world_size, start_iter * t.accum, t.workers,
                            pin_memory=ctx.device.type == "cuda")
-    aux_weight = spec.model.auxiliary_head.loss_weight if spec.model.auxiliary_head else 0.0
-    ignore = spec.data.ignore_index
     stop_at = min(opts.stop_at, t.iters) if opts.stop_at else t.iters
     say(f"training {len(dataset)} images, {t.iters} iterations, batch {t.batch_size} "
         f"({ctx.world_size} x {micro} x accum {t.accum}), crop {list(t.crop_size)}, lr {t.lr:g}, "
         f"device {ctx.device}{' amp' if use_amp else ''}")
 
-    window = {"loss": 0.0, "aux": 0.0, "n": 0, "t0": time.perf_counter(), "iters": 0}
+    # running sums over the log window: "loss" (the total) and each loss term by name
+    window: dict[str, Any] = {"terms": {}, "n": 0, "t0": time.perf_counter(), "iters": 0}
     last_loss: Optional[float] = None
     metrics: dict[str, float] = {}
     iteration = start_iter
@@ -414,17 +380,15 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                 sync = contextlib.nullcontext() if (a == t.accum - 1 or not ctx.active) else net.no_sync()
                 with sync:
                     with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                        logits, aux_logits = net(x)
-                    loss_main = seg_loss(logits, y, ignore)
-                    loss_aux = seg_loss(aux_logits, y, ignore) * aux_weight if aux_logits is not None else \
-                        loss_main.new_zeros(())
-                    loss = loss_main + loss_aux
+                        losses = net(x, y)
+                    loss = sum(losses.values())
                     scaler.scale(loss / t.accum).backward()
-                window["loss"] += float(loss.detach())
-                window["aux"] += float(loss_aux.detach())
+                for key, value in {"loss": loss, **losses}.items():
+                    window["terms"][key] = window["terms"].get(key, 0.0) + float(value.detach())
                 window["n"] += 1
-            if not use_amp and not math.isfinite(window["loss"]):
-                raise VitsegError(f"the loss became {window['loss']} at iteration {it + 1} (try a lower --lr); the "
+            total = window["terms"]["loss"]
+            if not use_amp and not math.isfinite(total):
+                raise VitsegError(f"the loss became {total} at iteration {it + 1} (try a lower --lr); the "
                                   f"last good state is in {out / 'state.pt'}")
             scaler.step(optimizer)
             scaler.update()
@@ -436,11 +400,11 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
             evaluate_now = bool(val_dataset is not None and t.eval_every and
                                 (iteration % t.eval_every == 0 or iteration == t.iters))
             if iteration % log_every == 0 or iteration == stop_at or evaluate_now:
-                loss_avg, aux_avg = ctx.mean([window["loss"] / window["n"], window["aux"] / window["n"]])
+                names = list(window["terms"])
+                means = ctx.mean([window["terms"][k] / window["n"] for k in names])
                 sec = (time.perf_counter() - window["t0"]) / window["iters"]
-                last_loss = loss_avg
-                row: dict[str, Any] = {"iter": iteration, "lr": lr_now, "loss": loss_avg, "loss_aux": aux_avg,
-                                       "time": sec}
+                last_loss = means[0]
+                row: dict[str, Any] = {"iter": iteration, "lr": lr_now, **dict(zip(names, means)), "time": sec}
                 if evaluate_now:
                     if ctx.is_main:
                         metrics = validate(model, val_dataset, ctx.device)
@@ -456,9 +420,9 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                 if tb is not None:
                     for key, value in row.items():
                         if key != "iter" and value is not None:
-                            tb.add_scalar(f"train/{key}" if key in ("lr", "loss", "loss_aux", "time")
+                            tb.add_scalar(f"train/{key}" if key in ("lr", "time") or key.startswith("loss")
                                           else f"val/{key}", value, iteration)
-                window.update(loss=0.0, aux=0.0, n=0, t0=time.perf_counter(), iters=0)
+                window.update(terms={}, n=0, t0=time.perf_counter(), iters=0)
             bar(iteration, last_loss, lr_now)
             if iteration % t.save_every == 0 and iteration != stop_at:
                 checkpoint(iteration)

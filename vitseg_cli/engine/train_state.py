@@ -23,7 +23,7 @@ from ..errors import VitsegError
 STATE_FORMAT = "vitseg-train-state"
 STATE_VERSION = 1
 RESTARTABLE = {"spec.yaml", "run.json", "log.csv", "tb"}
-LOG_COLUMNS = ["iter", "lr", "loss", "loss_aux", "time", "aAcc", "mIoU", "mAcc"]
+LOG_COLUMNS = ["iter", "lr", "loss", "time", "aAcc", "mIoU", "mAcc"]
 
 
 # ---------------------------------------------------------------------------------------------------------- RNG
@@ -127,23 +127,46 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
 
 
 class CsvLog:
-    """`log.csv`: one row per logged iteration; on resume, rows past the resumed iteration are dropped."""
+    """`log.csv`: one row per logged iteration; on resume, rows past the resumed iteration are dropped. The columns
+    are the fixed ones plus whatever loss terms the model reports (the header grows when a new one appears)."""
 
     def __init__(self, path: Path, start_iter: int):
         self.path = path
-        rows: list[dict[str, str]] = []
+        self.rows: list[dict[str, str]] = []
+        self.columns = list(LOG_COLUMNS)
         if path.exists() and start_iter > 0:
             with open(path, newline="") as f:
-                rows = [r for r in csv.DictReader(f) if r.get("iter", "").isdigit() and int(r["iter"]) <= start_iter]
-        with open(path, "w", newline="") as f:
-            writer = csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore")
+                reader = csv.DictReader(f)
+                self.columns = _merge_columns(self.columns, reader.fieldnames or [])
+                self.rows = [r for r in reader if r.get("iter", "").isdigit() and int(r["iter"]) <= start_iter]
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        with open(self.path, "w", newline="") as f:
+            writer = csv.DictWriter(f, self.columns, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows(rows)
+            writer.writerows(self.rows)
 
     def append(self, row: dict[str, Any]) -> None:
+        row = {k: _fmt(v) for k, v in row.items()}
+        self.rows.append(row)
+        columns = _merge_columns(self.columns, list(row))
+        if columns != self.columns:
+            self.columns = columns
+            self._rewrite()
+            return
         with open(self.path, "a", newline="") as f:
-            csv.DictWriter(f, LOG_COLUMNS, extrasaction="ignore").writerow(
-                {k: _fmt(row.get(k)) for k in LOG_COLUMNS})
+            csv.DictWriter(f, self.columns, extrasaction="ignore").writerow(row)
+
+
+def _merge_columns(columns: list[str], names: list[str]) -> list[str]:
+    """`columns` plus the new names; new loss terms go after "loss", anything else before the metrics."""
+    out = list(columns)
+    for name in names:
+        if name not in out:
+            at = out.index("time") if "time" in out else len(out)
+            out.insert(at, name)
+    return out
 
 
 def _fmt(value: Optional[Any]) -> str:

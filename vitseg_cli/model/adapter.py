@@ -1,4 +1,5 @@
-"""ViT-Adapter: Spatial Prior Module, Injector, Extractor, ConvFFN, InteractionBlock and the ViTAdapter backbone.
+"""ViT-Adapter: Spatial Prior Module, Injector, Extractor, ConvFFN, InteractionBlock and `AdapterBackbone`, which
+composes any block stack (plain ViT, BEiT, Uni-Perceiver) into a four-level pyramid.
 
 Exactly the official architecture (DESIGN §2); names match official checkpoint keys. The ViT token grid is at 1/16,
 the spatial-prior tokens `c` are the concatenated 1/8, 1/16 and 1/32 maps.
@@ -7,7 +8,9 @@ the spatial-prior tokens `c` are the concatenated 1/8, 1/16 and 1/32 maps.
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+import re
+from functools import lru_cache, partial
+from typing import Callable, Optional, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -15,13 +18,12 @@ from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from .msda import MSDeformAttn, get_msda_impl
-from .vit import VisionTransformer
 
 Shapes = list[tuple[int, int]]
 
 
-def _norm(dim: int) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=1e-6)
+def _norm(dim: int, eps: float) -> nn.LayerNorm:
+    return nn.LayerNorm(dim, eps=eps)
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int) -> list[nn.Module]:
@@ -84,10 +86,10 @@ class Injector(nn.Module):
     """Spatial Feature Injector: ViT tokens (queries) attend to the multi-scale spatial-prior tokens."""
 
     def __init__(self, dim: int, num_heads: int, n_points: int, n_levels: int, deform_ratio: float,
-                 init_values: float):
+                 init_values: float, norm_eps: float):
         super().__init__()
-        self.query_norm = _norm(dim)
-        self.feat_norm = _norm(dim)
+        self.query_norm = _norm(dim, norm_eps)
+        self.feat_norm = _norm(dim, norm_eps)
         self.attn = MSDeformAttn(dim, n_levels, num_heads, n_points, deform_ratio)
         self.gamma = nn.Parameter(init_values * torch.ones(dim))
 
@@ -100,15 +102,15 @@ class Extractor(nn.Module):
     """Multi-Scale Feature Extractor: spatial-prior tokens (queries) attend back to the ViT tokens, then a ConvFFN."""
 
     def __init__(self, dim: int, num_heads: int, n_points: int, deform_ratio: float, with_cffn: bool,
-                 cffn_ratio: float, drop_path: float):
+                 cffn_ratio: float, drop_path: float, norm_eps: float):
         super().__init__()
-        self.query_norm = _norm(dim)
-        self.feat_norm = _norm(dim)
+        self.query_norm = _norm(dim, norm_eps)
+        self.feat_norm = _norm(dim, norm_eps)
         self.attn = MSDeformAttn(dim, 1, num_heads, n_points, deform_ratio)
         self.with_cffn = with_cffn
         if with_cffn:
             self.ffn = ConvFFN(dim, int(dim * cffn_ratio))
-            self.ffn_norm = _norm(dim)
+            self.ffn_norm = _norm(dim, norm_eps)
             self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, query, reference_points, feat, feat_shapes: Shapes, query_shapes: Shapes) -> torch.Tensor:
@@ -119,23 +121,30 @@ class Extractor(nn.Module):
 
 
 class InteractionBlock(nn.Module):
+    """Injector, then a range of the stack's blocks, then the extractor(s). A stack with a cls token (BEiT) gets it
+    prepended for its blocks only (the official `InteractionBlockWithCls`); the injector and extractors never see it."""
+
     def __init__(self, dim: int, num_heads: int, n_points: int, init_values: float, drop_path: float,
-                 with_cffn: bool, cffn_ratio: float, deform_ratio: float, extra_extractor: bool):
+                 with_cffn: bool, cffn_ratio: float, deform_ratio: float, extra_extractor: bool, norm_eps: float):
         super().__init__()
-        self.injector = Injector(dim, num_heads, n_points, 3, deform_ratio, init_values)
+        self.injector = Injector(dim, num_heads, n_points, 3, deform_ratio, init_values, norm_eps)
         make_extractor = lambda: Extractor(dim, num_heads, n_points, deform_ratio, with_cffn, cffn_ratio,  # noqa: E731
-                                           drop_path)
+                                           drop_path, norm_eps)
         self.extractor = make_extractor()
         self.extra_extractors = nn.Sequential(make_extractor(), make_extractor()) if extra_extractor else None
 
-    def forward(self, x, c, blocks, geometry: "_Geometry") -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x, c, cls, run_blocks: Callable[[torch.Tensor], torch.Tensor],
+                geometry: "_Geometry") -> tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         x = self.injector(x, geometry.vit_refs, c, geometry.prior_shapes)
-        for blk in blocks:
-            x = blk(x)
+        if cls is None:
+            x = run_blocks(x)
+        else:
+            x = run_blocks(torch.cat([cls, x], dim=1))
+            cls, x = x[:, :1], x[:, 1:]
         extractors = [self.extractor, *(self.extra_extractors or [])]
         for extractor in extractors:
             c = extractor(c, geometry.prior_refs, x, geometry.vit_shapes, geometry.prior_shapes)
-        return x, c
+        return x, c, cls
 
 
 def _reference_points(shapes: Shapes, device: torch.device) -> torch.Tensor:
@@ -180,30 +189,76 @@ def _geometry(height: int, width: int, device: torch.device) -> _Geometry:
         return _Geometry(height, width, device)
 
 
-class ViTAdapter(VisionTransformer):
-    """ViT + adapter; `forward(x)` with H, W multiples of 32 returns [f1, f2, f3, f4] at 1/4, 1/8, 1/16, 1/32."""
+class AdapterBackbone(nn.Module):
+    """The ViT-Adapter around any block stack (plain ViT, BEiT, Uni-Perceiver); `forward(x)` with H, W multiples of
+    32 returns [f1, f2, f3, f4] at 1/4, 1/8, 1/16, 1/32, each with `embed_dim` channels.
 
-    def __init__(self, pretrain_size: int = 224, patch_size: int = 16, embed_dim: int = 192, depth: int = 12,
-                 num_heads: int = 3, mlp_ratio: float = 4.0, drop_path_rate: float = 0.1, conv_inplane: int = 64,
-                 n_points: int = 4, deform_num_heads: int = 6, init_values: float = 0.0,
-                 interaction_indexes: list[tuple[int, int]] = ((0, 2), (3, 5), (6, 8), (9, 11)),
+    The stack is composed, not inherited: the adapter calls its `embed`, `initial_cls` and `forward_blocks`. Its
+    submodules and parameters are registered here under their own names, because the official classes inherit from
+    their ViT and their checkpoints hold those weights at the top level (`blocks.0...`, `cls_token`, `patch_embed...`).
+
+    A stack provides: `embed_dim`, `depth`, `embed(x) -> (tokens, h, w)` (patch tokens with position embedding, no cls
+    token), `initial_cls(batch) -> (B, 1, D) or None`, `forward_blocks(x, first, last, h, w)`, `layer_id(name)` (None
+    for a name that is not its own), `no_weight_decay(name) -> bool`, `fixed_input_size` and `adapter_norm_eps`;
+    no buffers of its own outside its submodules.
+    """
+
+    out_strides = (4, 8, 16, 32)
+    size_divisor = 32
+
+    def __init__(self, stack: nn.Module, *, conv_inplane: int = 64, n_points: int = 4, deform_num_heads: int = 6,
+                 init_values: float = 0.0,
+                 interaction_indexes: Sequence[tuple[int, int]] = ((0, 2), (3, 5), (6, 8), (9, 11)),
                  with_cffn: bool = True, cffn_ratio: float = 0.25, deform_ratio: float = 1.0,
-                 add_vit_feature: bool = True, use_extra_extractor: bool = True, layer_scale: bool = True):
-        super().__init__(pretrain_size, patch_size, embed_dim, depth, num_heads, mlp_ratio, drop_path_rate,
-                         layer_scale)
+                 add_vit_feature: bool = True, use_extra_extractor: bool = True, drop_path_rate: float = 0.0):
+        super().__init__()
+        self._adopt(stack)
         self.interaction_indexes = [tuple(p) for p in interaction_indexes]
         self.add_vit_feature = add_vit_feature
-        d = embed_dim
+        d = self.embed_dim = stack.embed_dim
         self.level_embed = nn.Parameter(torch.zeros(3, d))
         self.spm = SpatialPriorModule(conv_inplane, d)
         n = len(self.interaction_indexes)
         self.interactions = nn.Sequential(*[
             InteractionBlock(d, deform_num_heads, n_points, init_values, drop_path_rate, with_cffn, cffn_ratio,
-                             deform_ratio, extra_extractor=use_extra_extractor and i == n - 1)
+                             deform_ratio, extra_extractor=use_extra_extractor and i == n - 1,
+                             norm_eps=stack.adapter_norm_eps)
             for i in range(n)])
         self.up = nn.ConvTranspose2d(d, d, 2, 2)
         self.norm1, self.norm2, self.norm3, self.norm4 = (nn.BatchNorm2d(d) for _ in range(4))
         self._init_adapter_weights()
+
+    def _adopt(self, stack: nn.Module) -> None:
+        object.__setattr__(self, "stack", stack)  # a plain attribute: its weights are registered one by one below
+        if next(stack.named_buffers(recurse=False), None) is not None:
+            raise TypeError("a block stack keeps its buffers inside submodules")
+        for name, child in stack.named_children():
+            self.add_module(name, child)
+        for name, param in stack.named_parameters(recurse=False):
+            self.register_parameter(name, param)
+
+    @property
+    def out_channels(self) -> list[int]:
+        return [self.embed_dim] * 4
+
+    @property
+    def fixed_input_size(self) -> Optional[tuple[int, int]]:
+        return self.stack.fixed_input_size
+
+    @property
+    def num_layers(self) -> int:
+        """The layer-decay id of everything above the stack's blocks (adapter, heads): depth + 1."""
+        return self.stack.depth + 1
+
+    def layer_id(self, name: str) -> int:
+        """Official layer ids: embeddings 0, block i -> i + 1, the adapter's own modules -> depth + 1."""
+        own = self.stack.layer_id(name)
+        return self.num_layers if own is None else own
+
+    def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
+        """1-D parameters (norms, biases, layer scales), and what the stack names (the adapter's own names too:
+        whether `level_embed` decays differs between the families' official recipes)."""
+        return param.ndim <= 1 or name.endswith(".bias") or self.stack.no_weight_decay(name)
 
     def _init_adapter_weights(self) -> None:
         for module in (self.up, self.spm, self.interactions):
@@ -228,7 +283,7 @@ class ViTAdapter(VisionTransformer):
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         height, width = x.shape[-2:]
         if height % 32 or width % 32:
-            raise ValueError(f"ViTAdapter needs H and W divisible by 32, got {height}x{width} "
+            raise ValueError(f"the adapter needs H and W divisible by 32, got {height}x{width} "
                              "(the segmentor pads for you)")
         geometry = _geometry(height, width, x.device)
         fast = get_msda_impl() == "fast"  # 'reference' keeps every official form, as the oracle and the baseline
@@ -238,8 +293,9 @@ class ViTAdapter(VisionTransformer):
         c1, c2, c3, c4 = self.spm(x)
         sizes = [c2.shape[1], c3.shape[1], c4.shape[1]]
         c = torch.cat([c2 + self.level_embed[0], c3 + self.level_embed[1], c4 + self.level_embed[2]], dim=1)
-        x, h, w = self.embed(x)
+        x, h, w = self.stack.embed(x)
         bs, _, dim = x.shape
+        cls = self.stack.initial_cls(bs)
         # token sequences (B, h*w, C) are channels_last maps already: in fast inference, view them as such (no copy,
         # and every later add / interpolate / norm stays in one layout). Otherwise copy to NCHW as the official code
         # does, which training needs: CPU BatchNorm backward gives wrong gradients for these transposed views when the
@@ -253,7 +309,8 @@ class ViTAdapter(VisionTransformer):
 
         outs = []
         for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
-            x, c = layer(x, c, self.blocks[first:last + 1], geometry)
+            run = partial(self.stack.forward_blocks, first=first, last=last, h=h, w=w)
+            x, c, cls = layer(x, c, cls, run, geometry)
             outs.append(as_map(x, h, w))
         c2, c3, c4 = c.split(sizes, dim=1)
         up = _upsample2x(self.up, c2, h * 2, w * 2) if fast else None
@@ -270,3 +327,49 @@ class ViTAdapter(VisionTransformer):
             c3 = c3 + x3
             c4 = c4 + F.interpolate(x4, scale_factor=0.5, mode="bilinear", align_corners=False)
         return [self.norm1(c1), self.norm2(c2), self.norm3(c3), self.norm4(c4)]
+
+
+# ------------------------------------------------------------------------- shared by every adapter family
+
+
+def adapter_args(b) -> dict:
+    """The `AdapterBackbone` keyword arguments of a backbone spec section (fields common to all families)."""
+    return dict(conv_inplane=b.conv_inplane, n_points=b.n_points, deform_num_heads=b.deform_num_heads,
+                interaction_indexes=b.interaction_indexes, with_cffn=b.with_cffn, cffn_ratio=b.cffn_ratio,
+                deform_ratio=b.deform_ratio, add_vit_feature=b.add_vit_feature, drop_path_rate=b.drop_path_rate)
+
+
+def count_indices(state: dict, pattern: str) -> int:
+    """How many distinct values the first group of `pattern` takes over the keys of `state`."""
+    rx = re.compile(pattern)
+    return len({m.group(1) for k in state if (m := rx.match(k))})
+
+
+def infer_adapter_fields(state: dict, dim: int, depth: int, n_inter: int) -> tuple[dict, list[str]]:
+    """The adapter fields of an official backbone state dict (`backbone.*` keys), and what had to be assumed.
+
+    Interaction ranges are not stored in checkpoints: they are assumed to split the blocks evenly, as every released
+    config does; n_points is assumed 4 (offsets hold heads * levels * points * 2 rows)."""
+    g = lambda k: state[f"backbone.{k}"]  # noqa: E731
+    per = depth // n_inter
+    n_points = 4
+    offsets_rows = g("interactions.0.injector.attn.sampling_offsets.weight").shape[0]
+    ffn_key = "backbone.interactions.0.extractor.ffn.fc1.weight"
+    fields = dict(
+        conv_inplane=g("spm.stem.0.weight").shape[0], n_points=n_points,
+        deform_num_heads=offsets_rows // (3 * n_points * 2),
+        cffn_ratio=(state[ffn_key].shape[0] / dim) if ffn_key in state else 0.25,
+        deform_ratio=g("interactions.0.injector.attn.value_proj.weight").shape[0] / dim,
+        interaction_indexes=[[i * per, i * per + per - 1] for i in range(n_inter)],
+        add_vit_feature=n_inter == 4, with_cffn=ffn_key in state)
+    assumed = ["n_points=4", f"interaction_indexes: {n_inter} even ranges of {per} blocks",
+               f"add_vit_feature={'true' if n_inter == 4 else 'false'}"]
+    return fields, assumed
+
+
+def conventional_num_heads(state: dict, dim: int) -> int:
+    """Attention heads of a block stack whose weights do not show them: as many as the deformable-attention heads
+    (every released BEiT- and Uni-Perceiver-Adapter config has them equal, at head dim 64), else head dim 64."""
+    rows = state["backbone.interactions.0.injector.attn.sampling_offsets.weight"].shape[0]
+    deform_heads = rows // (3 * 4 * 2)  # levels * points (4, assumed as above) * (x, y)
+    return deform_heads if deform_heads and dim % deform_heads == 0 else max(1, dim // 64)

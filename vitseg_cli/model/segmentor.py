@@ -1,7 +1,8 @@
-"""The segmentor: ViT-Adapter backbone + decode head (+ auxiliary head), built from a spec.
+"""The segmentor: a backbone + a decode head (+ an auxiliary head), each built from its spec section by its family.
 
 `build_model(spec)` is the one place a model is constructed; checkpoints, train, eval and predict all go through it.
-Any input size works: the input is padded to a multiple of 32 and the outputs are cropped back.
+Any input size works: the input is padded (bottom/right) to the backbone's size divisor, or to the one size a backbone
+accepts (BEiT's relative position bias), and the outputs are cropped back.
 """
 
 from __future__ import annotations
@@ -13,62 +14,100 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..errors import VitsegError
 from ..spec import Spec, load_spec
-from .adapter import ViTAdapter
-from .heads import FCNHead, UPerHead
-
-SIZE_DIVISOR = 32
+from .registry import build_backbone, build_head
 
 
 class Segmentor(nn.Module):
-    """`forward(x)` on a normalized (B, 3, H, W) batch gives logits (B, K, ceil(H/4), ceil(W/4)), or the four
-    backbone features when the spec has no decode head."""
+    """`forward(x)` on a normalized (B, 3, H, W) batch gives per-class scores (B, K, ceil(H/4), ceil(W/4)), or the
+    four backbone features when the spec has no decode head; `loss(x, target)` gives the dict of weighted losses."""
 
     def __init__(self, spec: Spec):
         super().__init__()
         self.spec = spec
-        b = spec.model.backbone
-        self.backbone = ViTAdapter(
-            pretrain_size=b.pretrain_size, patch_size=b.patch_size, embed_dim=b.embed_dim, depth=b.depth,
-            num_heads=b.num_heads, mlp_ratio=b.mlp_ratio, drop_path_rate=b.drop_path_rate,
-            conv_inplane=b.conv_inplane, n_points=b.n_points, deform_num_heads=b.deform_num_heads,
-            init_values=b.init_values, interaction_indexes=b.interaction_indexes, with_cffn=b.with_cffn,
-            cffn_ratio=b.cffn_ratio, deform_ratio=b.deform_ratio, add_vit_feature=b.add_vit_feature,
-            use_extra_extractor=b.use_extra_extractor, layer_scale=b.layer_scale)
-        k = spec.model.num_classes
-        dims = [b.embed_dim] * 4
-        head = spec.model.decode_head
-        self.decode_head: Optional[UPerHead] = (
-            UPerHead(dims, head.channels, k, head.pool_scales, head.dropout) if head else None)
-        aux = spec.model.auxiliary_head
-        self.auxiliary_head: Optional[FCNHead] = (
-            FCNHead(dims[aux.in_index], aux.channels, k, aux.in_index, aux.num_convs, aux.dropout) if aux else None)
+        m = spec.model
+        self.backbone = build_backbone(m.backbone)
+        dims = list(self.backbone.out_channels)
+        self.decode_head: Optional[nn.Module] = (
+            build_head(m.decode_head, dims, m.num_classes) if m.decode_head else None)
+        self.auxiliary_head: Optional[nn.Module] = (
+            build_head(m.auxiliary_head, dims, m.num_classes) if m.auxiliary_head else None)
 
     @property
     def num_classes(self) -> int:
         return self.spec.model.num_classes
 
-    def padded_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Backbone features of x zero-padded (bottom/right) to a multiple of 32."""
+    def _pad(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
-        ph, pw = -h % SIZE_DIVISOR, -w % SIZE_DIVISOR
-        if ph or pw:
-            x = F.pad(x, (0, pw, 0, ph))
-        return self.backbone(x)
+        fixed = self.backbone.fixed_input_size
+        if fixed is not None:
+            if h > fixed[0] or w > fixed[1]:
+                raise VitsegError(f"this {self.spec.model.backbone.type} backbone takes inputs of at most "
+                                  f"{fixed[1]}x{fixed[0]} (W x H; its img_size), got {w}x{h}: use slide mode with "
+                                  f"crop {fixed[0]}x{fixed[1]}")
+            th, tw = fixed
+        else:
+            d = self.backbone.size_divisor
+            th, tw = math.ceil(h / d) * d, math.ceil(w / d) * d
+        return F.pad(x, (0, tw - w, 0, th - h)) if (th, tw) != (h, w) else x
 
-    def forward_train(self, x: torch.Tensor) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Decode and auxiliary logits at 1/4 of the padded input (the training path)."""
-        feats = self.padded_features(x)
-        aux = self.auxiliary_head(feats) if self.auxiliary_head is not None else None
-        return self.decode_head(feats), aux
+    def padded_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Backbone features of x zero-padded (bottom/right) to a size the backbone takes."""
+        return self.backbone(self._pad(x))
 
     def forward(self, x: torch.Tensor):
         h, w = x.shape[-2:]
         feats = self.padded_features(x)
         if self.decode_head is None:
             return feats
-        logits = self.decode_head(feats)
-        return logits[..., :math.ceil(h / 4), :math.ceil(w / 4)]
+        scores = self.decode_head(feats)
+        return scores[..., :math.ceil(h / 4), :math.ceil(w / 4)]
+
+    def loss(self, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Weighted losses of a training batch: the decode head's, plus `loss_aux` (the auxiliary head's losses times
+        its loss_weight). `target` (B, H, W) holds class ids at the input size, `data.ignore_index` where unlabelled.
+        The train loop optimises their sum."""
+        if self.decode_head is None:
+            raise VitsegError("this model has no decode head to train")
+        ignore = self.spec.data.ignore_index
+        feats = self.padded_features(x)
+        losses = dict(self.decode_head.loss(feats, target, ignore))
+        if self.auxiliary_head is not None:
+            aux = self.auxiliary_head.loss(feats, target, ignore)
+            losses["loss_aux"] = self.spec.model.auxiliary_head.loss_weight * sum(aux.values())
+        return losses
+
+    # -- what the optimiser asks of the model (the official layer-decay recipe); engine/ names no layer itself
+    @property
+    def num_layers(self) -> int:
+        """The largest layer-decay id (heads and adapter modules get it)."""
+        return self.backbone.num_layers
+
+    def layer_id(self, name: str) -> int:
+        if name.startswith("backbone."):
+            return self.backbone.layer_id(name[len("backbone."):])
+        head, _, rest = name.partition(".")
+        owner = getattr(self, head, None)
+        own = getattr(owner, "layer_id", None)
+        return own(rest) if own is not None else self.num_layers
+
+    def no_weight_decay(self, name: str, param: torch.Tensor) -> bool:
+        head, _, rest = name.partition(".")
+        owner = getattr(self, head, None)
+        rule = getattr(owner, "no_weight_decay", None)
+        if rule is not None:
+            return rule(rest, param)
+        return param.ndim <= 1 or name.endswith(".bias")
+
+    def class_layers(self) -> list[str]:
+        """Parameter-name prefixes whose shape depends on the class count (re-initialised when fine-tuning)."""
+        out = []
+        for head in ("decode_head", "auxiliary_head"):
+            module = getattr(self, head)
+            if module is not None:
+                out += [f"{head}.{p}" for p in getattr(module, "class_layers", ())]
+        return out
 
 
 def build_model(spec: "Spec | dict | str | None" = None) -> Segmentor:

@@ -1,16 +1,28 @@
-"""Plain ViT on timm's attention and MLP blocks, with layer scale and bicubic position-embedding resizing.
+"""The `vit_adapter` family: a plain (DeiT / AugReg) ViT block stack inside the adapter, as the official `ViTAdapter`.
 
-Parameter names follow the official ViT-Adapter code (`patch_embed.proj`, `blocks.i.gamma1/gamma2`, `pos_embed`) so
-official checkpoints load as they are. There is no cls token and no final norm: the adapter reads the patch tokens.
+The stack is timm's attention and MLP blocks with layer scale and bicubic position-embedding resizing. Parameter names
+follow the official code (`patch_embed.proj`, `blocks.i.gamma1/gamma2`, `pos_embed`) so official checkpoints load as
+they are. There is no cls token and no final norm: the adapter reads the patch tokens. Beside the modules: how an
+official state dict of this family is recognised and its spec inferred, and how a timm/DeiT classification
+checkpoint initialises the stack.
 """
 
 from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Optional
 
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 from timm.models.vision_transformer import Attention
 from torch import nn
+
+from ..errors import VitsegError
+from ..spec import BACKBONE_PRESETS
+from .adapter import AdapterBackbone, adapter_args, count_indices, infer_adapter_fields
+from .registry import register_backbone
 
 
 class Block(nn.Module):
@@ -51,16 +63,21 @@ class PatchEmbed(nn.Module):
 
 
 class VisionTransformer(nn.Module):
-    """The ViT part of ViT-Adapter: patch embedding, position embedding at `pretrain_size`, and the blocks."""
+    """The ViT part of ViT-Adapter: patch embedding, position embedding at `pretrain_size`, and the blocks (the
+    block-stack interface of `AdapterBackbone`)."""
+
+    adapter_norm_eps = 1e-6
+    fixed_input_size = None
 
     def __init__(self, pretrain_size: int = 224, patch_size: int = 16, embed_dim: int = 192, depth: int = 12,
                  num_heads: int = 3, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, layer_scale: bool = True):
         super().__init__()
         self.embed_dim = embed_dim
+        self.depth = depth
         self.pretrain_grid = pretrain_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pretrain_grid ** 2 + 1, embed_dim))
-        rates = torch.linspace(0, drop_path_rate, depth).tolist()
+        rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # cpu: builds under device("meta") too
         self.blocks = nn.ModuleList(
             Block(embed_dim, num_heads, mlp_ratio, drop_path=rates[i], layer_scale=layer_scale) for i in range(depth))
         trunc_normal_(self.pos_embed, std=0.02)
@@ -76,3 +93,106 @@ class VisionTransformer(nn.Module):
     def embed(self, x: torch.Tensor) -> tuple[torch.Tensor, int, int]:
         tokens, h, w = self.patch_embed(x)
         return tokens + self.resized_pos_embed(h, w), h, w
+
+    def initial_cls(self, batch: int) -> None:
+        return None
+
+    def forward_blocks(self, x: torch.Tensor, first: int, last: int, h: int, w: int) -> torch.Tensor:
+        for blk in self.blocks[first:last + 1]:
+            x = blk(x)
+        return x
+
+    def layer_id(self, name: str) -> Optional[int]:
+        if name == "pos_embed" or name.startswith("patch_embed."):
+            return 0
+        if name.startswith("blocks."):
+            return int(name.split(".")[1]) + 1
+        return None
+
+    def no_weight_decay(self, name: str) -> bool:
+        return name in ("pos_embed", "level_embed")
+
+
+# ------------------------------------------------------------------------------------------ timm / DeiT pretrained
+
+_TIMM_DROPPED = ("cls_token", "dist_token", "norm.", "fc_norm.", "head.", "head_dist.", "pre_logits.")
+
+
+def load_vit_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> list[str]:
+    """Initialise the ViT part (patch embed, pos embed, blocks) of a vit_adapter segmentor from the state dict of a
+    timm/DeiT classification checkpoint read from `path`."""
+    vit: dict[str, torch.Tensor] = {}
+    for k, v in state.items():
+        if k.startswith(_TIMM_DROPPED):
+            continue
+        k = k.replace(".ls1.gamma", ".gamma1").replace(".ls2.gamma", ".gamma2")
+        vit[k] = v
+    backbone = model.backbone
+    own = backbone.state_dict()
+    wanted = [k for k in own if k == "pos_embed" or k.startswith(("patch_embed.", "blocks."))]
+    if "pos_embed" in vit:
+        pos = vit["pos_embed"]
+        if pos.shape[1] == own["pos_embed"].shape[1] - 1:  # no cls slot: add an unused one
+            pos = torch.cat([pos.new_zeros(1, 1, pos.shape[2]), pos], dim=1)
+        if pos.shape != own["pos_embed"].shape:
+            grid = int(round(math.sqrt(pos.shape[1] - 1)))
+            raise VitsegError(f"{path}: pos_embed {tuple(pos.shape)} fits pretrain_size {grid * 16}, the spec has "
+                              f"{backbone.stack.pretrain_grid * 16} (set model.backbone.pretrain_size)")
+        vit["pos_embed"] = pos
+    optional = {k for k in wanted if k.endswith((".gamma1", ".gamma2"))}
+    missing = [k for k in wanted if k not in vit and k not in optional]
+    if missing:
+        raise VitsegError(f"{path}: not a matching ViT checkpoint: {len(missing)} ViT weights missing "
+                          f"({', '.join(missing[:4])}, ...)")
+    wrong = [k for k in wanted if k in vit and vit[k].shape != own[k].shape]
+    if wrong:
+        raise VitsegError(f"{path}: ViT shapes differ from the spec: " + "; ".join(
+            f"{k} {tuple(vit[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4]))
+    backbone.load_state_dict({k: vit[k] for k in wanted if k in vit}, strict=False)
+    notes = [f"ViT initialised from {path.name} ({sum(k in vit for k in wanted)} tensors)"]
+    if any(k not in vit for k in optional):
+        notes.append("the checkpoint has no layer-scale gammas: they start at 1.0")
+    return notes
+
+
+# ------------------------------------------------------------------------------------------------ the family
+
+
+def _is_official(state: dict) -> bool:
+    return "backbone.blocks.0.attn.qkv.bias" in state and "backbone.cls_token" not in state
+
+
+HEADS_BY_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}  # official ViT convention: head dim 64
+
+
+def infer_official(state: dict, meta: dict) -> tuple[dict[str, Any], list[str]]:
+    """The backbone section that fits an official ViT-Adapter state dict, and the fields that had to be assumed."""
+    g = lambda k: state[f"backbone.{k}"]  # noqa: E731
+    d = g("level_embed").shape[1]
+    depth = count_indices(state, r"backbone\.blocks\.(\d+)\.norm1\.weight")
+    n_inter = count_indices(state, r"backbone\.interactions\.(\d+)\.injector\.gamma")
+    if depth == 0 or n_inter == 0 or depth % n_inter:
+        raise VitsegError(f"cannot infer the spec: {depth} ViT blocks and {n_inter} interaction blocks")
+    assumed: list[str] = []
+    num_heads = HEADS_BY_DIM.get(d) or (max(3, d // 64) if d % max(3, d // 64) == 0 else 1)
+    assumed.append(f"num_heads={num_heads} (convention for embed_dim {d})")
+    common, more = infer_adapter_fields(state, d, depth, n_inter)
+    preset = {v["embed_dim"]: k for k, v in BACKBONE_PRESETS.items() if k != "nano"}.get(d)
+    dpr = BACKBONE_PRESETS[preset]["drop_path_rate"] if preset else 0.1
+    assumed += [f"drop_path_rate={dpr} (training only)", *more]
+    section = dict(
+        type="vit_adapter", pretrain_size=int(round(math.sqrt(g("pos_embed").shape[1] - 1))) * 16,
+        embed_dim=d, depth=depth, num_heads=num_heads, mlp_ratio=g("blocks.0.mlp.fc1.weight").shape[0] / d,
+        drop_path_rate=dpr, **common,
+        use_extra_extractor=any(".extra_extractors." in k for k in state),
+        layer_scale="backbone.blocks.0.gamma1" in state,
+    )
+    return section, assumed
+
+
+@register_backbone("vit_adapter", detect=_is_official, infer=infer_official, pretrained=load_vit_pretrained)
+def build_vit_adapter(b) -> AdapterBackbone:
+    stack = VisionTransformer(b.pretrain_size, b.patch_size, b.embed_dim, b.depth, b.num_heads, b.mlp_ratio,
+                              b.drop_path_rate, b.layer_scale)
+    return AdapterBackbone(stack, use_extra_extractor=b.use_extra_extractor, init_values=b.init_values,
+                           **adapter_args(b))

@@ -1,6 +1,9 @@
-"""Pieces every mmseg-style decode head shares: mmcv's ConvModule, bilinear resize, the `conv_seg` classifier."""
+"""Pieces every mmseg-style decode head shares: mmcv's ConvModule, bilinear resize, the `conv_seg` classifier and
+its cross-entropy loss."""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -31,5 +34,17 @@ class _SegHead(nn.Module):
         nn.init.normal_(self.conv_seg.weight, 0, 0.01)
         nn.init.constant_(self.conv_seg.bias, 0)
 
+    # the layers whose shape depends on the class count (re-initialised when fine-tuning onto other classes)
+    class_layers = ("conv_seg.",)
+
     def cls_seg(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv_seg(self.dropout(x))
+
+    def loss(self, feats: list[torch.Tensor], target: torch.Tensor, ignore_index: int) -> dict[str, torch.Tensor]:
+        """mmseg CrossEntropyLoss: logits (cropped to the target's 1/4 grid) upsampled to the target size, per-pixel
+        CE with ignore_index, mean over all pixels (ignored ones count in the denominator, as in mmseg 0.x)."""
+        h, w = target.shape[-2:]
+        logits = self(feats)[..., :math.ceil(h / 4), :math.ceil(w / 4)]
+        logits = F.interpolate(logits.float(), size=(h, w), mode="bilinear", align_corners=False)
+        ce = F.cross_entropy(logits, target, ignore_index=ignore_index, reduction="none").mean()
+        return {"loss_ce": ce}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..adapter import count_indices
+from ..registry import register_head
 from .common import ConvModule, _SegHead
 
 
@@ -20,3 +22,21 @@ class FCNHead(_SegHead):
 
     def forward(self, inputs: list[torch.Tensor]) -> torch.Tensor:
         return self.cls_seg(self.convs(inputs[self.in_index]))
+
+
+def _is_official(part: dict) -> bool:
+    return "conv_seg.weight" in part and "psp_modules.0.1.conv.weight" not in part
+
+
+def infer_official(part: dict, meta: dict) -> tuple[dict, int, list[str]]:
+    """(auxiliary head section, num_classes, assumed) of an official FCNHead state dict."""
+    seg = part["conv_seg.weight"]
+    section = {"type": "fcn", "channels": seg.shape[1], "num_convs": count_indices(part, r"convs\.(\d+)\."),
+               "in_index": 2}
+    return section, seg.shape[0], ["auxiliary_head.in_index=2"]
+
+
+@register_head("fcn", detect=_is_official, infer=infer_official)
+def build_fcn(section, in_channels: list[int], num_classes: int) -> FCNHead:
+    return FCNHead(in_channels[section.in_index], section.channels, num_classes, section.in_index,
+                   section.num_convs, section.dropout)

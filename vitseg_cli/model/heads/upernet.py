@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..adapter import count_indices
+from ..registry import register_head
 from .common import ConvModule, _resize, _SegHead
 
 
@@ -33,3 +35,21 @@ class UPerHead(_SegHead):
         outs = [conv(laterals[i]) for i, conv in enumerate(self.fpn_convs)] + [laterals[-1]]
         outs = [outs[0]] + [_resize(o, outs[0].shape[2:]) for o in outs[1:]]
         return self.cls_seg(self.fpn_bottleneck(torch.cat(outs, dim=1)))
+
+
+def _is_official(part: dict) -> bool:
+    return "psp_modules.0.1.conv.weight" in part and "conv_seg.weight" in part
+
+
+def infer_official(part: dict, meta: dict) -> tuple[dict, int, list[str]]:
+    """(head section, num_classes, assumed) of an official UPerHead state dict (keys without `decode_head.`)."""
+    seg = part["conv_seg.weight"]
+    n_pool = count_indices(part, r"psp_modules\.(\d+)\.")
+    pool_scales = [1, 2, 3, 6] if n_pool == 4 else list(range(1, n_pool + 1))
+    section = {"type": "upernet", "channels": seg.shape[1], "pool_scales": pool_scales}
+    return section, seg.shape[0], [f"decode_head.pool_scales={pool_scales}"]
+
+
+@register_head("upernet", detect=_is_official, infer=infer_official)
+def build_upernet(section, in_channels: list[int], num_classes: int) -> UPerHead:
+    return UPerHead(in_channels, section.channels, num_classes, section.pool_scales, section.dropout)
