@@ -1,7 +1,7 @@
 """Benchmark: images/s of the whole `vitseg predict` pipeline (decode, preprocess, inference, write) against the bare
 model forward on the same windows of the same images, on synthetic images.
 
-    python bench/predict.py [--images 16] [--size 512x683] [--weights W] [--device auto] [--workers 0,2]
+    python bench/predict.py [--images 16] [--size 683x512] [--weights W] [--device auto] [--workers 0,2]
 
 Without --weights it uses the shipped default model, or the `nano` preset with random weights when none is shipped.
 """
@@ -79,12 +79,12 @@ def bare_forward(model, paths, settings: InferenceSettings, device) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=16)
-    ap.add_argument("--size", default="512x683", help="HxW of the synthetic images")
+    ap.add_argument("--size", default="683x512", help="WxH of the synthetic images")
     ap.add_argument("--weights", type=Path)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts to time")
     args = ap.parse_args()
-    h, w = (int(v) for v in args.size.lower().split("x"))
+    w, h = (int(v) for v in args.size.lower().split("x"))
     device = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

@@ -40,7 +40,7 @@ def test_onnx_reproduces_official_logits_and_torch(exported, parity_dir):
 
 def test_onnx_rejects_other_sizes_unless_padding_is_allowed(exported):
     _, path = exported
-    with pytest.raises(VitsegError, match="fixed 256x320"):
+    with pytest.raises(VitsegError, match=r"input 300x200 \(WxH\) does not fit the ONNX model's fixed 320x256"):
         OnnxSegmentor(path)(torch.zeros(1, 3, 200, 300))
     assert OnnxSegmentor(path, allow_pad=True)(torch.zeros(1, 3, 200, 300)).shape == (1, 7, 50, 75)
 

@@ -354,12 +354,13 @@ def test_visualize_refuses_a_mask_value_past_the_classes(tmp_path):
 
 
 def test_every_command_fails_in_one_line_on_an_unwritable_out(weights, tmp_path, monkeypatch):
-    from vitseg_cli.commands import eval as eval_cmd
+    from vitseg_cli.engine import evaluate as evaluate_engine
 
     image = noise_image(tmp_path / "img" / "a.png")
     data = make_synthetic(tmp_path / "data", 2, seed=0, size=(32, 32))
     io.write_image(tmp_path / "pm" / "a.png", np.zeros((24, 32), np.uint8))
-    monkeypatch.setattr(eval_cmd, "evaluate_model", lambda *a, **k: pytest.fail("evaluated before checking --out"))
+    monkeypatch.setattr(evaluate_engine, "evaluate_model",
+                        lambda *a, **k: pytest.fail("evaluated before checking --out"))
     commands = [
         ("predict", image, "--weights", weights, "--out", UNWRITABLE, "--workers", 0, "--device", "cpu"),
         ("eval", data, "--weights", weights, "--out", UNWRITABLE, "--workers", 0, "--device", "cpu"),

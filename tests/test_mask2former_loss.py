@@ -27,6 +27,8 @@ def test_semantic_target_to_class_masks_without_ignored_pixels():
     labels, masks = semantic_to_instances(target, IGNORE, num_classes=3)
     assert labels.tolist() == [0, 2]
     assert masks.tolist() == [[[1, 0, 0], [0, 0, 1]], [[0, 1, 0], [1, 1, 0]]]
+    labels8, masks8 = semantic_to_instances(target.to(torch.uint8), IGNORE, num_classes=3)
+    assert labels8.dtype == torch.long and labels8.tolist() == [0, 2] and torch.equal(masks8, masks)
     assert semantic_to_instances(torch.full((2, 2), IGNORE), IGNORE, 3)[1].shape == (0, 2, 2)
     with pytest.raises(ValueError, match=r"\[5\]"):
         semantic_to_instances(torch.tensor([[0, 5]]), IGNORE, num_classes=3)

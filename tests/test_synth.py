@@ -84,8 +84,8 @@ def test_every_shape_class_appears():
 
 
 def test_parse_size_and_bad_input(tmp_path):
-    assert parse_size("32x48") == (32, 48) and parse_size("64") == (64, 64)
-    with pytest.raises(VitsegError, match="HxW"):
+    assert parse_size("48x32") == (32, 48) and parse_size("64") == (64, 64)  # WxH in, (H, W) out
+    with pytest.raises(VitsegError, match="WxH"):
         parse_size("big")
     with pytest.raises(VitsegError, match="--num"):
         make_synthetic(tmp_path / "x", 0, seed=0)

@@ -6,6 +6,7 @@ Everything is tiny (nano model, 64 px crops, a handful of images, a few dozen it
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -136,7 +137,10 @@ def test_init_from_other_class_count_and_pretrained(tmp_path, synth, spec_file):
     spec8 = yaml.safe_load(spec_file.read_text())
     spec8["model"] = {"num_classes": 8}
     (tmp_path / "spec8.yaml").write_text(yaml.safe_dump(spec8))
-    res = vitseg("--spec", tmp_path / "spec8.yaml", "--data", synth, "--out", tmp_path / "eight", "--iters", 1,
+    unnamed = tmp_path / "unnamed"  # no classes file: the spec's 8 classes stand (a named 6-class set would conflict)
+    shutil.copytree(synth, unnamed)
+    (unnamed / "classes.yaml").unlink()
+    res = vitseg("--spec", tmp_path / "spec8.yaml", "--data", unnamed, "--out", tmp_path / "eight", "--iters", 1,
                  "--init-from", base / "last.safetensors")
     assert res.exit_code == 0, res.output
     assert "predicts 6 classes, this model 8" in res.output and "conv_seg" in res.output

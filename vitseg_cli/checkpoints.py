@@ -1,7 +1,8 @@
 """Checkpoint files: the vitseg format (safetensors + spec in metadata), official mmseg files, pretraining files.
 
 - `load_model(path, spec=None)`: a vitseg `.safetensors` (spec inside) or an official `.pth`/`.pth.tar`/`.zip` (spec
-  given, or inferred from the weights by the model families; the guessed fields are listed in `model.load_notes`).
+  given, or read from the checkpoint's config / inferred from the weights by the model families; how it was found is
+  in `model.load_notes`); `path` may also name an official release (`vitseg_cli.zoo`).
 - `save_model(model, path)`: atomic write of the vitseg format.
 - `load_pretrained(model, path)`: initialise the block stack from a pretraining checkpoint (the family maps keys).
 
@@ -19,7 +20,7 @@ import struct
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from safetensors import safe_open
@@ -32,7 +33,8 @@ from .model.official import check_weight_values, infer_spec, load_state_strict, 
 from .model.registry import backbone_family
 from .model.segmentor import Segmentor
 from .safe_yaml import load_yaml
-from .spec import Spec, load_spec, spec_from_dict
+from .spec import Spec, merge_spec, read_spec_data, spec_from_dict, with_overrides
+from .zoo import resolve_weights
 
 FORMAT_TAG = "vitseg"
 _CHECKPOINT_SUFFIXES = (".pth", ".pt", ".pth.tar", ".ckpt")
@@ -134,6 +136,14 @@ def read_official(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str
     return state, meta
 
 
+def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as err:
+        raise VitsegError(f"{path}: not a readable safetensors file ({str(err).splitlines()[0][:200]})") from None
+
+
 def read_vitseg(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     path = Path(path)
     _check_exists(path)
@@ -153,17 +163,28 @@ def read_vitseg(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str, 
 
 
 def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = None,
-               device: "str | torch.device" = "cpu") -> Segmentor:
-    """A ready model (eval mode) from a vitseg `.safetensors` or an official `.pth` (+ optional spec)."""
-    path = Path(path)
-    given = load_spec(spec) if spec is not None else None  # a bad spec is reported before the weights are read
+               device: "str | torch.device" = "cpu", overrides: Sequence[str] = ()) -> Segmentor:
+    """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth`/`.zip` (+ optional spec), or the
+    name of an official release (`vitseg zoo`), fetched and converted on first use.
+
+    On a vitseg file a YAML/dict `spec` is merged onto the embedded one (a file that only sets `test.resize` keeps
+    the class names); a `Spec` object replaces it. `overrides` (`key.path=value`, as `--set`) apply last."""
+    # a bad spec is reported before the weights are read
+    partial = None if spec is None or isinstance(spec, Spec) else spec if isinstance(spec, dict) else \
+        read_spec_data(spec)
+    given = spec if isinstance(spec, Spec) else None
+    path = resolve_weights(path)
     _check_exists(path)
     notes: list[str] = []
     if _is_safetensors(path):
         state, metadata = read_vitseg(path)
         resolved = given or _spec_from_metadata(metadata, path)
+        if partial is not None:
+            resolved = merge_spec(resolved, partial, source=f"{spec} (over the spec in {path.name})")
         source = metadata.get("source", str(path))
     else:
+        if partial is not None:
+            given = spec_from_dict(partial, source=str(spec) if not isinstance(spec, dict) else "spec")
         state, meta = read_official(path)
         if given is None:
             resolved, how = infer_spec(state, meta)
@@ -174,7 +195,7 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
             if data and not resolved.data.classes:
                 resolved = resolved.updated(data=data)
         source = f"official checkpoint {path.name}"
-    model = Segmentor(resolved)
+    model = Segmentor(with_overrides(resolved, list(overrides)))
     notes += load_state_strict(model, state, path)
     model.load_notes = notes
     model.source = source
@@ -221,7 +242,11 @@ def load_pretrained(model: Segmentor, path: "str | Path") -> list[str]:
     """Initialise the block stack of `model`'s backbone from a pretraining checkpoint (timm/DeiT ViT, BEiT, ...):
     the file is read here, the keys are matched by the backbone's family."""
     path = Path(path)
-    state, _ = _unwrap_state_dict(read_torch_file(path), path)
+    _check_exists(path)
+    if _is_safetensors(path):  # e.g. a timm model as the Hugging Face hub ships it (`model.safetensors`)
+        state = _unwrap_state_dict(_read_safetensors(path), path)[0]
+    else:
+        state, _ = _unwrap_state_dict(read_torch_file(path), path)
     check_weight_values(state, state, path)  # no NaN or infinity in any floating-point tensor
     family = backbone_family(model.spec.model.backbone.type)
     if family.pretrained is None:

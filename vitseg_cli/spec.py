@@ -8,15 +8,15 @@ naming the key path.
 from __future__ import annotations
 
 import copy
+import typing
 from pathlib import Path
-import difflib
 from typing import Annotated, Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import VitsegError
-from .safe_yaml import read_yaml_file
+from .errors import VitsegError, did_you_mean
+from .safe_yaml import load_yaml, read_yaml_file
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -63,24 +63,24 @@ SPEC_PRESETS["nano"] = {
 }
 
 # A CPU-sized BEiT-Adapter + Mask2Former (like `nano` for UperNet) for demos, tests and the synthetic data. BEiT's
-# relative position bias fixes its input to img_size, so inference slides img_size windows.
+# relative position bias fixes its input to img_size (128 here, to keep CPU training affordable), so training takes
+# 128 crops and inference slides 128 windows.
 SPEC_PRESETS["nano_mask2former"] = {
     "model": {
-        "backbone": {"type": "beit_adapter", "img_size": 256, "embed_dim": 96, "depth": 4, "num_heads": 3,
+        "backbone": {"type": "beit_adapter", "img_size": 128, "embed_dim": 96, "depth": 4, "num_heads": 3,
                      "deform_num_heads": 6, "deform_ratio": 0.5, "conv_inplane": 16, "init_values": 0.1,
                      "drop_path_rate": 0.1, "interaction_indexes": [[0, 0], [1, 1], [2, 2], [3, 3]]},
         "decode_head": {"type": "mask2former", "feat_channels": 64, "out_channels": 64, "num_queries": 20,
                         "pixel_decoder": {"num_layers": 2, "num_heads": 4, "num_points": 4,
                                           "feedforward_channels": 128, "num_groups": 16},
                         "transformer_decoder": {"num_layers": 3, "num_heads": 4, "feedforward_channels": 256},
-                        "loss": {"num_points": 4096}},
+                        "loss": {"num_points": 2048}},
         "num_classes": 6,
     },
-    "test": {"resize": None, "mode": "slide", "crop_size": [256, 256], "stride": [171, 171]},
-    "train": {"iters": 2000, "batch_size": 8, "crop_size": [256, 256], "lr": 5e-4, "warmup_iters": 100,
+    "test": {"resize": None, "mode": "slide", "crop_size": [128, 128], "stride": [85, 85]},
+    "train": {"iters": 2000, "batch_size": 8, "crop_size": [128, 128], "lr": 5e-4, "warmup_iters": 50,
               "scale": [256, 256]},
 }
-
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
@@ -339,7 +339,7 @@ def _default_type(section: Any, default: str, allowed: dict[str, Any], where: st
         return section
     kind = section.get("type", default)
     if kind not in allowed:
-        raise ValueError(f"{where}.type: unknown type {kind!r}{_did_you_mean(str(kind), allowed)} "
+        raise ValueError(f"{where}.type: unknown type {kind!r}{did_you_mean(str(kind), allowed)} "
                          f"(allowed: {', '.join(allowed)})")
     return {**section, "type": kind}
 
@@ -488,14 +488,27 @@ def _format_error(err: ValidationError, source: str) -> str:
     path = ".".join(str(p) for p in loc) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key"
+        msg = "unknown key" + did_you_mean(str(first["loc"][-1]), _keys_at(first["loc"][:-1]))
     more = f" (+{err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
     return f"{source}: {path}: {msg}{more}"
 
 
-def _did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
+def _models_in(annotation: Any) -> list[type[BaseModel]]:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [annotation]
+    return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
+
+
+def _keys_at(loc: tuple) -> list[str]:
+    """The keys a spec allows at `loc` (a pydantic error location), for 'did you mean'; a union tag in the location
+    (a `type` value) narrows nothing and is skipped."""
+    models: list[type[BaseModel]] = [Spec]
+    for part in loc:
+        inner = [m for model in models if part in model.model_fields
+                 for m in _models_in(model.model_fields[part].annotation)]
+        if inner:
+            models = inner
+    return sorted({key for model in models for key in model.model_fields})
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
@@ -515,7 +528,8 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec") -> Spec:
     if "preset" in data:
         name = data["preset"]
         if name not in SPEC_PRESETS:
-            raise VitsegError(f"{source}: preset: unknown preset {name!r} (allowed: {', '.join(SPEC_PRESETS)})")
+            raise VitsegError(f"{source}: preset: unknown preset {name!r}{did_you_mean(str(name), SPEC_PRESETS)} "
+                              f"(allowed: {', '.join(SPEC_PRESETS)})")
         data = _deep_merge(SPEC_PRESETS[name], {k: v for k, v in data.items() if k != "preset"})
     try:
         return Spec.model_validate(data)
@@ -534,11 +548,74 @@ def load_spec(spec: "Spec | dict | str | Path | None") -> Spec:
     text = str(spec)
     if text in SPEC_PRESETS:
         return spec_from_dict(SPEC_PRESETS[text], source=f"preset {text}")
+    return spec_from_dict(read_spec_data(text), source=text)
+
+
+# ------------------------------------------------------------------------------ partial specs and --set overrides
+
+
+def read_spec_data(spec: "str | Path") -> dict[str, Any]:
+    """What a user wrote as `--spec`, unvalidated and without defaults: a preset name gives `{'preset': NAME}`, a
+    YAML file its mapping. Merged onto another spec, only the fields it names change."""
+    text = str(spec)
+    if text in SPEC_PRESETS:
+        return {"preset": text}
     path = Path(text)
     if not path.exists():
-        raise VitsegError(f"{path}: spec file not found (or give a preset: {', '.join(SPEC_PRESETS)})")
-    data = read_yaml_file(path)
-    return spec_from_dict(data or {}, source=str(path))
+        raise VitsegError(f"{path}: spec file not found{did_you_mean(text, SPEC_PRESETS)} (or give a preset: "
+                          f"{', '.join(SPEC_PRESETS)})")
+    data = read_yaml_file(path)  # regular files only; size, depth and alias expansion capped
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise VitsegError(f"{path}: a spec must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def merge_spec(base: Spec, data: dict[str, Any], source: str = "spec") -> Spec:
+    """`base` with the fields of the partial spec `data` put over it, validated. A `preset` in `data` only fills
+    what neither names."""
+    return spec_from_dict(_deep_merge(base.to_dict(), data), source=source)
+
+
+def parse_override(pair: str) -> tuple[list[str], Any]:
+    """`'test.crop_size=[512, 512]'` -> (['test', 'crop_size'], [512, 512]); the value is read as YAML."""
+    key, sep, raw = pair.partition("=")
+    key = key.strip()
+    parts = key.split(".")
+    if not sep or not key or not all(part.strip() for part in parts):
+        raise VitsegError(f"--set {pair!r}: expected key.path=value, e.g. --set test.mode=whole")
+    try:
+        value = load_yaml(raw, f"--set {key}")
+    except VitsegError as err:
+        raise VitsegError(f"--set {key}: value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+    return [part.strip() for part in parts], value
+
+
+def apply_overrides(data: dict[str, Any], pairs: "list[str] | tuple[str, ...]") -> dict[str, Any]:
+    """A copy of the spec mapping `data` with each `key.path=value` set (later pairs win); missing sections are
+    created. Whether the keys exist is checked when the result is validated (`spec_from_dict` names the path)."""
+    out = copy.deepcopy(data)
+    for pair in pairs:
+        parts, value = parse_override(pair)
+        node = out
+        for depth, part in enumerate(parts[:-1]):
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise VitsegError(f"--set {'.'.join(parts)}: {'.'.join(parts[:depth + 1])} is a value "
+                                  f"({child!r}), not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
+
+
+def with_overrides(spec: Spec, pairs: "list[str] | tuple[str, ...]") -> Spec:
+    """`spec` with `--set key.path=value` overrides applied and validated (errors name the key path)."""
+    if not pairs:
+        return spec
+    return spec_from_dict(apply_overrides(spec.to_dict(), pairs), source="--set")
 
 
 # The presets of the released official configs (plain data; nothing they import imports this module).

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# How weights/default.safetensors is made: a `nano` ViT-Adapter trained on synthetic shapes (see weights/README.md
-# for the three stages and the exact values used).
+# How the shipped default model (vitseg_cli/weights/default.safetensors, package data) is made: a `nano` ViT-Adapter
+# trained on synthetic shapes (see weights/README.md for the three stages and the exact values used). The run's
+# best.safetensors is copied to vitseg_cli/weights/default.safetensors.
 # Usage: bash weights/make_default.sh WORKDIR [ITERS] [DEVICE]
 # Environment (defaults = stage 1, from scratch):
 #   NUM_TRAIN (2000) synthetic training images (seed 1); BATCH (16); LR (the nano preset's 0.001);

@@ -1,4 +1,6 @@
-"""What every subcommand shares: turning `VitsegError` into one line and an exit code, and the console."""
+"""What every subcommand shares: turning `VitsegError` into one line and an exit code, and the console.
+
+The console prints text literally (no rich markup): paths, class names and messages may hold brackets."""
 
 from __future__ import annotations
 
@@ -10,17 +12,21 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import typer
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
-from ..errors import VitsegError
+from ..errors import VitsegError, not_one_of
 
-console = Console(stderr=True, highlight=False)
+console = Console(stderr=True, highlight=False, markup=False)
 F = TypeVar("F", bound=Callable)
 
 
 def fail(message: str, code: int = 2) -> None:
-    console.print(f"[bold red]error:[/] {escape(message)}", soft_wrap=True)  # paths may hold '[/b]'-like text
+    console.print(Text("error: ", style="bold red") + Text(" ".join(str(message).splitlines())), soft_wrap=True)
     raise typer.Exit(code)
+
+
+def note(message: str) -> None:
+    console.print(Text("note: ", style="yellow") + Text(message), soft_wrap=True)
 
 
 def friendly_errors(fn: F) -> F:
@@ -41,9 +47,14 @@ def friendly_errors(fn: F) -> F:
 
 # Options predict and eval share: declared once, so both commands spell and explain them alike.
 WeightsOption = Annotated[Optional[Path], typer.Option(
-    "--weights", "-w", help="vitseg .safetensors or official .pth (default: the shipped model).")]
+    "--weights", "-w", help="vitseg .safetensors, official .pth, or a zoo name (vitseg zoo) "
+                            "(default: the shipped model).")]
 SpecOption = Annotated[Optional[str], typer.Option(
-    "--spec", "-s", help="Spec YAML or preset (for official .pth files).")]
+    "--spec", "-s", help="Spec YAML or preset: the spec of an official .pth; on a vitseg file, merged onto the spec "
+                         "it holds (a YAML may name only the fields it changes).")]
+SetOption = Annotated[Optional[list[str]], typer.Option(
+    "--set", metavar="KEY.PATH=VALUE", help="Override one spec field (value read as YAML), e.g. --set test.mode=whole;"
+                                            " repeatable; applied after --spec.")]
 ModeOption = Annotated[Optional[str], typer.Option("--mode", help="whole or slide (default: the spec's test.mode).")]
 CropOption = Annotated[Optional[int], typer.Option("--crop-size", min=1, help="Slide window size in pixels.")]
 StrideOption = Annotated[Optional[int], typer.Option("--stride", min=1, help="Slide window stride in pixels.")]
@@ -51,7 +62,7 @@ FlipOption = Annotated[Optional[bool], typer.Option("--flip/--no-flip",
                                                     help="Left-right flip test-time augmentation.")]
 ScalesOption = Annotated[Optional[str], typer.Option("--scales", help="Multi-scale TTA ratios, e.g. 0.75,1,1.25.")]
 BatchOption = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per forward pass.")]
-DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda or cuda:N.")]
+DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, or N (= cuda:N).")]
 HalfOption = Annotated[bool, typer.Option(
     "--half", help="Half-precision autocast: float16 on CUDA, bfloat16 on CPUs with AVX512-BF16/AMX (deformable "
                    "attention stays float32); faster, labels may differ at a few boundary pixels.")]
@@ -74,7 +85,7 @@ def inference_overrides(mode: Optional[str], crop_size: Optional[int], stride: O
                         half: bool = False, compile_model: bool = False) -> dict[str, Any]:
     """The inference options shared by predict and eval, checked, as `InferenceSettings` overrides (None = spec)."""
     if mode is not None and mode not in ("whole", "slide"):
-        raise VitsegError(f"--mode {mode!r}: expected whole or slide")
+        raise not_one_of("--mode", mode, ("whole", "slide"))
     ratios = None
     if scales is not None:
         try:

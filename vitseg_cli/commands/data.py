@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .common import console, friendly_errors
 
-data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True)
+data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True, rich_markup_mode=None)
 
 
 @data_app.command("synth")
@@ -20,8 +20,8 @@ def synth(
     out: Path = typer.Argument(..., help="Output folder (images/, masks/, classes.yaml are written inside)."),
     num: int = typer.Option(100, "--num", "-n", min=1, help="Number of image/mask pairs."),
     seed: int = typer.Option(0, "--seed", min=0, help="Random seed: the same seed gives the same files."),
-    size: str = typer.Option("256x256", "--size", help="Image size as HxW."),
-    workers: int = typer.Option(min(8, os.cpu_count() or 1), "--workers", "-w", min=1,
+    size: str = typer.Option("256x256", "--size", help="Image size as WxH (width x height)."),
+    workers: int = typer.Option(min(8, os.cpu_count() or 1), "--workers", min=1,
                                 help="Processes drawing images (the files do not depend on it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder (replaces a synthetic "
                                                               "dataset there)."),
@@ -36,8 +36,8 @@ def synth(
         task = bar.add_task("synth", total=num)
         make_synthetic(out, num, seed, hw, workers=workers, progress=lambda done: bar.update(task, completed=done),
                        overwrite=overwrite)
-    console.print(f"wrote {num} images ({hw[0]}x{hw[1]}) to {out} in {time.perf_counter() - start:.1f}s "
-                  f"(use: --format folder)", markup=False)
+    console.print(f"wrote {num} images ({hw[1]}x{hw[0]}) to {out} in {time.perf_counter() - start:.1f}s "
+                  f"(use: --format folder)")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,16 +8,14 @@ from typing import Optional
 
 import typer
 from rich.console import Console
-from rich.markup import escape
 
-from ..data.datasets import FORMATS
+from ..data.formats import FORMATS
 from ..data.io import check_output_dir
-from ..engine.eval_report import summary_line, terminal_table, write_reports
-from ..engine.evaluate import EvalResult, ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
-from ..errors import VitsegError
-from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
+from ..errors import VitsegError, not_one_of
+from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
+                     ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, friendly_errors, inference_overrides)
+                     console, default_workers, friendly_errors, inference_overrides, note)
 
 
 @friendly_errors
@@ -27,6 +25,7 @@ def eval_cmd(
     split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
     weights: WeightsOption = None,
     spec: SpecOption = None,
+    set_values: SetOption = None,
     out: Path = typer.Option(Path("vitseg-eval"), "--out", "-o", help="Report folder."),
     mode: ModeOption = None,
     crop_size: CropOption = None,
@@ -40,6 +39,9 @@ def eval_cmd(
     workers: WorkersOption = default_workers(),
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
+    label_offset: int = typer.Option(0, "--label-offset", min=0, max=255,
+                                     help="Add N to the saved masks' class indices (--save-predictions). 1 writes "
+                                          "ADE20K's 1-based benchmark labels (0 = other) for a submission."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (YAML/JSON/txt)."),
     coco_json: Optional[Path] = typer.Option(None, "--coco-json", help="COCO instances/stuff JSON (--format coco)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
@@ -53,6 +55,8 @@ def eval_cmd(
 ) -> None:
     """Score a model on a labelled dataset (or --pred masks against --gt masks) and write reports to OUT:
     metrics.json, per_class.csv, per_image.csv, confusion.csv, confusion.png, report.md."""
+    from ..engine.evaluate import ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
+
     rank = int(os.environ.get("RANK", "0"))
     if pred is not None or gt is not None:
         if pred is None or gt is None:
@@ -68,28 +72,32 @@ def eval_cmd(
         if dataset is None:
             raise VitsegError("give a DATASET folder (with --format), or --pred and --gt")
         if fmt.lower() not in FORMATS:
-            raise VitsegError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+            raise not_one_of("--format", fmt, FORMATS)
         if not dataset.exists():
             raise VitsegError(f"{dataset}: dataset folder not found")
+        if label_offset and not save_predictions:
+            raise VitsegError("--label-offset changes the masks --save-predictions writes: give both")
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
-        note = None if quiet else (lambda line: console.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True))
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
-            overrides=overrides, device=device, workers=workers,
-            save_predictions=out / "predictions" if save_predictions else None, quiet=quiet, limit=limit), note=note)
+            overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
+            save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,
+            quiet=quiet, limit=limit), note=None if quiet else note)
     if result is None or rank != 0:  # other ranks: rank 0 writes
         return
     _report(result, out, quiet)
 
 
-def _report(result: EvalResult, out: Path, quiet: bool) -> None:
+def _report(result, out: Path, quiet: bool) -> None:
+    from ..engine.eval_report import summary_line, terminal_table, write_reports
+
     if out.exists() and not out.is_dir():
         raise VitsegError(f"--out {out}: exists and is not a folder")
     write_reports(out, result.summary, result.conf, result.per_image, result.meta)
     if quiet:
         return
-    stdout = Console(highlight=False)
+    stdout = Console(highlight=False, markup=False)
     stdout.print(terminal_table(result.summary, title=f"{result.meta.get('num_images')} images, "
                                                       f"{result.summary['num_classes']} classes (%)"))
     stdout.print(summary_line(result.summary))

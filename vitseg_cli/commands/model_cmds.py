@@ -6,21 +6,18 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.markup import escape
-from rich.table import Table
-from rich.text import Text
 
-from ..checkpoints import load_model, save_model
 from ..errors import VitsegError
-from .common import console, friendly_errors
+from .common import console, friendly_errors, note
 
-SPEC_HELP = ("Spec: a YAML file or a preset (nano..large, or an official release name: `vitseg info --presets`). "
-             "Inferred from the weights if omitted.")
+SPEC_HELP = ("Spec: a YAML file or a preset (nano..large, nano_mask2former, or an official release name: "
+             "`vitseg info --presets`). Read from the checkpoint if omitted.")
 
 
 @friendly_errors
 def convert(
-    checkpoint: Path = typer.Argument(..., help="Official ViT-Adapter checkpoint (.pth / .pth.tar, mmcv layout)."),
+    checkpoint: Path = typer.Argument(..., help="Official ViT-Adapter checkpoint (.pth / .pth.tar, mmcv layout) "
+                                                "or a zoo name."),
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP),
     half: bool = typer.Option(False, "--half", help="Store floating-point weights as float16 (half the size)."),
@@ -28,16 +25,20 @@ def convert(
 ) -> None:
     """Convert an official mmseg ViT-Adapter checkpoint to a self-contained vitseg .safetensors file."""
     if out.exists() and not overwrite:
-        raise typer.BadParameter(f"{out} exists (use --overwrite)", param_hint="--out")
+        raise VitsegError(f"--out {out}: exists (use --overwrite)")
+    from ..checkpoints import load_model, save_model
+
     model = load_model(checkpoint, spec)
-    for note in model.load_notes:
-        console.print(f"[yellow]note:[/] {escape(note)}", soft_wrap=True)
+    for line in model.load_notes:
+        note(line)
     save_model(model, out, half=half, source=model.source)
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)", markup=False)
 
 
-def presets_table() -> Table:
-    """Every spec preset: the official releases' (with their dataset) and the generic nano..large."""
+def presets_table():
+    """Every spec preset: the official releases' (with their dataset) and the generic ones (nano..large)."""
+    from rich.table import Table
+
     from ..releases import RELEASES
     from ..spec import SPEC_PRESETS, load_spec
 
@@ -58,7 +59,8 @@ def presets_table() -> Table:
 
 @friendly_errors
 def info(
-    weights: Optional[Path] = typer.Argument(None, help="A vitseg .safetensors or an official .pth checkpoint."),
+    weights: Optional[Path] = typer.Argument(None, help="A vitseg .safetensors, an official .pth/.zip checkpoint, "
+                                                        "or a zoo name."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP),
     show_spec: bool = typer.Option(False, "--spec-yaml", help="Also print the full resolved spec as YAML."),
     presets: bool = typer.Option(False, "--presets", help="List the spec presets (one per official release, "
@@ -66,12 +68,15 @@ def info(
 ) -> None:
     """Describe a checkpoint: architecture, classes, parameter counts and where it came from."""
     from rich.console import Console
+    from rich.table import Table
 
     if presets:
-        Console(highlight=False, width=200).print(presets_table())
+        Console(highlight=False, markup=False, width=200).print(presets_table())
         return
     if weights is None:
-        raise VitsegError("info: give a WEIGHTS file, or --presets to list the spec presets")
+        raise VitsegError("info: give a WEIGHTS file or zoo name, or --presets to list the spec presets")
+    from ..checkpoints import load_model
+
     model = load_model(weights, spec)
     s = model.spec
     b = s.model.backbone
@@ -91,10 +96,10 @@ def info(
     table.add_row("classes", Text(f"{s.model.num_classes}: {shown}"))
     table.add_row("test", f"{s.test.mode}, crop {list(s.test.crop_size)}, stride {list(s.test.stride)}, "
                           f"resize {list(s.test.resize.scale) if s.test.resize else 'native'}")
-    out = Console(highlight=False)
+    out = Console(highlight=False, markup=False)
     out.print(table)
-    for note in model.load_notes:
-        out.print(f"note: {note}", soft_wrap=True, markup=False)
+    for line in model.load_notes:
+        out.print(f"note: {line}", soft_wrap=True)
     if show_spec:
         out.print(s.to_yaml(), markup=False)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
-from ..engine.predict import PredictOptions, parse_save, run_predict
-from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption, ScalesOption, SpecOption,
+from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
+                     ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, default_workers, friendly_errors, inference_overrides)
 
@@ -18,6 +18,7 @@ def predict(
                                         help="Image files, folders (searched recursively), globs or .txt lists."),
     weights: WeightsOption = None,
     spec: SpecOption = None,
+    set_values: SetOption = None,
     out: Path = typer.Option(Path("vitseg-out"), "--out", "-o", help="Output folder."),
     mode: ModeOption = None,
     crop_size: CropOption = None,
@@ -38,9 +39,12 @@ def predict(
     """Segment every image: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/predict.json.
 
     Existing outputs are skipped (rerun to resume); unreadable files are reported and the exit code is 1."""
+    from ..engine.predict import PredictOptions, parse_save, run_predict
+
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
-                          device=device, save=parse_save(save), alpha=alpha, overwrite=overwrite, workers=workers,
+                          spec_overrides=list(set_values or []), device=device, save=parse_save(save), alpha=alpha,
+                          overwrite=overwrite, workers=workers,
                           quiet=quiet, backend=backend.lower())
     summary = run_predict(opts, console=console)
     if summary.exit_code:

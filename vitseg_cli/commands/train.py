@@ -10,15 +10,17 @@ from typing import Optional
 
 import typer
 
-from .common import console, friendly_errors
+from .common import DeviceOption, SetOption, console, friendly_errors
 
-SPEC_HELP = "Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section."
+SPEC_HELP = ("Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section. "
+             "Class count, names and palette come from the dataset unless the spec sets them.")
 
 
 @friendly_errors
 def train(
     out: Path = typer.Option(..., "--out", "-o", help="Run folder (new or empty; or an existing run with --resume)."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP + " Optional with --resume."),
+    set_values: SetOption = None,
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Training dataset folder (optional with --resume)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
                                       help="Dataset format: folder, ade20k, cityscapes, voc, coco [folder]."),
@@ -28,11 +30,13 @@ def train(
                                              help="Effective batch of one step (all processes x accumulation)."),
     crop_size: Optional[int] = typer.Option(None, "--crop-size", min=16, help="Square training crop, pixels."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Base learning rate (top layers)."),
-    pretrained: Optional[Path] = typer.Option(None, "--pretrained", help="timm/DeiT ViT checkpoint file for the ViT."),
+    pretrained: Optional[Path] = typer.Option(None, "--pretrained",
+                                              help="timm/DeiT ViT checkpoint (.pth or timm .safetensors) for the ViT."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
-                                             help="Start from a vitseg or official checkpoint (any class count)."),
+                                             help="Start from a vitseg or official checkpoint or a zoo name (any "
+                                                  "class count)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: DeviceOption = "auto",
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA only)."),
     accum: Optional[int] = typer.Option(None, "--accum", min=1, help="Gradient accumulation steps."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data loading processes per GPU."),
@@ -41,6 +45,8 @@ def train(
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed."),
     log_every: Optional[int] = typer.Option(None, "--log-every", min=1,
                                             help="Write a log.csv row every N iterations [50]."),
+    logger: Optional[str] = typer.Option(None, "--logger", help="Metric loggers besides log.csv: tb, mlflow, wandb or "
+                                         "a plugin, comma-separated; none for none [tb when installed]."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", min=1,
                                           help="Save and stop at this iteration (the schedule still runs to --iters);"
                                                " continue later with --resume."),
@@ -49,11 +55,12 @@ def train(
     """Train ViT-Adapter + UperNet with the official recipe (layer-decay AdamW, warmup + poly, mmseg augmentation)."""
     from ..engine.train import TrainOptions, train as run_training
 
-    opts = TrainOptions(out=out, spec=spec, data=data, fmt=fmt, val_data=val_data, iters=iters,
-                        batch_size=batch_size, crop_size=crop_size, lr=lr, amp=amp, accum=accum, workers=workers,
-                        eval_every=eval_every, save_every=save_every, seed=seed, pretrained=pretrained,
-                        init_from=init_from, resume=resume, device=device, log_every=log_every, stop_at=stop_at,
-                        quiet=quiet, command=["vitseg", *sys.argv[1:]])
+    opts = TrainOptions(out=out, spec=spec, spec_overrides=list(set_values or []), data=data, fmt=fmt,
+                        val_data=val_data, iters=iters, batch_size=batch_size, crop_size=crop_size, lr=lr, amp=amp,
+                        accum=accum, workers=workers, eval_every=eval_every, save_every=save_every, seed=seed,
+                        pretrained=pretrained, init_from=init_from, resume=resume, device=device,
+                        log_every=log_every, loggers=logger, stop_at=stop_at, quiet=quiet,
+                        command=["vitseg", *sys.argv[1:]])
     result = run_training(opts, say=lambda msg: console.print(msg, soft_wrap=True, markup=False))
     if result.interrupted:
         sys.exit(130)

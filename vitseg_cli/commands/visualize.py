@@ -7,7 +7,6 @@ from typing import List, Optional
 
 import typer
 
-from ..engine.visualize import VisualizeOptions, run_visualize
 from .common import console, friendly_errors
 
 
@@ -20,9 +19,9 @@ def visualize(
     out: Path = typer.Option(Path("vitseg-viz"), "--out", "-o", help="Output folder."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names (+ palette): YAML, JSON or txt."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w",
-                                           help="Take class names and palette from this checkpoint "
+                                           help="Take class names and palette from this checkpoint or zoo name "
                                                 "(default: the shipped model, when neither is given)."),
-    alpha: float = typer.Option(0.5, "--alpha", help="Opacity of the mask colours over the image (0-1)."),
+    alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Opacity of the mask colours over the image."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Add a legend of the classes present."),
     panels: bool = typer.Option(False, "--panel", help="Also draw image | prediction panels (always with --gt)."),
     gallery: bool = typer.Option(False, "--gallery", help="Write OUT/index.html with a thumbnail of every panel "
@@ -33,6 +32,8 @@ def visualize(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or summary."),
 ) -> None:
     """Draw overlays with a legend, image | ground truth | prediction | error panels, and an HTML gallery."""
+    from ..engine.visualize import VisualizeOptions, run_visualize
+
     opts = VisualizeOptions(images=images, masks=masks, gt=gt, out=out, classes=classes, weights=weights,
                             alpha=alpha, legend=legend, panel=panels, gallery=gallery, ignore_index=ignore_index,
                             reduce_zero_label=reduce_zero_label, quiet=quiet)

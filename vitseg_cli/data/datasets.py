@@ -28,14 +28,14 @@ from typing import Literal, Optional, Sequence
 
 import numpy as np
 
-from ..errors import VitsegError
+from ..errors import VitsegError, not_one_of
 from ..metrics import reduce_zero_label as _reduce_zero_label
 from ..safe_yaml import MAX_YAML_BYTES, load_yaml, read_regular_file
 from ..spec import MAX_CLASSES, default_palette
 from . import io
 from .classes import builtin_classes
+from .formats import FORMATS
 
-FORMATS = ("folder", "ade20k", "cityscapes", "voc", "coco")
 Format = Literal["folder", "ade20k", "cityscapes", "voc", "coco"]
 Palette = list[tuple[int, int, int]]
 
@@ -543,7 +543,7 @@ def open_dataset(root: "str | Path", fmt: str = "folder", split: str = "val", *,
     root = Path(root)
     fmt = fmt.lower()
     if fmt not in FORMATS:
-        raise VitsegError(f"--format {fmt!r}: not one of {', '.join(FORMATS)}")
+        raise not_one_of("--format", fmt, FORMATS)
     if not root.exists():
         raise VitsegError(f"{root}: dataset folder not found")
     if fmt == "folder":

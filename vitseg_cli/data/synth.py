@@ -29,17 +29,18 @@ SYNTH_PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 13
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """'HxW' (or a single 'N' for a square) -> (H, W); both at least 16."""
+    """'WxH' (width first, as image sizes are written everywhere in vitseg; a single 'N' for a square) -> (H, W);
+    both at least 16."""
     parts = text.lower().replace("*", "x").split("x")
     try:
         dims = [int(p) for p in parts]
     except ValueError:
-        raise VitsegError(f"--size {text!r}: expected HxW, e.g. 256x256") from None
+        raise VitsegError(f"--size {text!r}: expected WxH (width x height), e.g. 320x240") from None
     if len(dims) == 1:
         dims = dims * 2
     if len(dims) != 2 or min(dims) < 16 or max(dims) > 8192:
-        raise VitsegError(f"--size {text!r}: expected HxW with sides between 16 and 8192")
-    return dims[0], dims[1]
+        raise VitsegError(f"--size {text!r}: expected WxH (width x height) with sides between 16 and 8192")
+    return dims[1], dims[0]
 
 
 def fractal_noise(rng: np.random.Generator, h: int, w: int, base: int = 4, octaves: int = 4,

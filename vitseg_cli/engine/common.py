@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -16,8 +16,9 @@ from ..model.segmentor import Segmentor
 
 
 def default_weights_path() -> Path:
-    """The shipped default model: `weights/default.safetensors` at the repository root."""
-    return Path(vitseg_cli.__file__).resolve().parents[1] / "weights" / "default.safetensors"
+    """The shipped default model: package data, `vitseg_cli/weights/default.safetensors` (how it was made:
+    weights/README.md at the repository root)."""
+    return Path(vitseg_cli.__file__).resolve().parent / "weights" / "default.safetensors"
 
 
 def _note_to_stderr(line: str) -> None:
@@ -25,14 +26,16 @@ def _note_to_stderr(line: str) -> None:
 
 
 def load_inference_model(weights: Optional[Path], spec: Optional[str], device: "torch.device | str",
-                         note: Optional[Callable[[str], None]] = _note_to_stderr) -> Segmentor:
-    """A model in eval mode on `device`: vitseg `.safetensors` or official `.pth` (spec given or inferred);
-    no weights = the shipped default model. Each of the model's load notes goes to `note`."""
+                         note: Optional[Callable[[str], None]] = _note_to_stderr,
+                         overrides: Sequence[str] = ()) -> Segmentor:
+    """A model in eval mode on `device`: vitseg `.safetensors` or official `.pth` (spec given or inferred, a given
+    YAML merged onto an embedded spec, `--set` overrides last); no weights = the shipped default model. Each of the
+    model's load notes goes to `note`."""
     if weights is None:
         weights = default_weights_path()
         if not weights.exists():
             raise VitsegError("no default model is shipped yet: pass --weights")
-    model = load_model(Path(weights), spec, device=device)
+    model = load_model(Path(weights), spec, device=device, overrides=overrides)
     if note is not None:
         for line in getattr(model, "load_notes", []):
             note(line)

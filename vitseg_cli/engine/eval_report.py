@@ -155,7 +155,8 @@ def write_reports(out: Path, summary: dict, conf: np.ndarray, per_image: Sequenc
 
 
 def terminal_table(summary: dict, title: Optional[str] = None):
-    """A rich Table: per-class rows then the means, in percent with 2 decimals."""
+    """A rich Table: per-class rows then the means, in percent with 2 decimals (print it with markup off: class
+    names are user text)."""
     from rich.table import Table
     from rich.text import Text
 
@@ -168,7 +169,7 @@ def terminal_table(summary: dict, title: Optional[str] = None):
     table.add_section()
     means = {"IoU": "mIoU", "Acc": "mAcc", "Dice": "mDice", "Fscore": "mFscore", "Precision": "mPrecision",
              "Recall": "mRecall"}
-    table.add_row("[bold]mean[/]", *(f"[bold]{_pct(summary[means[k]])}[/]" for k in PER_CLASS_KEYS))
+    table.add_row("mean", *(_pct(summary[means[k]]) for k in PER_CLASS_KEYS), style="bold")
     return table
 
 

@@ -25,6 +25,7 @@ from ..data.datasets import (SegDataset, check_label, check_same_size, load_clas
                              open_dataset)
 from ..errors import VitsegError
 from .distributed import DistContext, init_distributed, rank_device
+from .progress import ProgressReporter
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label, summarize
 
 # (index in the full list, key, predicted labels, ground-truth labels, what to name in errors)
@@ -64,32 +65,13 @@ def _run_shard(ctx: DistContext, work: Callable[[], Any]) -> Any:
 # ----------------------------------------------------------------------------------------------------- scoring
 
 
-class _Progress:
-    """A rich progress bar on stderr (rank 0, not --quiet), or nothing."""
-
-    def __init__(self, total: int, label: str, enabled: bool):
-        self.bar = None
-        if enabled and total:
-            from rich.console import Console
-            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                       TimeRemainingColumn)
-
-            self.bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                TimeRemainingColumn(), console=Console(stderr=True), transient=True)
-            self.task = self.bar.add_task(label, total=total)
-            self.bar.start()
-
-    def advance(self) -> None:
-        if self.bar is not None:
-            self.bar.advance(self.task)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.stop()
+def _progress(total: int, label: str, enabled: bool) -> ProgressReporter:
+    """The shared progress display (rank 0, not --quiet); the bar disappears when done, the table follows."""
+    return ProgressReporter(label, total, unit="img", enabled=enabled and total > 0, transient=True)
 
 
 def score_pairs(pairs: Iterable[ScoredPair], num_classes: int, ignore_index: int,
-                progress: Optional[_Progress] = None) -> tuple[np.ndarray, list[dict]]:
+                progress: Optional[ProgressReporter] = None) -> tuple[np.ndarray, list[dict]]:
     """Accumulate the confusion matrix and per-image rows ({index, key, pixel_acc, mIoU, labelled_pixels})."""
     cm = ConfusionMatrix(num_classes, ignore_index)
     rows = []
@@ -188,7 +170,7 @@ def evaluate_pairs(opts: PairOptions) -> Optional[EvalResult]:
         mine = ctx.shard(pairs)
 
         def work():
-            progress = _Progress(len(mine), "scoring", ctx.is_main and not opts.quiet)
+            progress = _progress(len(mine), "scoring", ctx.is_main and not opts.quiet).start()
             try:
                 def read(i: int) -> ScoredPair:
                     key, p, g = pairs[i]
@@ -223,9 +205,11 @@ class ModelEvalOptions:
     classes: Optional[Path] = None
     coco_json: Optional[Path] = None
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
+    spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
     device: str = "auto"
     workers: int = 0
     save_predictions: Optional[Path] = None
+    label_offset: int = 0  # added to saved mask values (1: ADE20K submission format)
     quiet: bool = False
     limit: Optional[int] = None
 
@@ -257,7 +241,8 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
     ctx = init_distributed(device)
     try:
         def prepare():
-            model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None)
+            model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None,
+                                         overrides=opts.spec_overrides)
             settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
             settings.check_device(device)
             return model, settings, _dataset_for_model(opts, model)
@@ -266,8 +251,9 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         mine = ctx.shard(ds.samples)
 
         def work():
-            writer = _prediction_writer(opts.save_predictions, ds) if opts.save_predictions else None
-            progress = _Progress(len(mine), "evaluating", ctx.is_main and not opts.quiet)
+            writer = (_prediction_writer(opts.save_predictions, ds, opts.label_offset) if opts.save_predictions
+                      else None)
+            progress = _progress(len(mine), "evaluating", ctx.is_main and not opts.quiet).start()
             try:
                 preds = iter_predictions(model, [ds.samples[i].image for i in mine], settings, device,
                                          workers=opts.workers, keep_image=writer is not None)
@@ -301,16 +287,17 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
                 "settings": settings.to_dict(), "device": str(device)}
         if opts.save_predictions:
             meta["predictions"] = str(opts.save_predictions)
+            meta["label_offset"] = opts.label_offset
         return _finish(ctx, local, ds.class_names, meta, started)
     finally:
         ctx.close()
 
 
-def _prediction_writer(out: Path, ds: SegDataset):
-    """predict's own writer: masks, color and overlay under `<out>/<kind>/<key>.*`."""
+def _prediction_writer(out: Path, ds: SegDataset, label_offset: int = 0):
+    """predict's own writer: masks, color and overlay under `<out>/<kind>/<key>.*`; mask values + `label_offset`."""
     from .predict import DEFAULT_SAVE, OutputWriter
 
     if out.exists() and not out.is_dir():
         raise VitsegError(f"--save-predictions {out}: exists and is not a folder")
-    return OutputWriter(out, DEFAULT_SAVE, ds.palette, 0.5, ds.num_classes)
+    return OutputWriter(out, DEFAULT_SAVE, ds.palette, 0.5, ds.num_classes, label_offset)
 

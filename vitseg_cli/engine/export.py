@@ -70,7 +70,7 @@ def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: i
     if opset < 16:
         raise VitsegError(f"opset {opset} is too old: deformable attention needs GridSample (opset >= 16)")
     if height <= 0 or width <= 0:
-        raise VitsegError(f"bad export size {height}x{width}")
+        raise VitsegError(f"bad export size: width {width}, height {height}")
     out = Path(out)
     check_output_dir(out.parent)  # an unwritable --out fails before the (slow) export, not after it
     model = model.eval().cpu()

@@ -94,8 +94,10 @@ class InferenceSettings:
 
 
 def resolve_device(name: str) -> torch.device:
-    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda' or 'cuda:N'."""
+    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N' or a bare GPU index N (= 'cuda:N')."""
     name = (name or "auto").strip().lower()
+    if name.isdigit():
+        name = f"cuda:{name}"
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cpu":
@@ -110,7 +112,7 @@ def resolve_device(name: str) -> torch.device:
             if int(index) >= torch.cuda.device_count():
                 raise VitsegError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
         return torch.device(name)
-    raise VitsegError(f"device {name!r}: expected auto, cpu, cuda or cuda:N")
+    raise VitsegError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or a GPU index N")
 
 
 @dataclass
@@ -183,18 +185,21 @@ class _ImageDataset(torch.utils.data.Dataset):
         path = self.paths[index]
         item: dict[str, Any] = {"index": index, "path": path, "error": None}
         try:
-            image = read_image(path)
-            item["inputs"] = [torch.from_numpy(preprocess(image, self.settings.resize, r, self.mean, self.std))
-                              for r in self.settings.scales]
+            return prepare_item(read_image(path), self.settings, self.mean, self.std, self.keep_image, index, path)
         except VitsegError as err:
             item["error"] = _one_line(path, err)
             return item
         except Exception as err:  # a decoder can fail in many ways; one bad file must not stop the run
             item["error"] = f"{path}: cannot read ({type(err).__name__}: {_one_line(path, err)[:200]})"
             return item
-        item["size"] = image.shape[:2]
-        item["image"] = image if self.keep_image else None
-        return item
+
+
+def prepare_item(image: np.ndarray, settings: InferenceSettings, mean, std, keep_image: bool, index: int = 0,
+                 path: Optional[Path] = None) -> dict[str, Any]:
+    """What the model loop takes for one RGB uint8 image: its preprocessed input at each TTA scale and its size."""
+    inputs = [torch.from_numpy(preprocess(image, settings.resize, r, mean, std)) for r in settings.scales]
+    return {"index": index, "path": path, "error": None, "inputs": inputs, "size": image.shape[:2],
+            "image": image if keep_image else None}
 
 
 def _identity(item):
@@ -406,6 +411,24 @@ def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSetti
         yield from run([item])
     if group:
         yield from run(group)
+
+
+def predict_array(model: Any, image: np.ndarray, settings: InferenceSettings, device: torch.device, *,
+                  want_probs: bool = False, path: Optional[Path] = None) -> Prediction:
+    """`iter_predictions` for one RGB uint8 (H, W, 3) image already in memory: the same preprocessing, windows, TTA
+    and argmax. The model's train/eval mode is restored afterwards."""
+    settings.validate()
+    was_training = isinstance(model, torch.nn.Module) and model.training
+    if isinstance(model, torch.nn.Module):
+        model.to(device).eval()
+    try:
+        item = prepare_item(image, settings, model.spec.data.mean, model.spec.data.std, True, path=path)
+        forward = _model_forward(model, device, settings.half, settings.compile)
+        with torch.inference_mode():
+            return next(_predict_group(forward, [item], settings, device, model.spec.model.num_classes, want_probs))
+    finally:
+        if was_training:
+            model.train()
 
 
 def _input_shapes(item: dict[str, Any]) -> tuple:

@@ -71,8 +71,9 @@ class OnnxSegmentor:
             raise VitsegError(f"expected a (B, 3, H, W) batch, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
         if (h, w) != (self.height, self.width) and (not self.allow_pad or h > self.height or w > self.width):
-            raise VitsegError(f"input {h}x{w} does not fit the ONNX model's fixed {self.height}x{self.width} (export "
-                              "with --height/--width of your input, or use slide inference with that crop size)")
+            raise VitsegError(f"input {w}x{h} (WxH) does not fit the ONNX model's fixed {self.width}x{self.height} "
+                              "(export with --height/--width of your input, or use slide inference with that crop "
+                              "size)")
         device = x.device
         x = x.detach().float().cpu()
         if (h, w) != (self.height, self.width):

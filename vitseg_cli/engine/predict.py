@@ -21,16 +21,15 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
 from rich.text import Text
 
 from .. import __version__
 from ..data.io import atomic_write_bytes, is_image_path, prepare_output_dir, safe_relpath, write_image
-from ..errors import VitsegError
+from ..errors import VitsegError, did_you_mean, not_one_of
 from ..viz import colorize, overlay
 from .common import default_weights_path, load_inference_model
 from .inference import InferenceSettings, Prediction, iter_predictions, resolve_device
+from .progress import ProgressReporter
 
 SAVE_KINDS = ("masks", "color", "overlay", "probs")
 DEFAULT_SAVE = ("masks", "color", "overlay")
@@ -157,12 +156,35 @@ def remove_stale_temporaries(out: Path) -> int:
 # ----------------------------------------------------------------------------------------------------- writing
 
 
+def mask_dtype(num_classes: int) -> type:
+    return np.uint16 if num_classes > 255 else np.uint8
+
+
+def write_outputs(paths: dict[str, Path], labels: np.ndarray, *, image: Optional[np.ndarray],
+                  probs: Optional[np.ndarray], palette, alpha: float, mask_dtype: type, label_offset: int = 0) -> None:
+    """Write one prediction's files (kind -> path, from `output_paths`), each atomically. `label_offset` is added to
+    the mask values only (1: ADE20K's 1-based submission labels)."""
+    if "probs" in paths:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, probs=probs)
+        atomic_write_bytes(paths["probs"], buf.getvalue())
+    if "overlay" in paths:
+        write_image(paths["overlay"], overlay(image, labels, palette, alpha))
+    if "color" in paths:
+        write_image(paths["color"], colorize(labels, palette))
+    if "masks" in paths:
+        masks = labels.astype(mask_dtype, copy=False)
+        write_image(paths["masks"], masks + mask_dtype(label_offset) if label_offset else masks)
+
+
 class OutputWriter:
     """Writes predictions in a background thread; the first failure is kept and re-raised by `check`."""
 
-    def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int):
+    def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int,
+                 label_offset: int = 0):
         self.out, self.save, self.palette, self.alpha = out, tuple(save), palette, alpha
-        self.mask_dtype = np.uint16 if num_classes > 255 else np.uint8
+        self.label_offset = label_offset
+        self.mask_dtype = mask_dtype(num_classes + label_offset)
         self.queue: "queue.Queue[Optional[tuple[Prediction, InputImage]]]" = queue.Queue(maxsize=4)
         self.error: Optional[BaseException] = None
         self.written = 0  # images whose outputs all landed
@@ -179,18 +201,9 @@ class OutputWriter:
                     self.error = err
 
     def _write(self, pred: Prediction, item: InputImage) -> None:
-        paths = output_paths(self.out, item.rel, self.save)
-        labels = pred.labels
-        if "probs" in paths:
-            buf = io.BytesIO()
-            np.savez_compressed(buf, probs=pred.probs)
-            atomic_write_bytes(paths["probs"], buf.getvalue())
-        if "overlay" in paths:
-            write_image(paths["overlay"], overlay(pred.image, labels, self.palette, self.alpha))
-        if "color" in paths:
-            write_image(paths["color"], colorize(labels, self.palette))
-        if "masks" in paths:
-            write_image(paths["masks"], labels.astype(self.mask_dtype, copy=False))
+        write_outputs(output_paths(self.out, item.rel, self.save), pred.labels, image=pred.image, probs=pred.probs,
+                      palette=self.palette, alpha=self.alpha, mask_dtype=self.mask_dtype,
+                      label_offset=self.label_offset)
 
     def put(self, pred: Prediction, item: InputImage) -> None:
         self.check()
@@ -216,6 +229,7 @@ class PredictOptions:
     weights: Optional[Path] = None
     spec: Optional[str] = None
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
+    spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
     device: str = "auto"
     save: tuple[str, ...] = DEFAULT_SAVE
     alpha: float = 0.5
@@ -243,21 +257,24 @@ def parse_save(text: str) -> tuple[str, ...]:
     kinds = tuple(dict.fromkeys(k.strip().lower() for k in text.split(",") if k.strip()))
     bad = [k for k in kinds if k not in SAVE_KINDS]
     if bad or not kinds:
-        raise VitsegError(f"--save: {', '.join(bad) or 'nothing'} is not one of {', '.join(SAVE_KINDS)}")
+        raise VitsegError(f"--save: {', '.join(bad) or 'nothing'} is not one of {', '.join(SAVE_KINDS)}"
+                          f"{did_you_mean(bad[0], SAVE_KINDS) if bad else ''}")
     return kinds
 
 
 def _load_backend(opts: PredictOptions, device, note):
     if opts.backend == "torch":
-        return load_inference_model(opts.weights, opts.spec, device, note=note)
+        return load_inference_model(opts.weights, opts.spec, device, note=note, overrides=opts.spec_overrides)
     if opts.backend != "onnx":
-        raise VitsegError(f"--backend {opts.backend!r}: expected torch or onnx")
+        raise not_one_of("--backend", opts.backend, ("torch", "onnx"))
     if opts.weights is None:
         raise VitsegError("--backend onnx needs --weights MODEL.onnx")
     if opts.overrides.get("half"):
         raise VitsegError("--half is for --backend torch (an ONNX model runs in the precision it was exported in)")
     if opts.overrides.get("compile"):
         raise VitsegError("--compile is for --backend torch")
+    if opts.spec_overrides:
+        raise VitsegError("--set is for --backend torch (an ONNX model's spec was fixed at export)")
     try:
         from .onnx_backend import OnnxSegmentor
     except ImportError as err:
@@ -298,25 +315,20 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
             todo.append(item)
 
     writer = OutputWriter(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes)
-    progress = Progress(TextColumn("predict"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("{task.fields[rate]} img/s"), TimeElapsedColumn(), TextColumn("ETA"),
-                        TimeRemainingColumn(), console=console, disable=opts.quiet, transient=False)
+    progress = ProgressReporter("predict", len(todo), unit="img", enabled=not opts.quiet, console=console)
     infer_start = time.perf_counter()
     try:
         with progress:
-            task = progress.add_task("predict", total=len(todo), rate="-")
             preds = iter_predictions(model, [i.path for i in todo], settings, device, workers=opts.workers,
                                      want_probs="probs" in opts.save, keep_image="overlay" in opts.save)
             for item, pred in zip(todo, preds):
                 if pred.error:
                     summary.failed.append({"path": str(item.path), "error": pred.error})
-                    progress.console.print(Text("failed: " + pred.error, style="red"), soft_wrap=True)
+                    progress.print(Text("failed: " + pred.error, style="red"))
                 else:
                     writer.put(pred, item)
                     summary.processed += 1
-                done = summary.processed + len(summary.failed)
-                rate = done / max(time.perf_counter() - infer_start, 1e-9)
-                progress.update(task, advance=1, rate=f"{rate:.2f}")
+                progress.advance(failed=len(summary.failed))
     except KeyboardInterrupt:
         summary.interrupted = True
         raise

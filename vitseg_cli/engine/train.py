@@ -38,10 +38,14 @@ from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
 from ..model.official import init_from_state
 from ..model.segmentor import Segmentor, build_model
-from ..spec import Spec, load_spec
+from ..spec import Spec, apply_overrides, load_spec, read_spec_data, spec_from_dict, with_overrides
+from ..zoo import resolve_weights
 from .distributed import DistContext, init_distributed, rank_device
 from .optim import build_optimizer, build_scheduler
-from .train_data import AugmentedCrops, batch_loader, check_dataset, unwrap_worker_error
+from .loggers import build_loggers, logger_names, metric_names
+from .progress import ProgressReporter
+from .train_data import (CLASS_FIELDS, AugmentedCrops, batch_loader, check_dataset, class_fields_set, fit_classes,
+                         unwrap_worker_error)
 from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, read_run_info, restore_rng,
                           save_state, seed_everything, write_json)
 
@@ -55,6 +59,7 @@ OPERATIONAL = {"iters", "workers", "eval_every", "save_every", "amp"}
 class TrainOptions:
     out: Path
     spec: Optional[str] = None
+    spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
     data: Optional[Path] = None
     fmt: Optional[str] = None
     val_data: Optional[Path] = None
@@ -75,6 +80,7 @@ class TrainOptions:
     resume: bool = False
     device: str = "auto"
     log_every: Optional[int] = None  # default: the run's own (run.json), else 50
+    loggers: Optional[str] = None  # --logger tb,mlflow,...; default: the run's own, else tb when installed
     stop_at: Optional[int] = None
     quiet: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
@@ -103,13 +109,16 @@ def cli_overrides(opts: TrainOptions) -> dict[str, Any]:
     return out
 
 
-def resolve_spec(opts: TrainOptions, resuming: bool) -> Spec:
-    """The run's spec: SPEC with CLI overrides, or on resume the run's own spec.yaml (recipe fields frozen)."""
+def resolve_spec(opts: TrainOptions, resuming: bool) -> tuple[Spec, set[str]]:
+    """The run's spec: SPEC with --set and CLI overrides, or on resume the run's own spec.yaml (recipe fields
+    frozen); and which class fields (`CLASS_FIELDS`) the user fixed: the others come from the dataset."""
     overrides = cli_overrides(opts)
     if not resuming:
         if not opts.spec:
             raise VitsegError("--spec is required (a YAML file or a preset: nano, tiny, small, base, large)")
-        return load_spec(opts.spec).updated(train=overrides)
+        data = apply_overrides(read_spec_data(opts.spec), opts.spec_overrides)
+        source = f"{opts.spec} with --set" if opts.spec_overrides else str(opts.spec)
+        return spec_from_dict(data, source=source).updated(train=overrides), class_fields_set(data)
     saved_path = opts.out / "spec.yaml"
     saved = load_spec(saved_path)
     if opts.spec:
@@ -117,14 +126,17 @@ def resolve_spec(opts: TrainOptions, resuming: bool) -> Spec:
         if given.model != saved.model:
             raise VitsegError(f"--spec {opts.spec}: its model differs from the one this run trains ({saved_path}); "
                               "resume without --spec or start a new --out folder")
-    spec = saved.updated(train=overrides)
+    spec = with_overrides(saved, opts.spec_overrides)
+    if spec.model != saved.model:
+        raise VitsegError(f"--set: changes the model this run trains ({saved_path}); start a new --out folder")
+    spec = spec.updated(train=overrides)
     frozen = [k for k in type(spec.train).model_fields
               if k not in OPERATIONAL and getattr(spec.train, k) != getattr(saved.train, k)]
     if frozen:
         k = frozen[0]
         raise VitsegError(f"--resume: train.{k} was {getattr(saved.train, k)} in this run and cannot change "
                           f"(only {', '.join(sorted(OPERATIONAL))} can); start a new --out folder to change it")
-    return spec
+    return spec, set(CLASS_FIELDS)  # the run's classes are fixed: a dataset with others is a conflict
 
 
 def micro_batch(spec: Spec, world_size: int) -> int:
@@ -141,8 +153,9 @@ def micro_batch(spec: Spec, world_size: int) -> int:
 
 
 def init_from_checkpoint(model: Segmentor, path: Path) -> list[str]:
-    """Load a vitseg or official segmentor checkpoint into `model` (class-dependent layers re-initialised when the
-    class count differs; the model's heads say which those are)."""
+    """Load a vitseg or official segmentor checkpoint (or zoo release) into `model` (class-dependent layers
+    re-initialised when the class count differs; the model's heads say which those are)."""
+    path = resolve_weights(path)
     state, _ = read_vitseg(path) if _is_safetensors(path) else read_official(path)
     return init_from_state(model, state, path)
 
@@ -233,25 +246,29 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     run_info: dict[str, Any] = {}
     if resuming:
         run_info = read_run_info(out)
-    data_root = opts.data or (Path(run_info["data"]) if run_info.get("data") else None)
+    # paths are stored absolute, so a run resumes from any working directory; --data / --val-data replace them
+    data_root = _absolute(opts.data) or _recorded_path(run_info, "data", out, "--data")
     fmt = opts.fmt or run_info.get("format") or "folder"
-    val_root = opts.val_data or (Path(run_info["val_data"]) if run_info.get("val_data") else None)
+    val_root = _absolute(opts.val_data) or _recorded_path(run_info, "val_data", out, "--val-data")
     log_every = opts.log_every or run_info.get("log_every") or 50
+    logger_option = opts.loggers if opts.loggers is not None else run_info.get("loggers")
+    loggers_wanted = logger_names(logger_option)  # a missing package fails here, before anything is written
     if data_root is None:
         raise VitsegError("--data is required (the training dataset folder)")
-    spec = resolve_spec(opts, resuming)
-    t = spec.train
+    spec, fixed = resolve_spec(opts, resuming)
 
-    dataset = _open(data_root, fmt, opts.split, spec)
+    dataset, own_classes = _open(data_root, fmt, opts.split, spec)
+    if own_classes:
+        spec = fit_classes(spec, fixed, dataset, str(data_root))
     check_dataset(dataset, spec, str(data_root))
     if dataset.ignore_index != spec.data.ignore_index:
         spec = spec.updated(data={"ignore_index": dataset.ignore_index})
-    if not spec.data.classes and dataset.num_classes == spec.model.num_classes:
-        spec = spec.updated(data={"classes": list(dataset.class_names),
-                                  "palette": [list(c) for c in dataset.palette]})
+    t = spec.train
     val_dataset = None
     if val_root is not None:
-        val_dataset = _open(val_root, fmt, opts.val_split, spec)
+        val_dataset, val_own = _open(val_root, fmt, opts.val_split, spec)
+        if val_own:
+            fit_classes(spec, set(CLASS_FIELDS), val_dataset, str(val_root))
         if len(val_dataset) == 0:
             raise VitsegError(f"{val_root}: no validation samples found")
     if t.eval_every and val_dataset is None:
@@ -324,18 +341,21 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                         platform.processor() or platform.machine(),
                         "data": str(data_root), "format": fmt, "split": opts.split,
                         "val_data": str(val_root) if val_root else None,
-                        "pretrained": str(opts.pretrained) if opts.pretrained else None,
-                        "init_from": str(opts.init_from) if opts.init_from else None,
-                        "log_every": log_every, "batch_size": t.batch_size, "micro_batch": micro, "accum": t.accum, "amp": use_amp,
+                        "pretrained": str(_absolute(opts.pretrained)) if opts.pretrained else None,
+                        "init_from": str(_absolute(opts.init_from)) if opts.init_from else None,
+                        "log_every": log_every, "loggers": opts.loggers, "batch_size": t.batch_size,
+                        "micro_batch": micro, "accum": t.accum, "amp": use_amp,
                         "train_samples": len(dataset), "resumes": []}
         else:
             run_info.setdefault("resumes", []).append(
                 {"iteration": start_iter, "time": now, "command": " ".join(opts.command),
                  "world_size": ctx.world_size, "device": str(ctx.device)})
+            run_info.update(data=str(data_root), val_data=str(val_root) if val_root else None,
+                            loggers=logger_option)
         write_json(out / "run.json", run_info)
     ctx.barrier()
     log = CsvLog(out / "log.csv", start_iter) if ctx.is_main else None
-    tb = _tensorboard(out) if ctx.is_main else None
+    loggers = build_loggers(loggers_wanted, out, _logger_config(spec, data_root, fmt)) if ctx.is_main else []
 
     def checkpoint(iteration: int) -> None:
         rngs = ctx.gather(capture_rng())
@@ -366,7 +386,8 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     metrics: dict[str, float] = {}
     iteration = start_iter
     interrupted = False
-    progress = _progress(not opts.quiet and ctx.is_main, start_iter, t.iters)
+    progress = ProgressReporter("train", t.iters, start=start_iter, unit="it", enabled=not opts.quiet and ctx.is_main,
+                                fallback=say)
     with _StopFlag() as stop, progress as bar:
         for it in range(start_iter, stop_at):
             if ctx.any(stop.requested):
@@ -409,7 +430,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                     if ctx.is_main:
                         metrics = validate(model, val_dataset, ctx.device)
                         row.update(metrics)
-                        say(f"iteration {iteration}: mIoU {metrics['mIoU']:.4f}, aAcc {metrics['aAcc']:.4f}")
+                        bar.print(f"iteration {iteration}: mIoU {metrics['mIoU']:.4f}, aAcc {metrics['aAcc']:.4f}")
                         if best_score is None or metrics["mIoU"] > best_score:
                             best_score, best_iter = metrics["mIoU"], iteration
                             save_model(model, out / "best.safetensors",
@@ -417,32 +438,50 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
                     best_score, best_iter = ctx.gather((best_score, best_iter))[0]
                 if log is not None:
                     log.append(row)
-                if tb is not None:
-                    for key, value in row.items():
-                        if key != "iter" and value is not None:
-                            tb.add_scalar(f"train/{key}" if key in ("lr", "time") or key.startswith("loss")
-                                          else f"val/{key}", value, iteration)
+                for logger in loggers:
+                    logger.log(metric_names(row), iteration)
                 window.update(terms={}, n=0, t0=time.perf_counter(), iters=0)
-            bar(iteration, last_loss, lr_now)
+            bar.update(iteration, loss="-" if last_loss is None else f"{last_loss:.4f}", lr=f"{lr_now:.2e}")
             if iteration % t.save_every == 0 and iteration != stop_at:
                 checkpoint(iteration)
     checkpoint(iteration)
-    if tb is not None:
-        tb.close()
+    for logger in loggers:
+        logger.close()
     if interrupted:
         say(f"stopped at iteration {iteration}: state saved; continue with --resume")
     return TrainResult(out, iteration, interrupted, last_loss, best_score, metrics)
 
 
-def _open(root: Path, fmt: str, split: str, spec: Spec) -> Any:
-    """The dataset with its own class list; a folder without a classes file takes generic names for the model's
-    classes (its class count may differ from the model's: check_dataset decides)."""
+def _open(root: Path, fmt: str, split: str, spec: Spec) -> tuple[Any, bool]:
+    """The dataset, and whether it names its own classes (a classes file or the format's list); a folder without a
+    classes file takes generic names for the model's classes (check_dataset checks its labels fit)."""
     try:
-        return open_dataset(root, fmt, split)
+        return open_dataset(root, fmt, split), True
     except VitsegError as err:
         if fmt == "folder" and "no classes file" in str(err):
-            return open_dataset(root, fmt, split, num_classes=spec.model.num_classes)
+            return open_dataset(root, fmt, split, num_classes=spec.model.num_classes), False
         raise
+
+
+def _absolute(path: Optional[Path]) -> Optional[Path]:
+    return Path(path).expanduser().resolve() if path is not None else None
+
+
+def _recorded_path(run_info: dict[str, Any], key: str, out: Path, option: str) -> Optional[Path]:
+    """A dataset path from run.json; one written relative by an older vitseg is read from the run folder's parent
+    if it exists there, else the user is asked for the option."""
+    text = run_info.get(key)
+    if not text:
+        return None
+    path = Path(text)
+    if path.is_absolute():
+        if not path.exists():
+            raise VitsegError(f"{out / 'run.json'}: {key} {path} no longer exists; give its new place with {option}")
+        return path
+    for base in (Path.cwd(), out.resolve().parent):
+        if (base / path).exists():
+            return (base / path).resolve()
+    raise VitsegError(f"{out / 'run.json'}: {key} {text!r} is a relative path not found from here; give {option}")
 
 
 def _next_batch(batches) -> tuple[torch.Tensor, torch.Tensor]:
@@ -455,44 +494,8 @@ def _next_batch(batches) -> tuple[torch.Tensor, torch.Tensor]:
         raise
 
 
-def _tensorboard(out: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except Exception:  # the tensorboard package is optional
-        return None
-    return SummaryWriter(str(out / "tb"))
-
-
-class _progress:
-    """A rich progress bar (loss, lr, it/s, ETA) on rank 0, or nothing."""
-
-    def __init__(self, enabled: bool, start: int, total: int):
-        self.enabled, self.start, self.total = enabled, start, total
-        self._p = None
-
-    def __enter__(self) -> Callable[[int, Optional[float], float], None]:
-        if not self.enabled:
-            return lambda *_: None
-        from rich.console import Console
-        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
-                                   TimeRemainingColumn)
-
-        self._p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("loss {task.fields[loss]}  lr {task.fields[lr]}  {task.fields[speed]}"),
-                           TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                           console=Console(stderr=True), transient=False)
-        self._p.start()
-        task = self._p.add_task("train", total=self.total, completed=self.start, loss="-", lr="-", speed="")
-        t0, first = time.perf_counter(), self.start
-
-        def update(iteration: int, loss: Optional[float], lr: float) -> None:
-            dt = time.perf_counter() - t0
-            speed = f"{(iteration - first) / dt:.2f} it/s" if dt > 0 else ""
-            self._p.update(task, completed=iteration, loss="-" if loss is None else f"{loss:.4f}",
-                           lr=f"{lr:.2e}", speed=speed)
-
-        return update
-
-    def __exit__(self, *exc) -> None:
-        if self._p is not None:
-            self._p.stop()
+def _logger_config(spec: Spec, data_root: Path, fmt: str) -> dict[str, Any]:
+    """What a tracking logger records about the run: the recipe, the data and the model's size."""
+    b = spec.model.backbone
+    return {**spec.train.model_dump(mode="json"), "data": str(data_root), "format": fmt,
+            "num_classes": spec.model.num_classes, "embed_dim": b.embed_dim, "depth": b.depth}

@@ -43,6 +43,43 @@ class AugmentedCrops(Dataset):
         return torch.from_numpy(x), torch.from_numpy(y)
 
 
+CLASS_FIELDS = ("model.num_classes", "data.classes", "data.palette")
+
+
+def class_fields_set(data: dict[str, Any]) -> set[str]:
+    """Which of `CLASS_FIELDS` a user's spec mapping (before presets) sets itself."""
+    found = set()
+    for dotted in CLASS_FIELDS:
+        section, key = dotted.split(".")
+        part = data.get(section)
+        if isinstance(part, dict) and part.get(key) is not None:
+            found.add(dotted)
+    return found
+
+
+def fit_classes(spec: Spec, fixed: set[str], dataset: Any, root: str) -> Spec:
+    """The spec with the dataset's class count, names and palette, except where `fixed` (set by the user) says
+    otherwise; a fixed count or list of names that differs from the dataset's is an error."""
+    names, k = list(dataset.class_names), dataset.num_classes
+    if "model.num_classes" in fixed and spec.model.num_classes != k:
+        raise VitsegError(f"{root}: the dataset has {k} classes but the spec's model.num_classes is "
+                          f"{spec.model.num_classes}; drop it from the spec (the dataset's count is used) or fix "
+                          "the dataset's classes")
+    if "data.classes" in fixed and list(spec.data.classes or []) != names:
+        theirs = list(spec.data.classes or [])
+        diff = next((i for i, (a, b) in enumerate(zip(theirs, names)) if a != b), min(len(theirs), len(names)))
+        raise VitsegError(f"{root}: the spec's data.classes differ from the dataset's from class {diff} on "
+                          f"(spec {theirs[diff:diff + 3]}, dataset {names[diff:diff + 3]}); drop data.classes from "
+                          "the spec or fix the dataset's classes")
+    palette = [list(c) for c in dataset.palette]
+    if "data.palette" in fixed:
+        if len(spec.data.palette or []) != k:
+            raise VitsegError(f"{root}: the spec's data.palette has {len(spec.data.palette or [])} colours but the "
+                              f"dataset has {k} classes")
+        palette = [list(c) for c in spec.data.palette]
+    return spec.updated(model={"num_classes": k}, data={"classes": names, "palette": palette})
+
+
 def check_dataset(dataset: Any, spec: Spec, root: str, probe: int = 8) -> None:
     """Fail early: an empty dataset, more classes than the model has, unreadable or out-of-range labels (a few
     probed evenly across the set; the rest are checked as they load)."""

@@ -8,12 +8,14 @@ its writes, so workers ignore SIGINT/SIGTERM and leave the interrupt to the main
 from __future__ import annotations
 
 import signal
-
-import torch
+import sys
 
 
 def worker_init(_: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # one thread per worker; not cv2.setNumThreads: after fork it waits forever on the parent's pool
-    torch.set_num_threads(1)
+    # one thread per worker; not cv2.setNumThreads: after fork it waits forever on the parent's pool.
+    # Only where torch is loaded already: `vitseg data synth` uses these workers and needs no torch.
+    torch = sys.modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(1)

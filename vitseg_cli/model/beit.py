@@ -213,9 +213,10 @@ def _stretched_offsets(src: int, dst: int) -> list[float]:
             hi = q
         else:
             lo = q
-    steps = [1.0]
-    for i in range(1, half):
-        steps.append(steps[-1] + q ** i)
+    steps, reach = [], 0.0
+    for i in range(half):
+        reach += q ** i
+        steps.append(reach)
     return [-s for s in reversed(steps)] + [0.0] + steps
 
 

@@ -109,6 +109,12 @@ class Segmentor(nn.Module):
                 out += [f"{head}.{p}" for p in getattr(module, "class_layers", ())]
         return out
 
+    def predict(self, image, **options):
+        """Segment one image (path, RGB array or PIL image) the way `vitseg predict` does; see engine/result.py."""
+        from ..engine.result import predict  # the engine imports the model: import it only when used
+
+        return predict(self, image, **options)
+
 
 def build_model(spec: "Spec | dict | str | None" = None) -> Segmentor:
     """A freshly initialised model for a spec (YAML path, dict, preset name or Spec)."""

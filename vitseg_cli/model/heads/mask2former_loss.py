@@ -30,7 +30,7 @@ DICE_EPS = 1.0  # the released configs' DiceLoss / DiceCost eps
 def semantic_to_instances(target: torch.Tensor, ignore_index: int,
                           num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(H, W) class ids -> (labels (n,) sorted present classes, masks (n, H, W) float 0/1); ignore pixels in none."""
-    labels = torch.unique(target)
+    labels = torch.unique(target).long()  # long: uint8 labels would index as a boolean mask
     labels = labels[labels != ignore_index]
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         bad = labels[(labels < 0) | (labels >= num_classes)].tolist()

@@ -1,0 +1,348 @@
+"""Named official checkpoints (the model zoo): resolve a release name to a converted vitseg file in a local cache.
+
+`resolve_weights(text)` is the one hook the rest of vitseg calls: an existing path is returned as is; a release name
+(`vitseg zoo` lists them) is downloaded once, checked, converted once, and the converted `.safetensors` returned.
+
+Cache (`$VITSEG_HOME`, default `~/.cache/vitseg`), one folder per release:
+    <name>/<official basename>            the downloaded checkpoint (a `.zip` release: the one checkpoint inside it)
+    <name>/<name>.safetensors             the vitseg conversion, what later runs load
+    <file>.sha256                         beside each, written when the file was made and checked when it is used
+Downloads go to `<file>.part` and are renamed when complete; an interrupted one resumes with an HTTP Range request
+when the server allows it. `VITSEG_ZOO_MIRROR=URL` fetches `URL/<official basename>` instead of the official URL.
+This module imports no torch until a checkpoint has to be converted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import http.client
+import os
+import shutil
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Optional
+
+from . import releases
+from .errors import VitsegError, did_you_mean
+
+CHUNK = 1 << 20
+CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt", ".bin")
+
+
+# ----------------------------------------------------------------------------------------------------- the table
+
+
+def all_releases() -> list[releases.Release]:
+    return list(releases.RELEASES)
+
+
+def find_release(name: str) -> Optional[releases.Release]:
+    return next((r for r in all_releases() if r.name == name), None)
+
+
+def names() -> list[str]:
+    return [r.name for r in all_releases()]
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("VITSEG_HOME") or "~/.cache/vitseg").expanduser()
+
+
+def release_dir(release: releases.Release) -> Path:
+    return cache_dir() / release.name
+
+
+def official_basename(release: releases.Release) -> str:
+    return release.url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def download_url(release: releases.Release) -> str:
+    mirror = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    return f"{mirror.rstrip('/')}/{official_basename(release)}" if mirror else release.url
+
+
+def converted_path(release: releases.Release) -> Path:
+    return release_dir(release) / f"{release.name}.safetensors"
+
+
+def _is_zip_release(release: releases.Release) -> bool:
+    return official_basename(release).lower().endswith(".zip")
+
+
+def checkpoint_path(release: releases.Release) -> Path:
+    """Where the official checkpoint lives in the cache (for a `.zip` release: its content, under the zip's stem)."""
+    base = official_basename(release)
+    return release_dir(release) / (base[:-4] + ".pth" if _is_zip_release(release) else base)
+
+
+def as_records() -> list[dict]:
+    """The table as plain dicts (`vitseg zoo --json`), with whether each converted model is in the cache."""
+    return [{**dataclasses.asdict(r), "cached": converted_path(r).is_file()} for r in all_releases()]
+
+
+# ------------------------------------------------------------------------------------------------------ the hook
+
+
+def looks_like_zoo_name(text: str) -> bool:
+    return "/" not in text and os.sep not in text and not text.lower().endswith((".safetensors", ".onnx",
+                                                                                  *CHECKPOINT_SUFFIXES))
+
+
+def resolve_weights(path: "str | Path") -> Path:
+    """A local checkpoint file for `path`: the path itself when it exists, else the converted file of the zoo
+    release of that name (fetched and converted on first use). Unknown names get 'did you mean' suggestions."""
+    text = str(path)
+    if Path(text).exists():
+        return Path(text)
+    release = find_release(text)
+    if release is not None:
+        return fetch(release)
+    if looks_like_zoo_name(text) and (hint := did_you_mean(text, names())):
+        raise VitsegError(f"{text}: no such file or zoo name{hint} (vitseg zoo lists the names)")
+    return Path(text)
+
+
+def fetch(release: releases.Release) -> Path:
+    """The converted vitseg file of `release`, downloading and converting it first if the cache lacks it."""
+    folder = release_dir(release)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VitsegError(f"{folder}: cannot create the model cache ({err.strerror or err}); set VITSEG_HOME to a "
+                          "writable folder") from None
+    with _locked(folder):  # torchrun ranks and parallel jobs share one download
+        converted = converted_path(release)
+        try:
+            if converted.is_file() and Path(f"{converted}.sha256").is_file():
+                check_digest(converted)
+                return converted
+            checkpoint = _official_checkpoint(release)
+            _convert(release, checkpoint, converted)
+        except OSError as err:  # the cache itself: full disk, permissions
+            raise VitsegError(f"{folder}: cannot use the model cache ({err.strerror or err}); free some space or set "
+                              "VITSEG_HOME to another folder") from None
+        return converted
+
+
+@contextmanager
+def _locked(folder: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no cross-process lock
+        yield
+        return
+    with open(folder / ".lock", "w") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+# ------------------------------------------------------------------------------------------------- digests
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(CHUNK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def record_digest(path: Path) -> str:
+    """Write `<path>.sha256` (sha256sum format), whole or not at all."""
+    value = sha256_of(path)
+    part = Path(f"{path}.sha256.part")
+    part.write_text(f"{value}  {path.name}\n")
+    os.replace(part, f"{path}.sha256")
+    return value
+
+
+def check_digest(path: Path) -> None:
+    """The file still has the SHA-256 recorded when it was made (a file without a record gets one now)."""
+    record = Path(f"{path}.sha256")
+    if not record.is_file():
+        record_digest(path)
+        return
+    expected = (record.read_text().split() or [""])[0]
+    if sha256_of(path) != expected:
+        raise VitsegError(f"{path}: SHA-256 differs from the one recorded in {record.name} (the cached file changed "
+                          f"or is damaged); delete {path.parent} and run again to fetch it anew")
+
+
+# -------------------------------------------------------------------------------------------- the official file
+
+
+def _official_checkpoint(release: releases.Release) -> Path:
+    """The official checkpoint in the cache: already there (checked), placed there by hand, or downloaded now."""
+    target = checkpoint_path(release)
+    if target.is_file():
+        if Path(f"{target}.sha256").is_file():
+            check_digest(target)
+        else:  # placed by hand: check it is whole before recording it
+            _check_torch_file(target, remove=False)
+            record_digest(target)
+        return target
+    download = release_dir(release) / official_basename(release)
+    if not download.is_file():
+        _download(download_url(release), download)
+    if _is_zip_release(release):
+        _extract_checkpoint(download, target)
+        download.unlink()
+    else:
+        _check_torch_file(target, remove=True)
+    record_digest(target)
+    return target
+
+
+def _check_torch_file(path: Path, remove: bool) -> None:
+    """A torch checkpoint is a zip archive holding a `data.pkl`; its CRCs catch a damaged or truncated file."""
+    problem = None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            if not any(n.endswith("data.pkl") for n in archive.namelist()):
+                problem = "a zip archive but not a torch checkpoint"
+            elif (bad := archive.testzip()) is not None:
+                problem = f"damaged ({bad} fails its CRC check)"
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        problem = f"not a torch checkpoint ({err})"
+    if problem:
+        if remove:
+            path.unlink(missing_ok=True)
+        raise VitsegError(f"{path}: {problem}{'; removed from the cache' if remove else ''}")
+
+
+def _extract_checkpoint(archive_path: Path, target: Path) -> None:
+    """The one checkpoint inside a `.zip` release, written to `target` (whole or not at all)."""
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX")
+                       and m.filename.lower().endswith(CHECKPOINT_SUFFIXES)]
+            if len(members) != 1:
+                found = ", ".join(m.filename for m in members) or "none"
+                raise VitsegError(f"{archive_path}: expected exactly one checkpoint inside, found {len(members)} "
+                                  f"({found})")
+            part = Path(f"{target}.part")
+            try:
+                with archive.open(members[0]) as src, open(part, "wb") as dst:
+                    shutil.copyfileobj(src, dst, CHUNK)
+                _check_torch_file(part, remove=True)
+                os.replace(part, target)
+            finally:
+                part.unlink(missing_ok=True)
+    except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as err:
+        archive_path.unlink(missing_ok=True)
+        raise VitsegError(f"{archive_path}: not a readable zip archive ({err}); removed from the cache") from None
+
+
+# ---------------------------------------------------------------------------------------------------- download
+
+
+def _download(url: str, dest: Path) -> None:
+    """`url` to `dest` through `dest.part` (resumed with a Range request when one is there), renamed when whole."""
+    part = Path(f"{dest}.part")
+    for attempt in range(2):  # a second, fresh request when the server refuses the range
+        have = part.stat().st_size if part.is_file() else 0
+        headers = {"User-Agent": "vitseg"}
+        if have:
+            headers["Range"] = f"bytes={have}-"
+        try:
+            response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+        except urllib.error.HTTPError as err:
+            if err.code == 416 and have and attempt == 0:  # the partial file is no prefix the server knows
+                part.unlink()
+                continue
+            raise VitsegError(f"{url}: the server answered {err.code} {err.reason}; nothing was saved") from None
+        except (urllib.error.URLError, OSError) as err:
+            reason = getattr(err, "reason", err)
+            raise VitsegError(f"cannot download {url} ({reason}); with no network, download it by hand and place it "
+                              f"at {dest}") from None
+        with response:
+            resumed = have and response.status == 206 and _range_start(response) == have
+            if have and not resumed and attempt == 0 and response.status == 206:
+                part.unlink()  # a range other than the one asked for: start again from zero
+                continue
+            if not resumed:
+                have = 0
+            length = response.headers.get("Content-Length")
+            total = have + int(length) if length and length.isdigit() else None
+            _stream(response, part, have, total, url)
+        size = part.stat().st_size
+        if total is not None and size != total:
+            raise VitsegError(f"{url}: download cut off after {size} of {total} bytes; the partial file {part} is "
+                              "kept: run again to resume")
+        os.replace(part, dest)
+        return
+
+
+def _range_start(response: http.client.HTTPResponse) -> Optional[int]:
+    value = response.headers.get("Content-Range", "")  # "bytes START-END/TOTAL"
+    try:
+        return int(value.split()[1].split("-")[0])
+    except (IndexError, ValueError):
+        return None
+
+
+def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> None:
+    from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
+                               TransferSpeedColumn)
+
+    console = _stderr()
+    name = url.rsplit("/", 1)[-1]
+    if not console.is_terminal:  # logs get two plain lines instead of a live bar
+        console.print(f"downloading {url}" + (f" (resuming at {have} bytes)" if have else ""), soft_wrap=True)
+    start, received = time.perf_counter(), 0
+    columns = (TextColumn("{task.description}", markup=False), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+               TimeRemainingColumn())
+    try:
+        with Progress(*columns, console=console, transient=True, disable=not console.is_terminal) as bar, \
+                open(part, "ab" if have else "wb") as out:
+            task = bar.add_task(name, total=total, completed=have)
+            while True:
+                try:
+                    block = response.read(CHUNK)
+                except (http.client.IncompleteRead, OSError) as err:
+                    raise VitsegError(f"{url}: download interrupted after {have + received} bytes "
+                                      f"({type(err).__name__}); the partial file {part} is kept: run again to "
+                                      "resume") from None
+                if not block:
+                    break
+                out.write(block)
+                received += len(block)
+                bar.update(task, advance=len(block))
+    except OSError as err:  # writing the partial file (disk full, permissions), the flush at close included
+        raise VitsegError(f"{part}: cannot write the download ({err.strerror or err}); free some space or set "
+                          "VITSEG_HOME to another folder, then run again to resume") from None
+    seconds = time.perf_counter() - start
+    console.print(f"downloaded {name}: {(have + received) / 1e6:.1f} MB "
+                  f"({received / 1e6 / max(seconds, 1e-9):.1f} MB/s)", soft_wrap=True)
+
+
+# ---------------------------------------------------------------------------------------------------- convert
+
+
+def _convert(release: releases.Release, checkpoint: Path, converted: Path) -> None:
+    """Load the official file with the release's preset (inferred when there is none) and save the vitseg file."""
+    from .checkpoints import load_model, save_model
+    from .spec import SPEC_PRESETS
+
+    spec = release.name if release.name in SPEC_PRESETS else None
+    model = load_model(checkpoint, spec)
+    save_model(model, converted, source=f"zoo {release.name} ({official_basename(release)})")
+    record_digest(converted)
+    say = _stderr().print
+    for note in model.load_notes:
+        say(f"note: {note}", soft_wrap=True)
+    say(f"converted {checkpoint.name} to {converted} (later runs load this file)", soft_wrap=True)
+
+
+def _stderr():
+    from rich.console import Console
+
+    return Console(stderr=True, markup=False, highlight=False)
