@@ -32,7 +32,7 @@ def convert(
     for line in model.load_notes:
         note(line)
     save_model(model, out, half=half, source=model.source)
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)", markup=False)
+    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)")
 
 
 def presets_table():
@@ -80,11 +80,11 @@ def info(
     model = load_model(weights, spec)
     s = model.spec
     b = s.model.backbone
-    table = Table(title=Text(str(weights)), show_header=False, title_justify="left")
+    table = Table(title=str(weights), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     count = lambda m: f"{sum(p.numel() for p in m.parameters()) / 1e6:.2f}M" if m is not None else "-"  # noqa: E731
-    table.add_row("source", Text(model.source))  # literal: a path may hold '[/b]'-like text
+    table.add_row("source", model.source)
     table.add_row("backbone", f"{b.type}: {b.summary()}")
     head = s.model.decode_head
     table.add_row("decode head", f"{head.type}: {head.summary()}" if head else "none")
@@ -93,7 +93,7 @@ def info(
                                 f"aux head {count(model.auxiliary_head)}, total {count(model)}")
     names = s.class_names
     shown = ", ".join(names[:12]) + (f", ... ({len(names)} in all)" if len(names) > 12 else "")
-    table.add_row("classes", Text(f"{s.model.num_classes}: {shown}"))
+    table.add_row("classes", f"{s.model.num_classes}: {shown}")
     table.add_row("test", f"{s.test.mode}, crop {list(s.test.crop_size)}, stride {list(s.test.stride)}, "
                           f"resize {list(s.test.resize.scale) if s.test.resize else 'native'}")
     out = Console(highlight=False, markup=False)
