@@ -27,11 +27,12 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
 from . import __version__
-from .data.io import atomic_write_bytes
+from .data.io import atomic_write_bytes, remove_stale_parts
 from .errors import VitsegError
-from .model.official import infer_spec, load_state_strict, meta_classes
+from .model.official import check_weight_values, infer_spec, load_state_strict, meta_classes
 from .model.registry import backbone_family
 from .model.segmentor import Segmentor
+from .safe_yaml import load_yaml
 from .spec import Spec, merge_spec, read_spec_data, spec_from_dict, with_overrides
 from .zoo import resolve_weights
 
@@ -47,6 +48,8 @@ def _check_exists(path: Path) -> None:
         raise VitsegError(f"{path}: file not found")
     if path.is_dir():
         raise VitsegError(f"{path}: is a folder, expected a checkpoint file")
+    if not path.is_file():  # a FIFO or device: opening it would block forever
+        raise VitsegError(f"{path}: not a regular file, expected a checkpoint file")
 
 
 def _is_safetensors(path: Path) -> bool:
@@ -200,12 +203,8 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
 
 
 def _spec_from_metadata(metadata: dict[str, str], path: Path) -> Spec:
-    import yaml
-
-    try:
-        data = yaml.safe_load(metadata["spec"])
-    except yaml.YAMLError as err:
-        raise VitsegError(f"{path}: corrupt spec in metadata ({err})") from None
+    # size, depth and alias expansion are capped: the metadata is as untrusted as the rest of the file
+    data = load_yaml(metadata["spec"], f"{path} (embedded spec)")
     return spec_from_dict(data, source=f"{path} (embedded spec)")
 
 
@@ -231,6 +230,7 @@ def save_model(model: Segmentor, path: "str | Path", *, half: bool = False, sour
         "palette": json.dumps([list(c) for c in spec.palette]),
         "source": source or getattr(model, "source", "vitseg"),
     }
+    remove_stale_parts(path.parent, path.name)  # what a kill during an earlier save of this file left
     atomic_write_bytes(path, save_safetensors(tensors, metadata=metadata))
     return path
 
@@ -247,6 +247,7 @@ def load_pretrained(model: Segmentor, path: "str | Path") -> list[str]:
         state = _unwrap_state_dict(_read_safetensors(path), path)[0]
     else:
         state, _ = _unwrap_state_dict(read_torch_file(path), path)
+    check_weight_values(state, state, path)  # no NaN or infinity in any floating-point tensor
     family = backbone_family(model.spec.model.backbone.type)
     if family.pretrained is None:
         raise VitsegError(f"{path}: the {family.name} backbone cannot be initialised from a pretraining file")

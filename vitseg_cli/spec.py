@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import VitsegError, did_you_mean
+from .safe_yaml import load_yaml, read_yaml_file
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
@@ -82,10 +83,18 @@ SPEC_PRESETS["nano_mask2former"] = {
 }
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 Pair = tuple[int, int]
+
+# Upper bounds that keep an absurd value (embed_dim: 1e9) a one-line error instead of an allocation failure
+MAX_DIM = 8192  # channels, embed_dim: the largest official models use 1024
+MAX_SIDE = 1 << 16  # image, crop and resize sides, pixels
+MAX_CLASSES = 65535  # masks are stored as uint16 past 255 classes
+Side = Annotated[int, Field(gt=0, le=MAX_SIDE)]
+Size = tuple[Side, Side]
+Channels = Annotated[int, Field(gt=0, le=MAX_DIM)]
 
 
 def _check_interactions(indexes: list[Pair], depth: int, add_vit_feature: bool) -> None:
@@ -107,16 +116,16 @@ def _check_interactions(indexes: list[Pair], depth: int, add_vit_feature: bool) 
 class _AdapterSpec(_Strict):
     """The adapter's own fields (SPM, injector, extractor), shared by every block-stack family."""
 
-    embed_dim: int = Field(192, gt=0)
-    depth: int = Field(12, gt=0)
-    num_heads: int = Field(3, gt=0)
-    mlp_ratio: float = Field(4.0, gt=0)
+    embed_dim: int = Field(192, gt=0, le=MAX_DIM)
+    depth: int = Field(12, gt=0, le=256)
+    num_heads: int = Field(3, gt=0, le=MAX_DIM)
+    mlp_ratio: float = Field(4.0, gt=0, le=64)
     drop_path_rate: float = Field(0.1, ge=0, lt=1)
-    conv_inplane: int = Field(64, gt=0)
-    n_points: int = Field(4, gt=0)
-    deform_num_heads: int = Field(6, gt=0)
-    cffn_ratio: float = Field(0.25, gt=0)
-    deform_ratio: float = Field(1.0, gt=0)
+    conv_inplane: int = Field(64, gt=0, le=MAX_DIM)
+    n_points: int = Field(4, gt=0, le=64)
+    deform_num_heads: int = Field(6, gt=0, le=MAX_DIM)
+    cffn_ratio: float = Field(0.25, gt=0, le=64)
+    deform_ratio: float = Field(1.0, gt=0, le=64)
     interaction_indexes: list[Pair] = Field(default_factory=lambda: [tuple(p) for p in _STD_INDEXES])
     add_vit_feature: bool = True
     with_cffn: bool = True
@@ -139,7 +148,7 @@ class VitAdapterSpec(_AdapterSpec):
 
     type: Literal["vit_adapter"] = "vit_adapter"
     preset: Optional[Literal["nano", "tiny", "small", "base", "large"]] = None
-    pretrain_size: int = Field(224, gt=0, multiple_of=16)
+    pretrain_size: int = Field(224, gt=0, le=4096, multiple_of=16)
     patch_size: Literal[16] = 16
     use_extra_extractor: bool = True
     layer_scale: bool = True
@@ -165,12 +174,12 @@ class BeitAdapterSpec(_AdapterSpec):
 
     type: Literal["beit_adapter"] = "beit_adapter"
     img_size: Pair = (512, 512)
-    pretrain_size: int = Field(224, gt=0, multiple_of=16)
+    pretrain_size: int = Field(224, gt=0, le=4096, multiple_of=16)
     patch_size: Literal[16] = 16
-    embed_dim: int = Field(768, gt=0)
-    num_heads: int = Field(12, gt=0)
-    deform_num_heads: int = Field(12, gt=0)
-    deform_ratio: float = Field(0.5, gt=0)
+    embed_dim: int = Field(768, gt=0, le=MAX_DIM)
+    num_heads: int = Field(12, gt=0, le=MAX_DIM)
+    deform_num_heads: int = Field(12, gt=0, le=MAX_DIM)
+    deform_ratio: float = Field(0.5, gt=0, le=64)
     drop_path_rate: float = Field(0.3, ge=0, lt=1)
     qkv_bias: bool = True
     use_abs_pos_emb: bool = False
@@ -191,8 +200,8 @@ class BeitAdapterSpec(_AdapterSpec):
 
     @model_validator(mode="after")
     def _check_window(self) -> "BeitAdapterSpec":
-        if any(s <= 0 or s % 32 for s in self.img_size):
-            raise ValueError(f"img_size must be positive multiples of 32, got {list(self.img_size)}")
+        if any(s <= 0 or s % 32 or s > MAX_SIDE for s in self.img_size):
+            raise ValueError(f"img_size must be positive multiples of 32 up to {MAX_SIDE}, got {list(self.img_size)}")
         if self.use_abs_pos_emb:
             raise ValueError("use_abs_pos_emb: true is not supported: the official BEiTAdapter cannot run with it (its "
                              "forward reshapes the cls-including pos_embed to the pretraining grid); every released "
@@ -204,12 +213,12 @@ class UniPerceiverAdapterSpec(_AdapterSpec):
     """Uni-Perceiver-Adapter (BERT-style layers): official `UniPerceiverAdapter`."""
 
     type: Literal["uniperceiver_adapter"] = "uniperceiver_adapter"
-    img_size: int = Field(224, gt=0, multiple_of=16)
+    img_size: int = Field(224, gt=0, le=4096, multiple_of=16)
     patch_size: Literal[16] = 16
-    embed_dim: int = Field(768, gt=0)
-    num_heads: int = Field(12, gt=0)
-    deform_num_heads: int = Field(12, gt=0)
-    deform_ratio: float = Field(0.5, gt=0)
+    embed_dim: int = Field(768, gt=0, le=MAX_DIM)
+    num_heads: int = Field(12, gt=0, le=MAX_DIM)
+    deform_num_heads: int = Field(12, gt=0, le=MAX_DIM)
+    deform_ratio: float = Field(0.5, gt=0, le=64)
     drop_path_rate: float = Field(0.3, ge=0, lt=1)
     init_values: float = 0.0
     window_attn: Optional[list[bool]] = None  # per layer; None: global attention everywhere (official default)
@@ -235,8 +244,8 @@ class UniPerceiverAdapterSpec(_AdapterSpec):
 
 class UperNetHeadSpec(_Strict):
     type: Literal["upernet"] = "upernet"
-    channels: int = Field(512, gt=0)
-    pool_scales: list[int] = Field(default_factory=lambda: [1, 2, 3, 6])
+    channels: Channels = 512
+    pool_scales: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 2, 3, 6], min_length=1)
     dropout: float = Field(0.1, ge=0, lt=1)
 
     def summary(self) -> str:
@@ -280,9 +289,9 @@ class Mask2FormerHeadSpec(_Strict):
     """Mask2Former (mmdet-style, as the official ViT-Adapter `Mask2FormerHead`): per-query class + mask."""
 
     type: Literal["mask2former"] = "mask2former"
-    feat_channels: int = Field(256, gt=0)
-    out_channels: int = Field(256, gt=0)
-    num_queries: int = Field(100, gt=0)
+    feat_channels: Channels = 256
+    out_channels: Channels = 256
+    num_queries: int = Field(100, gt=0, le=4096)
     enforce_decoder_input_project: bool = False
     pixel_decoder: PixelDecoderSpec = Field(default_factory=PixelDecoderSpec)
     transformer_decoder: TransformerDecoderSpec = Field(default_factory=TransformerDecoderSpec)
@@ -309,9 +318,9 @@ class Mask2FormerHeadSpec(_Strict):
 
 class AuxHeadSpec(_Strict):
     type: Literal["fcn"] = "fcn"
-    channels: int = Field(256, gt=0)
+    channels: Channels = 256
     in_index: int = Field(2, ge=0, le=3)
-    num_convs: int = Field(1, ge=0)
+    num_convs: int = Field(1, ge=0, le=16)
     dropout: float = Field(0.1, ge=0, lt=1)
     loss_weight: float = Field(0.4, ge=0)
 
@@ -339,7 +348,7 @@ class ModelSpec(_Strict):
     backbone: AnyBackboneSpec = Field(default_factory=VitAdapterSpec)
     decode_head: Optional[AnyHeadSpec] = None
     auxiliary_head: Optional[AuxHeadSpec] = None
-    num_classes: int = Field(150, gt=0)
+    num_classes: int = Field(150, gt=0, le=MAX_CLASSES)
 
     @model_validator(mode="before")
     @classmethod
@@ -354,36 +363,52 @@ class ModelSpec(_Strict):
         return data
 
 
+Channel8 = Annotated[int, Field(ge=0, le=255)]
+Std = Annotated[float, Field(gt=0)]
+
+
 class DataSpec(_Strict):
     classes: Optional[list[str]] = None
-    palette: Optional[list[tuple[int, int, int]]] = None
+    palette: Optional[list[tuple[Channel8, Channel8, Channel8]]] = None
     mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
+    std: tuple[Std, Std, Std] = IMAGENET_STD  # 0 would divide by zero: every mask the same class
     ignore_index: int = 255
     reduce_zero_label: bool = False
 
 
 class ResizeSpec(_Strict):
-    scale: tuple[int, int] = (2048, 512)
+    scale: Size = (2048, 512)
     keep_ratio: bool = True
-    size_divisor: Optional[int] = Field(32, gt=0)
+    size_divisor: Optional[int] = Field(32, gt=0, le=1024)
 
 
 class TestSpec(_Strict):
     resize: Optional[ResizeSpec] = Field(default_factory=ResizeSpec)
     mode: Literal["whole", "slide"] = "slide"
-    crop_size: tuple[int, int] = (512, 512)
-    stride: tuple[int, int] = (341, 341)
+    crop_size: Size = (512, 512)
+    stride: Size = (341, 341)
     flip: bool = False
-    scales: list[float] = Field(default_factory=lambda: [1.0])
+    scales: list[Annotated[float, Field(gt=0, le=16)]] = Field(default_factory=lambda: [1.0], min_length=1)
+
+    @model_validator(mode="after")
+    def _check_coverage(self) -> "TestSpec":
+        # a stride past the crop leaves rows no window covers (mmseg asserts full coverage); whole mode ignores both
+        if self.mode == "slide" and any(s > c for s, c in zip(self.stride, self.crop_size)):
+            raise ValueError(f"stride {list(self.stride)} is larger than crop_size {list(self.crop_size)}: the slide "
+                             "windows would leave gaps")
+        return self
+
+
+TrainSide = Annotated[int, Field(ge=16, le=MAX_SIDE)]
+Ratio = Annotated[float, Field(gt=0, le=64)]
 
 
 class TrainSpec(_Strict):
     iters: int = Field(160000, gt=0)
     batch_size: int = Field(16, gt=0)
-    crop_size: tuple[int, int] = (512, 512)
-    scale: tuple[int, int] = (2048, 512)
-    ratio_range: tuple[float, float] = (0.5, 2.0)
+    crop_size: tuple[TrainSide, TrainSide] = (512, 512)
+    scale: Size = (2048, 512)
+    ratio_range: tuple[Ratio, Ratio] = (0.5, 2.0)
     cat_max_ratio: float = Field(0.75, gt=0, le=1)
     flip_prob: float = Field(0.5, ge=0, le=1)
     photometric: bool = True
@@ -539,10 +564,7 @@ def read_spec_data(spec: "str | Path") -> dict[str, Any]:
     if not path.exists():
         raise VitsegError(f"{path}: spec file not found{did_you_mean(text, SPEC_PRESETS)} (or give a preset: "
                           f"{', '.join(SPEC_PRESETS)})")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise VitsegError(f"{path}: not valid YAML: {str(err).splitlines()[0]}") from None
+    data = read_yaml_file(path)  # regular files only; size, depth and alias expansion capped
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -564,8 +586,8 @@ def parse_override(pair: str) -> tuple[list[str], Any]:
     if not sep or not key or not all(part.strip() for part in parts):
         raise VitsegError(f"--set {pair!r}: expected key.path=value, e.g. --set test.mode=whole")
     try:
-        value = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
+        value = load_yaml(raw, f"--set {key}")
+    except VitsegError as err:
         raise VitsegError(f"--set {key}: value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
     return [part.strip() for part in parts], value
 

@@ -23,6 +23,8 @@ def synth(
     size: str = typer.Option("256x256", "--size", help="Image size as WxH (width x height)."),
     workers: int = typer.Option(min(8, os.cpu_count() or 1), "--workers", min=1,
                                 help="Processes drawing images (the files do not depend on it)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder (replaces a synthetic "
+                                                              "dataset there)."),
 ) -> None:
     """Write a synthetic 6-class dataset (background, disc, square, triangle, ring, stripe) in the folder format."""
     from ..data.synth import make_synthetic, parse_size
@@ -32,7 +34,8 @@ def synth(
     with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True, disable=num < 200) as bar:
         task = bar.add_task("synth", total=num)
-        make_synthetic(out, num, seed, hw, workers=workers, progress=lambda done: bar.update(task, completed=done))
+        make_synthetic(out, num, seed, hw, workers=workers, progress=lambda done: bar.update(task, completed=done),
+                       overwrite=overwrite)
     console.print(f"wrote {num} images ({hw[1]}x{hw[0]}) to {out} in {time.perf_counter() - start:.1f}s "
                   f"(use: --format folder)")
 

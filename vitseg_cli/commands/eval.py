@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from ..data.formats import FORMATS
+from ..data.io import check_output_dir
 from ..errors import VitsegError, not_one_of
 from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
                      ScalesOption, SetOption, SpecOption,
@@ -66,6 +67,7 @@ def eval_cmd(
             raise VitsegError("--pred/--gt needs --num-classes")
         if dataset is not None or weights is not None:
             raise VitsegError("--pred/--gt scores existing masks: give no DATASET or --weights")
+        check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_pairs(PairOptions(pred=pred, gt=gt, num_classes=num_classes, ignore_index=ignore_index,
                                             reduce_zero_label=reduce_zero_label, classes=classes, quiet=quiet))
     else:
@@ -78,6 +80,7 @@ def eval_cmd(
         if label_offset and not save_predictions:
             raise VitsegError("--label-offset changes the masks --save-predictions writes: give both")
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
+        check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
             overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
@@ -100,7 +103,7 @@ def _report(result, out: Path, quiet: bool) -> None:
     stdout.print(terminal_table(result.summary, title=f"{result.meta.get('num_images')} images, "
                                                       f"{result.summary['num_classes']} classes (%)"))
     stdout.print(summary_line(result.summary))
-    console.print(f"reports in {out}/ ({result.elapsed_s:.1f}s)")
+    console.print(f"reports in {out}/ ({result.elapsed_s:.1f}s)", markup=False)
 
 
 def register(app: typer.Typer) -> None:

@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Literal, Optional, Sequence
 
 import numpy as np
-import yaml
 
 from ..errors import VitsegError, not_one_of
 from ..metrics import reduce_zero_label as _reduce_zero_label
-from ..spec import default_palette
+from ..safe_yaml import MAX_YAML_BYTES, load_yaml, read_regular_file
+from ..spec import MAX_CLASSES, default_palette
 from . import io
 from .classes import builtin_classes
 from .formats import FORMATS
@@ -150,41 +150,115 @@ def _key(path: Path, folder: Path) -> str:
     return path.relative_to(folder).with_suffix("").as_posix()
 
 
+def match_by_key(keys: Sequence[str], files: Sequence[Path], root: Path, what: str) -> list[Optional[Path]]:
+    """For each key (a path relative to its folder, without extension) the file under `root` with the same relative
+    path; failing that, the only file with the key's stem, if no other key has that stem and no key claims the file
+    by path. Anything else that could pair one file with two keys (or two files with one key) is an error."""
+    by_key: dict[str, list[Path]] = {}
+    by_stem: dict[str, list[Path]] = {}
+    for f in files:
+        by_key.setdefault(_key(f, root), []).append(f)
+        by_stem.setdefault(f.stem, []).append(f)
+    claimed = {f for k in keys for f in by_key.get(k, [])}
+    stems: dict[str, int] = {}
+    for k in keys:
+        stems[Path(k).name] = stems.get(Path(k).name, 0) + 1
+    out: list[Optional[Path]] = []
+    for k in keys:
+        hits = by_key.get(k, [])
+        if len(hits) > 1:
+            raise VitsegError(f"{hits[0]} and {hits[1]}: two {what} for {k}; keep one")
+        if hits:
+            out.append(hits[0])
+            continue
+        stem = Path(k).name
+        loose = [f for f in by_stem.get(stem, []) if f not in claimed]
+        if len(loose) > 1 or (loose and stems[stem] > 1):
+            raise VitsegError(f"{root}: cannot tell which {what} belongs to {k}: no {k}.* there, and the name "
+                              f"{stem} is ambiguous ({', '.join(str(f) for f in loose[:3])}); keep the same "
+                              "sub-folders on both sides")
+        out.append(loose[0] if loose else None)
+    return out
+
+
 # --------------------------------------------------------------------------------------------------- class files
 
 
 def load_classes_file(path: Path) -> dict:
-    """{'classes': [...], 'palette': [...]|None, ...} from YAML/JSON (list or mapping) or a txt (one name a line)."""
-    if not path.is_file():
+    """{'classes': [...], 'palette': [...]|None, ...} from YAML/JSON (list or mapping) or a txt (one name a line).
+
+    Every value is checked (names are strings or numbers, colours three integers in 0..255, ignore_index an integer
+    in 0..65535, reduce_zero_label a boolean) and the YAML is read with `safe_yaml`'s caps: a bad file is one line."""
+    path = Path(path)
+    if not path.exists():
         raise VitsegError(f"{path}: classes file not found")
-    text = path.read_text(encoding="utf-8")
+    raw = read_regular_file(path, MAX_YAML_BYTES)
+    if path.suffix.lower() in (".txt", ".json"):
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:
+            raise VitsegError(f"{path}: not UTF-8 text (byte {err.start}: {err.reason})") from None
     if path.suffix.lower() == ".txt":
         data: object = [line.strip() for line in text.splitlines() if line.strip()]
-    else:
+    elif path.suffix.lower() == ".json":
         try:
-            data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as err:
-            raise VitsegError(f"{path}: not valid {path.suffix.lstrip('.').upper()} "
-                              f"({str(err).splitlines()[0]})") from None
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise VitsegError(f"{path}: not valid JSON ({err})") from None
+        except RecursionError:
+            raise VitsegError(f"{path}: JSON nested too deeply") from None
+    else:
+        data = load_yaml(raw, str(path))
     if isinstance(data, list):
         data = {"classes": data}
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
         raise VitsegError(f"{path}: expected a list of class names or a mapping with a 'classes' list")
+    bad = next((c for c in data["classes"] if not isinstance(c, (str, int, float)) or isinstance(c, bool)), None)
+    if bad is not None or None in data["classes"]:
+        raise VitsegError(f"{path}: class names must be text, found {_short(bad)} (quote names such as yes, no, "
+                          "null in YAML)")
     names = [str(c) for c in data["classes"]]
+    if len(names) > MAX_CLASSES:
+        raise VitsegError(f"{path}: {len(names)} classes, more than the {MAX_CLASSES} a uint16 mask can hold")
     palette = data.get("palette")
     if palette is not None:
-        try:
-            palette = [tuple(int(v) for v in c) for c in palette]
-        except (TypeError, ValueError):
-            raise VitsegError(f"{path}: palette must be a list of [r, g, b] triples") from None
-        if len(palette) != len(names) or any(len(c) != 3 for c in palette):
-            raise VitsegError(f"{path}: palette has {len(palette)} colours for {len(names)} classes "
-                              f"(each must be [r, g, b])")
+        palette = _check_palette(palette, len(names), path)
     out = {"classes": names, "palette": palette}
-    for key in ("ignore_index", "reduce_zero_label"):
-        if key in data:
-            out[key] = data[key]
+    if "ignore_index" in data:
+        value = data["ignore_index"]
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_CLASSES:
+            raise VitsegError(f"{path}: ignore_index must be an integer in 0..{MAX_CLASSES}, found {_short(value)}")
+        out["ignore_index"] = value
+    if "reduce_zero_label" in data:
+        if not isinstance(data["reduce_zero_label"], bool):
+            raise VitsegError(f"{path}: reduce_zero_label must be true or false, found "
+                              f"{_short(data['reduce_zero_label'])}")
+        out["reduce_zero_label"] = data["reduce_zero_label"]
     return out
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_palette(palette: object, num_classes: int, path: Path) -> Palette:
+    def colour(c: object) -> "tuple[int, int, int] | None":
+        if not isinstance(c, (list, tuple)) or len(c) != 3:
+            return None
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c):
+            return None
+        return (int(c[0]), int(c[1]), int(c[2]))
+
+    if not isinstance(palette, list):
+        raise VitsegError(f"{path}: palette must be a list of [r, g, b] triples")
+    colours = [colour(c) for c in palette]
+    bad = next((c for c, ok in zip(palette, colours) if ok is None), None)
+    if bad is not None:
+        raise VitsegError(f"{path}: palette colour {_short(bad)} is not [r, g, b] with integers in 0..255")
+    if len(colours) != num_classes:
+        raise VitsegError(f"{path}: palette has {len(colours)} colours for {num_classes} classes")
+    return colours  # type: ignore[return-value]
 
 
 def _find_classes_file(root: Path) -> Optional[Path]:
@@ -207,17 +281,10 @@ def _open_folder(root: Path, split: str, classes_file: Optional[Path], num_class
     images = _image_files(images_dir)
     if not images:
         raise VitsegError(f"{images_dir}: no images found")
-    by_key: dict[str, Path] = {}
-    by_stem: dict[str, list[Path]] = {}
-    for m in _image_files(masks_dir):
-        by_key.setdefault(_key(m, masks_dir), m)
-        by_stem.setdefault(m.stem, []).append(m)
+    keys = [_key(img, images_dir) for img in images]
+    masks = match_by_key(keys, _image_files(masks_dir), masks_dir, "masks")
     samples = []
-    for img in images:
-        key = _key(img, images_dir)
-        mask = by_key.get(key)
-        if mask is None and len(by_stem.get(img.stem, [])) == 1:
-            mask = by_stem[img.stem][0]
+    for img, key, mask in zip(images, keys, masks):
         if mask is None:
             raise VitsegError(f"{img}: no label for this image in {masks_dir} (expected {key}.png)")
         samples.append(Sample(key, img, mask))
@@ -303,7 +370,11 @@ def _open_voc(root: Path, split: str) -> SegDataset:
         have = ", ".join(sorted(p.stem for p in sets.glob("*.txt"))) if sets.is_dir() else "none"
         raise VitsegError(f"{list_file}: split list not found (available: {have})")
     samples = []
-    for line in list_file.read_text().split():
+    try:
+        lines = read_regular_file(list_file, 64 << 20).decode("utf-8").split()
+    except UnicodeDecodeError as err:
+        raise VitsegError(f"{list_file}: not UTF-8 text (byte {err.start}: {err.reason})") from None
+    for line in lines:
         img = images_dir / f"{line}.jpg"
         if not img.is_file():
             found = [p for p in images_dir.glob(f"{line}.*") if io.is_image_path(p)]
@@ -333,19 +404,22 @@ class CocoLabels:
         import io as _io
 
         self.json_path = json_path
-        if not json_path.is_file():
+        if not json_path.exists():
             raise VitsegError(f"{json_path}: COCO annotation file not found")
+        data = _load_coco_json(json_path)
+        self.coco = COCO()
+        self.coco.dataset = data
         try:
             with contextlib.redirect_stdout(_io.StringIO()):  # pycocotools prints progress
-                self.coco = COCO(str(json_path))
-        except (json.JSONDecodeError, KeyError, TypeError, AssertionError, UnicodeDecodeError) as err:
+                self.coco.createIndex()
+        except (KeyError, TypeError, ValueError) as err:
             raise VitsegError(f"{json_path}: not a COCO annotation file ({type(err).__name__}: {err})") from None
         cats = sorted(self.coco.loadCats(self.coco.getCatIds()), key=lambda c: c["id"])
         if not cats:
             raise VitsegError(f"{json_path}: no categories")
         offset = 1 if unlabeled == "background" else 0
         self.cat_to_label = {c["id"]: i + offset for i, c in enumerate(cats)}
-        self.class_names = (["background"] if offset else []) + [str(c["name"]) for c in cats]
+        self.class_names = (["background"] if offset else []) + [str(c.get("name", c["id"])) for c in cats]
         self.fill = 0 if offset else ignore_index
         self.ignore_index = ignore_index
         if len(self.class_names) > 65535:
@@ -378,6 +452,58 @@ class CocoLabels:
                                   f"{mask.shape[0]} but image {key} is {w}x{h}")
             label[mask.astype(bool)] = cls
         return label
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _load_coco_json(path: Path) -> dict:
+    """The COCO JSON, with every field the rasteriser reads checked for presence and type (one line per problem,
+    instead of a KeyError or TypeError from pycocotools later)."""
+    raw = read_regular_file(path, 8 << 30)
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise VitsegError(f"{path}: not a COCO annotation file (not valid JSON: {err})") from None
+    except RecursionError:
+        raise VitsegError(f"{path}: JSON nested too deeply") from None
+    if not isinstance(data, dict):
+        raise VitsegError(f"{path}: not a COCO annotation file (expected a JSON object)")
+    for key in ("images", "categories", "annotations"):
+        if not isinstance(data.get(key, []), list):
+            raise VitsegError(f"{path}: '{key}' must be a list, found {type(data[key]).__name__}")
+
+    def bad(what: str, index: int, item: object, problem: str) -> VitsegError:
+        return VitsegError(f"{path}: {what}[{index}] {problem} ({_short(item)})")
+
+    for i, img in enumerate(data.get("images", [])):
+        if not isinstance(img, dict):
+            raise bad("images", i, img, "is not an object")
+        if not (_is_int(img.get("id")) or isinstance(img.get("id"), str)):
+            raise bad("images", i, img.get("id"), "has no integer or text 'id'")
+        if not isinstance(img.get("file_name"), str) or not img["file_name"]:
+            raise bad("images", i, img.get("file_name"), "has no text 'file_name'")
+        for side in ("height", "width"):
+            if not _is_int(img.get(side)) or not 0 < img[side] <= 1 << 16:
+                raise bad("images", i, img.get(side), f"has no positive integer '{side}'")
+    for i, cat in enumerate(data.get("categories", [])):
+        if not isinstance(cat, dict) or not _is_int(cat.get("id")):
+            raise bad("categories", i, cat, "has no integer 'id'")
+        if not isinstance(cat.get("name", ""), (str, int)):
+            raise bad("categories", i, cat.get("name"), "has a 'name' that is not text")
+    for i, ann in enumerate(data.get("annotations", [])):
+        if not isinstance(ann, dict):
+            raise bad("annotations", i, ann, "is not an object")
+        if not (_is_int(ann.get("image_id")) or isinstance(ann.get("image_id"), str)):
+            raise bad("annotations", i, ann.get("image_id"), "has no integer or text 'image_id'")
+        if not _is_int(ann.get("category_id")):
+            raise bad("annotations", i, ann.get("category_id"), "has no integer 'category_id'")
+        if not isinstance(ann.get("segmentation"), (list, dict)):
+            raise bad("annotations", i, ann.get("segmentation"), "has no 'segmentation' (polygons or RLE)")
+        if ann.get("area") is not None and not isinstance(ann["area"], (int, float)):
+            raise bad("annotations", i, ann.get("area"), "has an 'area' that is not a number")
+    return data
 
 
 def _open_coco(root: Path, split: str, coco_json: Optional[Path], unlabeled: str, ignore_index: int) -> SegDataset:

@@ -1,15 +1,26 @@
 """Image and label IO: every common input kind read as RGB uint8, labels as integer arrays, atomic writes.
 
 Reading goes through OpenCV on bytes (so non-ASCII paths work); a file that cannot be decoded raises `VitsegError`
-naming it. Writes go to a temporary file in the same folder and are renamed into place: a killed run never leaves a
-partial output.
+naming it. Only regular files are read (a FIFO would block forever), and an image whose header says it has more
+than `max_pixels()` pixels (env `VITSEG_MAX_PIXELS`, default 2^28 = 16384x16384; 0 = no limit) is refused before
+it is decoded: a small PNG can declare 30000x30000 pixels and decode to gigabytes.
+
+Writes go to a temporary file in the same folder and are renamed into place: a killed run never leaves a partial
+output (`remove_stale_parts` deletes what a kill left). A failed write is a `VitsegError` naming the file.
+Output names made from input data (file names, ids in a list or a JSON) pass through `safe_relpath`, so none can
+point outside the output folder.
 """
 
 from __future__ import annotations
 
+import io as _io
 import os
+import re
+import stat
 import tempfile
+import warnings
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -17,6 +28,8 @@ import numpy as np
 from ..errors import VitsegError
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
+MAX_PIXELS_ENV = "VITSEG_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 1 << 28
 
 
 def is_image_path(path: "str | Path") -> bool:
@@ -25,6 +38,8 @@ def is_image_path(path: "str | Path") -> bool:
 
 def _read_bytes(path: Path) -> np.ndarray:
     try:
+        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
+            raise VitsegError(f"{path}: not a regular file")
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
         raise VitsegError(f"{path}: file not found") from None
@@ -32,6 +47,53 @@ def _read_bytes(path: Path) -> np.ndarray:
         raise VitsegError(f"{path}: cannot read ({err.strerror or err})") from None
     if data.size == 0:
         raise VitsegError(f"{path}: empty file")
+    return data
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) read: env VITSEG_MAX_PIXELS, default 2^28; 0 means no limit."""
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise VitsegError(f"{MAX_PIXELS_ENV}={text!r}: expected a pixel count (0 = no limit)")
+    return value
+
+
+def _header_size(data: np.ndarray) -> Optional[tuple[int, int]]:
+    """(width, height) from the file's header without decoding the pixels (Pillow reads headers lazily)."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with torchvision
+        return None
+    # Pillow's own bomb check would raise before telling the size; ours (configurable) replaces it
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(_io.BytesIO(data.tobytes())) as im:
+                return im.size
+    except Exception:  # not a format Pillow knows: checked after decoding instead
+        return None
+
+
+def _check_pixels(path: Path, width: int, height: int) -> None:
+    limit = max_pixels()
+    if limit and width * height > limit:
+        raise VitsegError(f"{path}: {width}x{height} image is larger than the {limit} pixel limit (raise it with "
+                          f"{MAX_PIXELS_ENV}=N, 0 for none)")
+
+
+def _read_checked(path: Path) -> np.ndarray:
+    """The file's bytes, refused early when its header declares more pixels than the limit."""
+    data = _read_bytes(path)
+    size = _header_size(data)
+    if size is not None:
+        _check_pixels(path, *size)
     return data
 
 
@@ -48,11 +110,12 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 def read_image(path: "str | Path") -> np.ndarray:
     """An image as RGB uint8 (H, W, 3): grayscale expanded, alpha dropped, 16-bit scaled, EXIF orientation applied."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_checked(path)
     # IMREAD_COLOR applies the EXIF orientation and expands grayscale / palette images; ANYDEPTH keeps 16 bits
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None or img.size == 0:
         raise VitsegError(f"{path}: not a readable image (corrupt, truncated or unsupported format)")
+    _check_pixels(path, img.shape[1], img.shape[0])
     img = _to_uint8(img)
     if img.ndim == 2:
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
@@ -64,7 +127,7 @@ def read_image(path: "str | Path") -> np.ndarray:
 def read_label(path: "str | Path") -> np.ndarray:
     """A label map as stored (class indices), 2-D; palette PNGs give their indices, not their colours."""
     path = Path(path)
-    data = _read_bytes(path)
+    data = _read_checked(path)
     if path.suffix.lower() == ".png":
         label = _read_png_indices(data)
         if label is not None:
@@ -72,6 +135,7 @@ def read_label(path: "str | Path") -> np.ndarray:
     label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
     if label is None:
         raise VitsegError(f"{path}: not a readable label image")
+    _check_pixels(path, label.shape[1], label.shape[0])
     if label.ndim == 3:
         if not (np.array_equal(label[..., 0], label[..., 1]) and np.array_equal(label[..., 0], label[..., 2])):
             raise VitsegError(f"{path}: a label map must hold class indices, found a colour image")
@@ -85,13 +149,13 @@ def _read_png_indices(data: np.ndarray) -> "np.ndarray | None":
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with torchvision
         return None
-    import io
-
     try:
-        with Image.open(io.BytesIO(data.tobytes())) as im:
-            if im.mode != "P":
-                return None
-            return np.asarray(im, dtype=np.uint8).copy()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own size limit: ours was checked from the header
+            with Image.open(_io.BytesIO(data.tobytes())) as im:
+                if im.mode != "P":
+                    return None
+                return np.asarray(im, dtype=np.uint8).copy()
     except Exception:
         return None
 
@@ -106,22 +170,88 @@ def _read_umask() -> int:
 _FILE_MODE = 0o666 & ~_read_umask()
 
 
+_PART_NAME_CHARS = 100  # of the target's name in its temporary name: `.<name>.<random>.part` must fit NAME_MAX
+
+
+def _part_prefix(name: str) -> str:
+    return f".{name[:_PART_NAME_CHARS]}."
+
+
 def atomic_write_bytes(path: "str | Path", payload: bytes) -> None:
     """Write `payload` to `path` via a temporary file and rename: the file is either whole or absent.
 
-    The file gets the usual permissions of a new file (0666 minus the umask), not mkstemp's private 0600."""
+    The file gets the usual permissions of a new file (0666 minus the umask), not mkstemp's private 0600.
+    An OS failure (read-only or full disk, a name too long) is a `VitsegError` naming the file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_part_prefix(path.name), suffix=".part", dir=path.parent)
         if hasattr(os, "fchmod"):
             os.fchmod(fd, _FILE_MODE)
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
         os.replace(tmp, path)
+    except OSError as err:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        raise VitsegError(f"{path}: cannot write ({err.strerror or err})") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_parts(folder: "str | Path", name: Optional[str] = None) -> int:
+    """Delete the temporary files a killed `atomic_write_bytes` left in `folder` (only those of `name`, if given);
+    call it before a run starts writing there, never while another process may be writing."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    prefix = _part_prefix(name) if name else "."
+    removed = 0
+    for tmp in folder.glob(".*.part"):
+        if tmp.name.startswith(prefix) and tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def check_output_dir(path: "str | Path", flag: str = "--out") -> Path:
+    """Prove that the output folder can be written (or created) before any work is done, without creating it: a
+    read-only mount or a path under /proc fails at once with one line instead of after the whole run."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise VitsegError(f"{flag} {path}: exists and is not a folder")
+    existing = path
+    while not existing.exists() and existing.parent != existing:
+        existing = existing.parent
+    try:
+        if not existing.is_dir():
+            raise NotADirectoryError(20, f"{existing} is not a folder")
+        fd, probe = tempfile.mkstemp(prefix=".vitseg-probe.", dir=existing)  # not *.part: others clean those
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise VitsegError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
+def prepare_output_dir(path: "str | Path", flag: str = "--out") -> Path:
+    """`check_output_dir`, then create the folder."""
+    path = check_output_dir(path, flag)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise VitsegError(f"{flag} {path}: cannot write there ({err.strerror or err})") from None
+    return path
+
+
+def safe_relpath(key: str) -> str:
+    """An output name made from input data (a split-list line, a COCO id or file_name) that stays inside the output
+    folder: separators normalised, empty, '.' and absolute parts dropped, '..' replaced by '__'."""
+    parts = ["__" if part == ".." else part for part in re.split(r"[\\/]+", str(key)) if part not in ("", ".")]
+    return "/".join(parts) or "_"
 
 
 def encode_image(path: "str | Path", img: np.ndarray, jpeg_quality: int = 92) -> bytes:

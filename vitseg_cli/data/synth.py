@@ -22,7 +22,7 @@ import yaml
 
 from ..errors import VitsegError
 from ..engine.workers import worker_init
-from .io import atomic_write_bytes, write_image
+from .io import atomic_write_bytes, prepare_output_dir, write_image
 
 SYNTH_CLASSES = ["background", "disc", "square", "triangle", "ring", "stripe"]
 SYNTH_PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48)]
@@ -152,12 +152,24 @@ def _write_sample(out: Path, seed: int, index: int, width: int, size: tuple[int,
     write_image(out / "masks" / name, label)
 
 
+def _remove_numbered_pairs(out: Path, keep: int) -> None:
+    """Delete `images|masks/NNNNN.png` with index >= keep: what an earlier, larger synth wrote."""
+    for sub in ("images", "masks"):
+        folder = out / sub
+        if folder.is_dir():
+            for p in folder.glob("*.png"):
+                if p.stem.isdigit() and int(p.stem) >= keep:
+                    p.unlink()
+
+
 def make_synthetic(out: Path, num: int, seed: int, size: tuple[int, int] = (256, 256), workers: int = 1,
-                   progress: Optional[Callable[[int], None]] = None) -> Path:
+                   progress: Optional[Callable[[int], None]] = None, overwrite: bool = False) -> Path:
     """Write `num` image/mask pairs + classes.yaml under `out` (folder format); deterministic for `seed`.
 
     Each pair depends only on (seed, index), so `workers` processes write the same files as one; `progress` is
-    called with the number of pairs finished after each one.
+    called with the number of pairs finished after each one. A folder that is not empty is refused (it may be a
+    real dataset) unless `overwrite`; then numbered pairs of an earlier synth beyond `num` are removed too, so the
+    folder holds exactly the new dataset.
     """
     out = Path(out)
     if num < 1:
@@ -166,6 +178,12 @@ def make_synthetic(out: Path, num: int, seed: int, size: tuple[int, int] = (256,
         raise VitsegError(f"--seed {seed}: must be 0 or more")
     if out.exists() and not out.is_dir():
         raise VitsegError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise VitsegError(f"{out}: folder is not empty (a dataset may live there); give an empty or new folder, "
+                              "or --overwrite to replace a synthetic dataset")
+        _remove_numbered_pairs(out, keep=num)
+    prepare_output_dir(out, "OUT")
     width = max(5, len(str(num - 1)))
     write = partial(_write_sample, out, seed, width=width, size=size)
     if workers > 1 and num > 1:

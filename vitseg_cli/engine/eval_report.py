@@ -13,7 +13,7 @@ from typing import Any, Optional, Sequence
 import cv2
 import numpy as np
 
-from ..data.io import atomic_write_bytes, encode_image
+from ..data.io import atomic_write_bytes, encode_image, remove_stale_parts
 from ..metrics import METRIC_KEYS, PER_CLASS_KEYS, nan_to_none
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "per_image.csv", "confusion.csv", "confusion.png", "report.md")
@@ -146,6 +146,7 @@ def write_reports(out: Path, summary: dict, conf: np.ndarray, per_image: Sequenc
         "confusion.png": encode_image(out / "confusion.png", confusion_png(conf, names)),
         "report.md": report_md(summary, per_image, meta),
     }  # everything is encoded before the first write
+    remove_stale_parts(out)  # what a kill during an earlier report left
     paths = []
     for name, payload in payloads.items():
         atomic_write_bytes(out / name, payload)
@@ -157,13 +158,14 @@ def terminal_table(summary: dict, title: Optional[str] = None):
     """A rich Table: per-class rows then the means, in percent with 2 decimals (print it with markup off: class
     names are user text)."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left", show_footer=False)
     table.add_column("class")
     for k in PER_CLASS_KEYS:
         table.add_column(k, justify="right")
     for row in summary["per_class"]:
-        table.add_row(row["class"], *(_pct(row[k]) for k in PER_CLASS_KEYS))
+        table.add_row(Text(str(row["class"])), *(_pct(row[k]) for k in PER_CLASS_KEYS))  # names are literal text
     table.add_section()
     means = {"IoU": "mIoU", "Acc": "mAcc", "Dice": "mDice", "Fscore": "mFscore", "Precision": "mPrecision",
              "Recall": "mRecall"}

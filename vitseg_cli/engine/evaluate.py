@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from ..data import io
-from ..data.datasets import SegDataset, check_label, check_same_size, load_classes_file, open_dataset
+from ..data.datasets import (SegDataset, check_label, check_same_size, load_classes_file, match_by_key,
+                             open_dataset)
 from ..errors import VitsegError
 from .distributed import DistContext, init_distributed, rank_device
 from .progress import ProgressReporter
@@ -84,8 +85,8 @@ def _label_files(folder: Path) -> list[Path]:
 
 
 def match_pred_gt(pred_dir: Path, gt_dir: Path) -> list[tuple[str, Path, Path]]:
-    """(key, pred, gt) for every ground-truth mask, matched by relative path without extension, else by a unique
-    stem. A `vitseg predict` output folder may be given as PRED_DIR (its masks/ are used)."""
+    """(key, pred, gt) for every ground-truth mask, matched by relative path without extension, else by a stem unique
+    on both sides (`match_by_key`). A `vitseg predict` output folder may be given as PRED_DIR (its masks/ are used)."""
     for folder, what in ((pred_dir, "--pred"), (gt_dir, "--gt")):
         if not folder.is_dir():
             raise VitsegError(f"{folder}: {what} folder not found")
@@ -94,17 +95,9 @@ def match_pred_gt(pred_dir: Path, gt_dir: Path) -> list[tuple[str, Path, Path]]:
     gts = _label_files(gt_dir)
     if not gts:
         raise VitsegError(f"{gt_dir}: no label images found")
-    by_key: dict[str, Path] = {}
-    by_stem: dict[str, list[Path]] = {}
-    for p in _label_files(pred_dir):
-        by_key.setdefault(p.relative_to(pred_dir).with_suffix("").as_posix(), p)
-        by_stem.setdefault(p.stem, []).append(p)
+    keys = [gt.relative_to(gt_dir).with_suffix("").as_posix() for gt in gts]
     pairs = []
-    for gt in gts:
-        key = gt.relative_to(gt_dir).with_suffix("").as_posix()
-        pred = by_key.get(key)
-        if pred is None and len(by_stem.get(gt.stem, [])) == 1:
-            pred = by_stem[gt.stem][0]
+    for gt, key, pred in zip(gts, keys, match_by_key(keys, _label_files(pred_dir), pred_dir, "predictions")):
         if pred is None:
             raise VitsegError(f"{gt}: no prediction for it in {pred_dir} (expected {key}.png)")
         pairs.append((key, pred, gt))

@@ -18,7 +18,7 @@ from typing import Iterator, Optional
 import torch
 import torch.nn.functional as F
 
-from ..data.io import atomic_write_bytes
+from ..data.io import atomic_write_bytes, check_output_dir, remove_stale_parts
 from ..errors import VitsegError
 from ..model.msda import msda_impl
 from ..model.segmentor import Segmentor
@@ -72,6 +72,7 @@ def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: i
     if height <= 0 or width <= 0:
         raise VitsegError(f"bad export size: width {width}, height {height}")
     out = Path(out)
+    check_output_dir(out.parent)  # an unwritable --out fails before the (slow) export, not after it
     model = model.eval().cpu()
     example = torch.zeros(1, 3, height, width)
     # torch.onnx.export needs a path: a scratch file, then the final file is written whole with the metadata added
@@ -90,6 +91,7 @@ def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: i
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
+        remove_stale_parts(Path(out).parent, Path(out).name)  # left by a kill during an earlier export
         atomic_write_bytes(out, proto.SerializeToString())
     finally:
         Path(tmp).unlink(missing_ok=True)

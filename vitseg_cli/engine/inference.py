@@ -75,6 +75,9 @@ class InferenceSettings:
                 raise VitsegError(f"crop size must be two positive integers, got {list(self.crop_size)}")
             if len(self.stride) != 2 or min(self.stride) < 1:
                 raise VitsegError(f"stride must be two positive integers, got {list(self.stride)}")
+            if any(s > c for s, c in zip(self.stride, self.crop_size)):  # mmseg asserts full coverage too
+                raise VitsegError(f"stride {list(self.stride)} is larger than the crop size {list(self.crop_size)}: "
+                                  "the slide windows would leave rows and columns unpredicted")
         if not self.scales or any(not (s > 0 and math.isfinite(s)) for s in self.scales):
             raise VitsegError(f"scales must be positive numbers, got {self.scales}")
         if self.batch_size < 1:
@@ -422,25 +425,30 @@ def _predict_dataset(model: Any, dataset: torch.utils.data.Dataset, settings: In
     forward = _model_forward(model, device, settings.half, settings.compile)
     # whole mode: consecutive images of one input size share forward passes, batch_size at a time
     batching = settings.mode == "whole" and settings.batch_size > 1
-    run = lambda items: _predict_group(forward, items, settings, device, num_classes, want_probs)  # noqa: E731
-    with torch.inference_mode():
-        group: list[dict[str, Any]] = []
-        for item in loader:
-            if batching and not item["error"]:
-                if group and _input_shapes(item) != _input_shapes(group[0]):
-                    yield from run(group)
-                    group = []
-                group.append(item)
-                if len(group) == settings.batch_size:
-                    yield from run(group)
-                    group = []
-                continue
-            if group:
+
+    def run(items: list[dict[str, Any]]) -> list[Prediction]:
+        # inference mode only while computing: held across a yield, it would stay on in the caller's thread for as
+        # long as the generator is suspended (a consumer that stops early leaves it on until garbage collection)
+        with torch.inference_mode():
+            return list(_predict_group(forward, items, settings, device, num_classes, want_probs))
+
+    group: list[dict[str, Any]] = []
+    for item in loader:
+        if batching and not item["error"]:
+            if group and _input_shapes(item) != _input_shapes(group[0]):
                 yield from run(group)
                 group = []
-            yield from run([item])
+            group.append(item)
+            if len(group) == settings.batch_size:
+                yield from run(group)
+                group = []
+            continue
         if group:
             yield from run(group)
+            group = []
+        yield from run([item])
+    if group:
+        yield from run(group)
 
 
 def predict_array(model: Any, image: np.ndarray, settings: InferenceSettings, device: torch.device, *,

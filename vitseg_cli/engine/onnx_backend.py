@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import VitsegError
+from ..safe_yaml import load_yaml
 from ..spec import Spec, load_spec, spec_from_dict
 from .export import META_HEIGHT, META_SPEC, META_WIDTH, logits_size
 
@@ -44,9 +45,8 @@ class OnnxSegmentor:
         if spec is not None:
             self.spec = load_spec(spec)
         elif META_SPEC in meta:
-            import yaml
-
-            self.spec = spec_from_dict(yaml.safe_load(meta[META_SPEC]), source=f"{path} (embedded spec)")
+            source = f"{path} (embedded spec)"
+            self.spec = spec_from_dict(load_yaml(meta[META_SPEC], source), source=source)
         else:
             raise VitsegError(f"{path}: no vitseg spec in the ONNX metadata (give one with --spec)")
         shape = self.session.get_inputs()[0].shape

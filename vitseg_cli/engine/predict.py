@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.text import Text
 
 from .. import __version__
-from ..data.io import atomic_write_bytes, is_image_path, write_image
+from ..data.io import atomic_write_bytes, is_image_path, prepare_output_dir, safe_relpath, write_image
 from ..data.video import VideoOutput, is_video_path, video_info
 from ..errors import VitsegError, did_you_mean, not_one_of
 from ..viz import colorize, overlay
@@ -116,6 +116,7 @@ def collect_inputs(sources: Sequence[str], out_dir: Path, videos: bool = False) 
     found: list[tuple[Path, Path]] = []  # (file, the folder its name is relative to)
     for source in sources:
         path = Path(source).expanduser()
+        _refuse_inside_out(source, _glob_base(path) if _has_magic(source) else path, out_dir)
         if path.is_dir():
             found += [(p, path) for p in _folder_images(path, out_dir, videos)]
         elif path.is_file() and path.suffix.lower() == ".txt":
@@ -130,8 +131,16 @@ def collect_inputs(sources: Sequence[str], out_dir: Path, videos: bool = False) 
             raise VitsegError(f"{source}: no such file or folder")
     unique: dict[Path, tuple[Path, Path]] = {}
     for p, base in found:
+        _refuse_inside_out(p, p, out_dir)
         unique.setdefault(p.resolve(), (p, base))
     return _name_outputs(list(unique.values()))
+
+
+def _refuse_inside_out(source: "str | Path", path: Path, out_dir: Path) -> None:
+    """Outputs must never land on inputs: `predict DATASET/images --out DATASET` would overwrite its masks/."""
+    if _inside(path, out_dir):
+        raise VitsegError(f"{source}: is inside --out {out_dir}, where outputs could overwrite inputs (a dataset's "
+                          "masks/, say); choose an --out folder outside the sources")
 
 
 def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputImage]:
@@ -157,11 +166,12 @@ def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputImage]:
 
 
 def output_paths(out: Path, rel: str, save: Sequence[str]) -> dict[str, Path]:
+    rel = safe_relpath(rel)  # names from split lists or COCO ids may hold '../'
     return {kind: out / kind / (rel + _SUFFIX[kind]) for kind in save}
 
 
 def video_path(out: Path, rel: str) -> Path:
-    return out / "video" / (rel + ".mp4")
+    return out / "video" / (safe_relpath(rel) + ".mp4")
 
 
 def frame_paths(out: Path, rel: str, frame: int, save: Sequence[str]) -> dict[str, Path]:
@@ -236,6 +246,8 @@ class OutputWriter:
         self.video: Optional[VideoOutput] = None
         self.video_args: Optional[tuple[InputImage, float]] = None
         self.video_jobs: list[Future] = []
+        self.submitted = self.written = 0  # images given to put / whose outputs all landed
+        self._count = threading.Lock()
 
     def _submit(self, pool: ThreadPoolExecutor, job: Callable[..., None], *args) -> Future:
         self.check()
@@ -258,7 +270,13 @@ class OutputWriter:
                       alpha=self.alpha, mask_dtype=self.mask_dtype, label_offset=self.label_offset)
 
     def put(self, pred: Prediction, item: InputImage) -> None:
-        self._submit(self.pool, self._write_files, pred, output_paths(self.out, item.rel, self.save))
+        self.submitted += 1
+        self._submit(self.pool, self._write_image, pred, output_paths(self.out, item.rel, self.save))
+
+    def _write_image(self, pred: Prediction, paths: dict[str, Path]) -> None:
+        self._write_files(pred, paths)
+        with self._count:
+            self.written += 1
 
     # a video: start_video, put_frame for each frame, then finish_video (or abort_video)
 
@@ -341,6 +359,7 @@ class PredictSummary:
     elapsed_s: float = 0.0
     infer_s: float = 0.0
     ranks: list[dict[str, int]] = field(default_factory=list)
+    write_error: Optional[str] = None
 
     @property
     def exit_code(self) -> int:
@@ -408,9 +427,17 @@ def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, Inferen
     if ctx.is_main:
         fingerprint = make_fingerprint(_weights_path(opts), opts.backend, model.spec.to_dict(), settings.to_dict(),
                                        opts.save, opts.alpha, opts.vid_stride)
+        prepare_output_dir(out)
         check_output_folder(out, fingerprint, opts.overwrite, OUTPUT_DIRS)
         remove_stale_temporaries(out)
     return model, settings, inputs
+
+
+def _settle(writer: OutputWriter, summary: PredictSummary) -> None:
+    """After the writer closed: only images whose outputs landed count as processed (a failed write, e.g. a full
+    disk, is recorded as the run's error)."""
+    summary.processed -= writer.submitted - writer.written
+    summary.write_error = str(writer.error) if writer.error is not None else None
 
 
 def _frame_estimate(path: Path, stride: int) -> int:
@@ -481,10 +508,12 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
     except BaseException as err:
         summary.interrupted = isinstance(err, KeyboardInterrupt)
         writer.close()  # what was queued is whole: let it land
+        _settle(writer, summary)
         _finish(opts, ctx, model, settings, inputs, summary, started, t0, load_s, infer_start,
                 status="interrupted" if summary.interrupted else "failed", gather=False)
         raise
     writer.close()
+    _settle(writer, summary)
     status = "done" if writer.error is None else "failed"
     try:
         # a rank that dies in a collective ends this one too (friendly_errors); rank 0 records what it knows
@@ -572,6 +601,7 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
         "failed": summary.failed,
         "world_size": ctx.world_size,
         "ranks": summary.ranks,
+        **({"error": summary.write_error} if summary.write_error else {}),
         "timings": {"total_s": round(summary.elapsed_s, 3), "load_s": round(load_s, 3),
                     "inference_s": round(summary.infer_s, 3),
                     "images_per_s": round(summary.processed / summary.infer_s, 3) if summary.infer_s > 0 else None},

@@ -15,7 +15,6 @@ RNG states, data position and best score, so the run continues as if never stopp
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import platform
 import signal
@@ -35,6 +34,7 @@ from torch import nn
 from .. import __version__
 from ..checkpoints import _is_safetensors, load_pretrained, read_official, read_vitseg, save_model
 from ..data.datasets import open_dataset
+from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
 from ..model.official import init_from_state
 from ..model.segmentor import Segmentor, build_model
@@ -46,8 +46,8 @@ from .loggers import build_loggers, logger_names, metric_names
 from .progress import ProgressReporter
 from .train_data import (CLASS_FIELDS, AugmentedCrops, batch_loader, check_dataset, class_fields_set, fit_classes,
                          loader_stopped, unwrap_worker_error)
-from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, restore_rng, save_state,
-                          seed_everything, write_json)
+from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, read_run_info, restore_rng,
+                          save_state, seed_everything, write_json)
 
 # train-section fields a CLI flag may set; on --resume only OPERATIONAL ones may change
 CLI_TRAIN_FIELDS = ("iters", "batch_size", "crop_size", "lr", "amp", "accum", "workers", "eval_every", "save_every",
@@ -310,7 +310,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     # ---- run folder
     if ctx.is_main:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "spec.yaml").write_text(spec.to_yaml())
+        atomic_write_bytes(out / "spec.yaml", spec.to_yaml().encode())
         now = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if not resuming:
             run_info = {"command": " ".join(opts.command), "started": now, "versions": _versions(),
@@ -437,7 +437,7 @@ def _prepare(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -
     resuming = check_run_folder(out, opts.resume)
     run_info: dict[str, Any] = {}
     if resuming:
-        run_info = json.loads((out / "run.json").read_text()) if (out / "run.json").exists() else {}
+        run_info = read_run_info(out)
     # paths are stored absolute, so a run resumes from any working directory; --data / --val-data replace them
     data_root = _absolute(opts.data) or _recorded_path(run_info, "data", out, "--data")
     fmt = opts.fmt or run_info.get("format") or "folder"

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..data.io import atomic_write_bytes
+from ..data.io import atomic_write_bytes, check_output_dir, remove_stale_parts
 from ..errors import VitsegError
 
 STATE_FORMAT = "vitseg-train-state"
@@ -88,9 +88,13 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def check_run_folder(out: Path, resume: bool) -> bool:
-    """Whether there is a state to resume from; refuses to train into a used folder without --resume."""
+    """Whether there is a state to resume from; refuses to train into a used folder without --resume.
+    The folder is proved writable here, and the temporary files of a save a kill interrupted are deleted, so that
+    they do not block a restart."""
     if out.exists() and not out.is_dir():
         raise VitsegError(f"{out}: exists and is not a folder (--out needs a run folder)")
+    check_output_dir(out)
+    remove_stale_parts(out)
     has_state = (out / "state.pt").exists()
     # a run that failed before its first save left only these: it is started again, not refused
     used = out.exists() and any(p.name not in RESTARTABLE for p in out.iterdir())
@@ -101,6 +105,21 @@ def check_run_folder(out: Path, resume: bool) -> bool:
     if used:
         raise VitsegError(f"{out}: run folder is not empty; continue it with --resume or choose a new --out folder")
     return False
+
+
+def read_run_info(out: Path) -> dict[str, Any]:
+    """`run.json` of a run folder ({} when there is none); a damaged one is an error naming it."""
+    path = out / "run.json"
+    if not path.exists():
+        return {}
+    try:
+        info = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as err:
+        raise VitsegError(f"{path}: not readable ({type(err).__name__}: {str(err)[:120]}); fix or delete it "
+                          "(--data and --format then come from the command line)") from None
+    if not isinstance(info, dict):
+        raise VitsegError(f"{path}: expected a JSON object")
+    return info
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:

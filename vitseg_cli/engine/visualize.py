@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..data.datasets import load_classes_file
-from ..data.io import atomic_write_bytes, is_image_path, read_image, read_label, write_image
+from ..data.io import (atomic_write_bytes, check_output_dir, is_image_path, read_image, read_label,
+                       safe_relpath, write_image)
 from ..errors import VitsegError
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label
 from ..spec import default_palette
@@ -95,6 +96,7 @@ def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> 
     if not inputs:
         raise VitsegError(f"no images found in {', '.join(opts.images)}")
     names, palette = class_table(opts.classes, opts.weights)
+    check_output_dir(out)
     make_panels = opts.panel or opts.gt is not None or opts.gallery
     entries: list[Entry] = []
     failures = 0
@@ -124,7 +126,12 @@ def _draw_one(opts: VisualizeOptions, out: Path, image_path: Path, rel: str, nam
     if pred.shape != image.shape[:2]:
         raise VitsegError(f"{mask_path}: mask is {pred.shape[1]}x{pred.shape[0]} but the image is "
                           f"{image.shape[1]}x{image.shape[0]}")
+    top = int(pred.max(initial=0))
+    if top >= len(names):  # drawing and scoring size their tables by the classes: a stray 60000 would take GBs
+        raise VitsegError(f"{mask_path}: mask holds class {top} but there are {len(names)} classes (give --classes "
+                          "or --weights for the model that wrote it)")
     blended = overlay(image, pred, palette, opts.alpha)
+    rel = safe_relpath(rel)
     entry = Entry(rel, None, out / "overlay" / f"{rel}.jpg", None)
     write_image(entry.overlay, with_legend(blended, pred, names, palette) if opts.legend else blended)
     if not make_panels:
@@ -139,8 +146,7 @@ def _draw_one(opts: VisualizeOptions, out: Path, image_path: Path, rel: str, nam
         if gt.shape != pred.shape:
             raise VitsegError(f"{gt_path}: ground truth is {gt.shape[1]}x{gt.shape[0]} but the mask is "
                               f"{pred.shape[1]}x{pred.shape[0]}")
-        conf = ConfusionMatrix.compute(pred, gt, max(len(names), int(pred.max()) + 1), opts.ignore_index,
-                                       source=str(gt_path))
+        conf = ConfusionMatrix.compute(pred, gt, len(names), opts.ignore_index, source=str(gt_path))
         entry.acc, entry.miou = image_scores(conf)
         shown_gt = np.where(gt == opts.ignore_index, 0, gt)
         tiles += [("ground truth", colorize(shown_gt, palette)), ("prediction", colorize(pred, palette)),

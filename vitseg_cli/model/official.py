@@ -50,7 +50,7 @@ def infer_spec_from_weights(state: dict[str, torch.Tensor], meta: dict[str, Any]
                           f"{sample}, ...)")
     try:
         backbone, assumed = family.infer(state, meta)
-    except (KeyError, IndexError, ValueError, ZeroDivisionError) as err:
+    except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as err:
         raise VitsegError(f"cannot infer the {family.name} spec from these weights ({type(err).__name__}: "
                           f"{str(err)[:120]})") from None
     model: dict[str, Any] = {"backbone": backbone}
@@ -60,7 +60,11 @@ def infer_spec_from_weights(state: dict[str, torch.Tensor], meta: dict[str, Any]
         if head is None:
             continue
         part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        section, num_classes, more = head.infer(part, meta)
+        try:
+            section, num_classes, more = head.infer(part, meta)
+        except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as err:
+            raise VitsegError(f"cannot infer the {key} spec from these weights ({type(err).__name__}: "
+                              f"{str(err)[:120]})") from None
         model[key] = section
         model.setdefault("num_classes", num_classes)
         assumed += more
@@ -82,14 +86,36 @@ def _aux_family(state: dict) -> Optional[Any]:
 
 
 def meta_classes(meta: dict[str, Any], num_classes: Optional[int]) -> dict[str, Any]:
-    """`data.classes` / `data.palette` from an mmseg checkpoint's meta, when they fit the class count."""
+    """`data.classes` / `data.palette` from an mmseg checkpoint's meta, when they are well-formed and fit the class
+    count (a damaged meta leaves the generic names and colours)."""
     data: dict[str, Any] = {}
     classes, palette = meta.get("CLASSES"), meta.get("PALETTE")
-    if classes is not None and len(classes) == num_classes:
+    if isinstance(classes, (list, tuple)) and len(classes) == num_classes and all(
+            isinstance(c, (str, int)) for c in classes):
         data["classes"] = [str(c) for c in classes]
-    if palette is not None and len(palette) == num_classes:
-        data["palette"] = [[int(v) for v in c] for c in palette]
+    try:
+        if palette is not None and len(palette) == num_classes:
+            colours = [[int(v) for v in c] for c in palette]
+            if all(len(c) == 3 and all(0 <= v <= 255 for v in c) for c in colours):
+                data["palette"] = colours
+    except (TypeError, ValueError):
+        pass
     return data
+
+
+def check_weight_values(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor], path: Path) -> None:
+    """Refuse weights that would silently give garbage (all-zero masks): integer tensors where the model (`expected`)
+    has floating-point ones, and NaN or infinite values."""
+    for key, own in expected.items():
+        value = state[key]
+        if not own.is_floating_point():
+            continue
+        if not value.is_floating_point():
+            raise VitsegError(f"{path}: weight {key} is stored as {str(value.dtype).removeprefix('torch.')}, not "
+                              "floating point (a damaged or wrongly converted checkpoint)")
+        if not bool(torch.isfinite(value).all()):
+            raise VitsegError(f"{path}: weight {key} holds NaN or infinite values (a diverged training run or a "
+                              "damaged file)")
 
 
 def _listed(keys: list[str]) -> str:
@@ -120,6 +146,7 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
     if wrong:
         raise VitsegError(f"{path}: weight shapes do not match the spec: {'; '.join(wrong[:4])}"
                           f"{' ...' if len(wrong) > 4 else ''}")
+    check_weight_values(state, expected, path)
     model.load_state_dict(state, strict=True)
     return notes
 
@@ -150,6 +177,8 @@ def init_from_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path
                 f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])})" if unexpected else
                 f"shape of {wrong[0]} {tuple(state[wrong[0]].shape)} vs {tuple(own[wrong[0]].shape)}")
         raise VitsegError(f"{path}: weights do not fit the spec's model: {what}")
-    model.load_state_dict({k: v for k, v in state.items() if k not in skipped}, strict=False)
+    kept = {k: v for k, v in state.items() if k not in skipped}
+    check_weight_values(kept, {k: own[k] for k in kept}, path)
+    model.load_state_dict(kept, strict=False)
     notes.append(f"initialised from {path.name}")
     return notes
