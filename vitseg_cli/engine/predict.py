@@ -270,8 +270,8 @@ class OutputWriter:
                       alpha=self.alpha, mask_dtype=self.mask_dtype, label_offset=self.label_offset)
 
     def put(self, pred: Prediction, item: InputImage) -> None:
-        self.submitted += 1
         self._submit(self.pool, self._write_image, pred, output_paths(self.out, item.rel, self.save))
+        self.submitted += 1
 
     def _write_image(self, pred: Prediction, paths: dict[str, Path]) -> None:
         self._write_files(pred, paths)
@@ -486,8 +486,7 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
 
     def failed(path: Path, error: str) -> None:
         summary.failed.append({"path": str(path), "error": error})
-        if not opts.quiet:
-            progress.print(Text("failed: " + error, style="red"))
+        progress.print(Text("failed: " + error, style="red"))  # shown with --quiet too: it is an error
 
     try:
         with progress:
