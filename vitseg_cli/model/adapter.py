@@ -373,3 +373,22 @@ def conventional_num_heads(state: dict, dim: int) -> int:
     rows = state["backbone.interactions.0.injector.attn.sampling_offsets.weight"].shape[0]
     deform_heads = rows // (3 * 4 * 2)  # levels * points (4, assumed as above) * (x, y)
     return deform_heads if deform_heads and dim % deform_heads == 0 else max(1, dim // 64)
+
+
+def load_stack_pretrained(backbone: nn.Module, src: dict, wanted: list[str], optional: set[str], path,
+                          family: str) -> int:
+    """Load a pretraining file's tensors `src` (already under this backbone's names) into `backbone` for the names
+    `wanted`: every one must be there (except `optional`) with the spec's shape. Returns how many were loaded."""
+    from ..errors import VitsegError
+
+    own = backbone.state_dict()
+    missing = [k for k in wanted if k not in src and k not in optional]
+    if missing:
+        raise VitsegError(f"{path}: not a matching {family} checkpoint: {len(missing)} {family} weights missing "
+                          f"({', '.join(missing[:4])}, ...)")
+    wrong = [k for k in wanted if k in src and src[k].shape != own[k].shape]
+    if wrong:
+        raise VitsegError(f"{path}: {family} shapes differ from the spec: " + "; ".join(
+            f"{k} {tuple(src[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4]))
+    backbone.load_state_dict({k: src[k] for k in wanted if k in src}, strict=False)
+    return sum(k in src for k in wanted)

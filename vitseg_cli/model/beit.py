@@ -24,7 +24,8 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from ..errors import VitsegError
-from .adapter import AdapterBackbone, adapter_args, conventional_num_heads, count_indices, infer_adapter_fields
+from .adapter import (AdapterBackbone, adapter_args, conventional_num_heads, count_indices, infer_adapter_fields,
+                      load_stack_pretrained)
 from .registry import register_backbone
 from .vit import PatchEmbed
 
@@ -268,16 +269,8 @@ def load_beit_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path:
                 raise VitsegError(f"{path}: {k}: {err}") from None
             resized += 1
     optional = {k for k in wanted if k.endswith(("gamma_1", "gamma_2", "relative_position_bias_table"))}
-    missing = [k for k in wanted if k not in src and k not in optional]
-    if missing:
-        raise VitsegError(f"{path}: not a matching BEiT checkpoint: {len(missing)} BEiT weights missing "
-                          f"({', '.join(missing[:4])}, ...)")
-    wrong = [k for k in wanted if k in src and src[k].shape != own[k].shape]
-    if wrong:
-        raise VitsegError(f"{path}: BEiT shapes differ from the spec: " + "; ".join(
-            f"{k} {tuple(src[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4]))
-    backbone.load_state_dict({k: src[k] for k in wanted if k in src}, strict=False)
-    notes.append(f"BEiT initialised from {path.name} ({sum(k in src for k in wanted)} tensors)")
+    loaded = load_stack_pretrained(backbone, src, wanted, optional, path, "BEiT")
+    notes.append(f"BEiT initialised from {path.name} ({loaded} tensors)")
     if resized:
         notes.append(f"{resized} relative position bias tables resized to the {stack.window[1]}x{stack.window[0]} "
                      "window")

@@ -21,7 +21,8 @@ from torch import nn
 
 from ..errors import VitsegError
 from ..spec import BACKBONE_PRESETS
-from .adapter import AdapterBackbone, adapter_args, count_indices, infer_adapter_fields
+from .adapter import (AdapterBackbone, adapter_args, count_indices, infer_adapter_fields,
+                      load_stack_pretrained)
 from .registry import register_backbone
 
 
@@ -140,16 +141,8 @@ def load_vit_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path: 
                               f"{backbone.stack.pretrain_grid * 16} (set model.backbone.pretrain_size)")
         vit["pos_embed"] = pos
     optional = {k for k in wanted if k.endswith((".gamma1", ".gamma2"))}
-    missing = [k for k in wanted if k not in vit and k not in optional]
-    if missing:
-        raise VitsegError(f"{path}: not a matching ViT checkpoint: {len(missing)} ViT weights missing "
-                          f"({', '.join(missing[:4])}, ...)")
-    wrong = [k for k in wanted if k in vit and vit[k].shape != own[k].shape]
-    if wrong:
-        raise VitsegError(f"{path}: ViT shapes differ from the spec: " + "; ".join(
-            f"{k} {tuple(vit[k].shape)} vs {tuple(own[k].shape)}" for k in wrong[:4]))
-    backbone.load_state_dict({k: vit[k] for k in wanted if k in vit}, strict=False)
-    notes = [f"ViT initialised from {path.name} ({sum(k in vit for k in wanted)} tensors)"]
+    loaded = load_stack_pretrained(backbone, vit, wanted, optional, path, "ViT")
+    notes = [f"ViT initialised from {path.name} ({loaded} tensors)"]
     if any(k not in vit for k in optional):
         notes.append("the checkpoint has no layer-scale gammas: they start at 1.0")
     return notes
