@@ -403,7 +403,10 @@ def _load_backend(opts: PredictOptions, device, note):
 
 
 def _weights_path(opts: PredictOptions) -> Path:
-    return Path(opts.weights) if opts.weights is not None else default_weights_path()
+    """The weights file of the run (a zoo name resolves to its cached, converted file)."""
+    from ..zoo import resolve_weights
+
+    return resolve_weights(opts.weights) if opts.weights is not None else default_weights_path()
 
 
 def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, InferenceSettings, Optional[list]]:
@@ -579,7 +582,7 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
     summary.failed = sorted((f for p in parts for f in p["failed"]), key=lambda f: order.get(f["path"], -1))
     summary.infer_s = max(p["infer_s"] for p in parts)
     summary.ranks = [{k: (len(v) if k == "failed" else v) for k, v in p.items() if k != "infer_s"} for p in parts]
-    weights = _weights_path(opts)
+    weights = opts.weights if opts.weights is not None else default_weights_path()  # as given: a file or zoo name
     record = {
         "vitseg_version": __version__,
         "command": "predict",
