@@ -51,7 +51,8 @@ def presets_table():
         head = s.model.decode_head
         method = {"upernet": "UperNet", "mask2former": "Mask2Former"}[head.type] if head else "-"
         r = released.get(name)
-        backbone = r.backbone if r else f"{s.model.backbone.type} ({getattr(s.model.backbone, 'preset', None)})"
+        size = getattr(s.model.backbone, "preset", None)
+        backbone = r.backbone if r else s.model.backbone.type + (f" ({size})" if size else "")
         crop = str(s.test.crop_size[0]) if s.test.mode == "slide" else "whole"
         table.add_row(name, method, backbone, r.dataset if r else "-", crop)
     return table
