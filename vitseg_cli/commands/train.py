@@ -31,7 +31,8 @@ def train(
     crop_size: Optional[int] = typer.Option(None, "--crop-size", min=16, help="Square training crop, pixels."),
     lr: Optional[float] = typer.Option(None, "--lr", min=0.0, help="Base learning rate (top layers)."),
     pretrained: Optional[Path] = typer.Option(None, "--pretrained",
-                                              help="timm/DeiT ViT checkpoint (.pth or timm .safetensors) for the ViT."),
+                                              help="Pretraining file of the backbone's blocks: timm/DeiT/AugReg "
+                                                   "ViT (.pth or timm .safetensors) or official BEiT/BEiTv2."),
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Start from a vitseg or official checkpoint or a zoo name (any "
                                                   "class count)."),

@@ -260,7 +260,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
     model = build_model(spec)
     if not resuming:
         if opts.pretrained and opts.init_from:
-            raise VitsegError("give --pretrained (a ViT) or --init-from (a whole segmentor), not both")
+            raise VitsegError("give --pretrained (the backbone's pretraining) or --init-from (a whole segmentor), not both")
         if opts.pretrained:
             for note in load_pretrained(model, opts.pretrained):
                 say(f"note: {note}")
