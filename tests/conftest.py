@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-PARITY = Path(__file__).resolve().parent / "data" / "parity"  # copied from shared/parity (see SOURCE.md)
+PARITY = Path(__file__).resolve().parent / "data" / "parity"  # reference vectors of the official code (SOURCE.md)
 
 torch.set_num_threads(2)
 

@@ -73,8 +73,8 @@ def read_torch_file(path: Path) -> Any:
     if member is not None:
         with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory(prefix="vitseg-zip-") as tmp:
             inner = Path(archive.extract(member, tmp))
-            return _torch_load(inner, f"{path} ({member})")
-    return _torch_load(path, str(path))
+            return _load_weights_only(inner, f"{path} ({member})")
+    return _load_weights_only(path, str(path))
 
 
 def _archived_checkpoint(path: Path) -> Optional[str]:
@@ -94,7 +94,7 @@ def _archived_checkpoint(path: Path) -> Optional[str]:
     return found[0]
 
 
-def _torch_load(path: Path, name: str) -> Any:
+def _load_weights_only(path: Path, name: str) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:

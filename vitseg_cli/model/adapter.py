@@ -345,6 +345,19 @@ def count_indices(state: dict, pattern: str) -> int:
     return len({m.group(1) for k in state if (m := rx.match(k))})
 
 
+def adapter_layout(state: dict, blocks: str, what: str) -> tuple[int, int, int]:
+    """(embed_dim, depth, interactions) of an official backbone state dict whose stack keeps its layers under
+    `backbone.<blocks>.<i>.` (`what` names them in the error when they do not split into the interactions)."""
+    from ..errors import VitsegError
+
+    dim = state["backbone.level_embed"].shape[1]
+    depth = count_indices(state, rf"backbone\.{blocks}\.(\d+)\.norm1\.weight")
+    n_inter = count_indices(state, r"backbone\.interactions\.(\d+)\.injector\.gamma")
+    if depth == 0 or n_inter == 0 or depth % n_inter:
+        raise VitsegError(f"cannot infer the spec: {depth} {what} and {n_inter} interaction blocks")
+    return dim, depth, n_inter
+
+
 def infer_adapter_fields(state: dict, dim: int, depth: int, n_inter: int) -> tuple[dict, list[str]]:
     """The adapter fields of an official backbone state dict (`backbone.*` keys), and what had to be assumed.
 

@@ -24,7 +24,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 from torch import nn
 
 from ..errors import VitsegError
-from .adapter import (AdapterBackbone, adapter_args, conventional_num_heads, count_indices, infer_adapter_fields,
+from .adapter import (AdapterBackbone, adapter_args, adapter_layout, conventional_num_heads, infer_adapter_fields,
                       load_stack_pretrained)
 from .registry import register_backbone
 from .vit import PatchEmbed
@@ -314,11 +314,7 @@ def _window_of(table: torch.Tensor, index: Optional[torch.Tensor]) -> tuple[Wind
 def infer_official(state: dict, meta: dict) -> tuple[dict[str, Any], list[str]]:
     """The backbone section that fits an official BEiT-Adapter state dict, and the fields that had to be assumed."""
     g = lambda k: state[f"backbone.{k}"]  # noqa: E731
-    d = g("level_embed").shape[1]
-    depth = count_indices(state, r"backbone\.blocks\.(\d+)\.norm1\.weight")
-    n_inter = count_indices(state, r"backbone\.interactions\.(\d+)\.injector\.gamma")
-    if depth == 0 or n_inter == 0 or depth % n_inter:
-        raise VitsegError(f"cannot infer the spec: {depth} BEiT blocks and {n_inter} interaction blocks")
+    d, depth, n_inter = adapter_layout(state, "blocks", "BEiT blocks")
     assumed: list[str] = []
     per_block = "backbone.blocks.0.attn.relative_position_bias_table" in state
     shared = f"backbone.{_SHARED_TABLE}" in state

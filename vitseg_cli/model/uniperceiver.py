@@ -19,8 +19,7 @@ import torch.nn.functional as F
 from timm.layers import DropPath
 from torch import nn
 
-from ..errors import VitsegError
-from .adapter import AdapterBackbone, adapter_args, conventional_num_heads, count_indices, infer_adapter_fields
+from .adapter import AdapterBackbone, adapter_args, adapter_layout, conventional_num_heads, infer_adapter_fields
 from .registry import register_backbone
 
 PATCH = 16  # hard-coded in the official position-embedding resize
@@ -152,11 +151,7 @@ def _is_official(state: dict) -> bool:
 def infer_official(state: dict, meta: dict) -> tuple[dict[str, Any], list[str]]:
     """The backbone section that fits an official Uni-Perceiver-Adapter state dict, and what had to be assumed."""
     g = lambda k: state[f"backbone.{k}"]  # noqa: E731
-    d = g("level_embed").shape[1]
-    depth = count_indices(state, r"backbone\.layers\.(\d+)\.norm1\.weight")
-    n_inter = count_indices(state, r"backbone\.interactions\.(\d+)\.injector\.gamma")
-    if depth == 0 or n_inter == 0 or depth % n_inter:
-        raise VitsegError(f"cannot infer the spec: {depth} Uni-Perceiver layers and {n_inter} interaction blocks")
+    d, depth, n_inter = adapter_layout(state, "layers", "Uni-Perceiver layers")
     grid = math.isqrt(g("visual_embed.patch_embed.spatial_pos_embed.weight").shape[0])
     num_heads = conventional_num_heads(state, d)
     common, more = infer_adapter_fields(state, d, depth, n_inter)

@@ -21,8 +21,7 @@ from torch import nn
 
 from ..errors import VitsegError
 from ..spec import BACKBONE_PRESETS
-from .adapter import (AdapterBackbone, adapter_args, count_indices, infer_adapter_fields,
-                      load_stack_pretrained)
+from .adapter import AdapterBackbone, adapter_args, adapter_layout, infer_adapter_fields, load_stack_pretrained
 from .registry import register_backbone
 
 
@@ -161,11 +160,7 @@ HEADS_BY_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}  # official ViT convention: h
 def infer_official(state: dict, meta: dict) -> tuple[dict[str, Any], list[str]]:
     """The backbone section that fits an official ViT-Adapter state dict, and the fields that had to be assumed."""
     g = lambda k: state[f"backbone.{k}"]  # noqa: E731
-    d = g("level_embed").shape[1]
-    depth = count_indices(state, r"backbone\.blocks\.(\d+)\.norm1\.weight")
-    n_inter = count_indices(state, r"backbone\.interactions\.(\d+)\.injector\.gamma")
-    if depth == 0 or n_inter == 0 or depth % n_inter:
-        raise VitsegError(f"cannot infer the spec: {depth} ViT blocks and {n_inter} interaction blocks")
+    d, depth, n_inter = adapter_layout(state, "blocks", "ViT blocks")
     assumed: list[str] = []
     num_heads = HEADS_BY_DIM.get(d) or (max(3, d // 64) if d % max(3, d // 64) == 0 else 1)
     assumed.append(f"num_heads={num_heads} (convention for embed_dim {d})")
