@@ -258,19 +258,19 @@ DecodeHeadSpec = UperNetHeadSpec  # the default head, under its historical name
 class PixelDecoderSpec(_Strict):
     """Mask2Former's MSDeformAttnPixelDecoder: a deformable-attention encoder over the 1/8..1/32 levels."""
 
-    num_layers: int = Field(6, gt=0)
-    num_heads: int = Field(8, gt=0)
-    num_points: int = Field(4, gt=0)
-    feedforward_channels: int = Field(1024, gt=0)
-    num_groups: int = Field(32, gt=0)
+    num_layers: int = Field(6, gt=0, le=256)
+    num_heads: int = Field(8, gt=0, le=MAX_DIM)
+    num_points: int = Field(4, gt=0, le=64)
+    feedforward_channels: Channels = 1024
+    num_groups: int = Field(32, gt=0, le=MAX_DIM)
 
 
 class TransformerDecoderSpec(_Strict):
     """Mask2Former's masked-attention decoder (DetrTransformerDecoder of DetrTransformerDecoderLayers)."""
 
-    num_layers: int = Field(9, gt=0)
-    num_heads: int = Field(8, gt=0)
-    feedforward_channels: int = Field(2048, gt=0)
+    num_layers: int = Field(9, gt=0, le=256)
+    num_heads: int = Field(8, gt=0, le=MAX_DIM)
+    feedforward_channels: Channels = 2048
 
 
 class Mask2FormerLossSpec(_Strict):
@@ -280,7 +280,7 @@ class Mask2FormerLossSpec(_Strict):
     mask_weight: float = Field(5.0, ge=0)
     dice_weight: float = Field(5.0, ge=0)
     no_object_weight: float = Field(0.1, ge=0)
-    num_points: int = Field(12544, gt=0)
+    num_points: int = Field(12544, gt=0, le=1 << 20)
     oversample_ratio: float = Field(3.0, ge=1)
     importance_sample_ratio: float = Field(0.75, ge=0, le=1)
 
