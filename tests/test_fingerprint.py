@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from vitseg_cli.data.io import read_label, write_image
 from vitseg_cli.data.synth import make_synthetic
@@ -17,12 +16,7 @@ from test_predict import image, invoke, make_weights, record, runner
 from vitseg_cli.cli import app
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a shared small CPU: one thread is much faster than a spinning pool
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

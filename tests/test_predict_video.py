@@ -8,7 +8,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
 from vitseg_cli.data.io import read_label, write_image
 from vitseg_cli.engine import predict as predict_engine
@@ -18,13 +17,7 @@ from test_predict import image, invoke, make_weights, record
 H, W, FPS, FRAMES = 64, 80, 10.0, 12
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a small shared CPU, torch's thread pool spins against other processes: one thread is many times faster."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
