@@ -76,6 +76,34 @@ def test_colour_alone_does_not_decide_the_class():
     assert balanced < 0.4  # chance is 1/6; a colour-decided task would be near 1
 
 
+def test_easy_mode_draws_the_same_scenes_with_colour_deciding_the_class():
+    # Same seed -> the same label masks as the default data; then the nearest-mean-colour classifier that fails on
+    # the default data (test above) is near perfect, which is what lets a from-scratch model learn it quickly.
+    images, labels = [], []
+    for i in range(20):
+        image, label = render_sample(np.random.default_rng([3, i]), (64, 64), easy=True)
+        _, hard_label = render_sample(np.random.default_rng([3, i]), (64, 64))
+        assert np.array_equal(label, hard_label), i
+        images.append(image)
+        labels.append(label)
+    pix = np.concatenate([im.reshape(-1, 3) for im in images]).astype(np.float64)
+    lab = np.concatenate([lb.ravel() for lb in labels])
+    means = np.stack([pix[lab == c].mean(0) for c in range(6)])
+    nearest = np.argmin(((pix[:, None, :] - means[None]) ** 2).sum(-1), axis=1)
+    balanced = np.mean([(nearest[lab == c] == c).mean() for c in range(6)])
+    assert balanced > 0.9, balanced
+
+
+def test_cli_easy_flag_writes_easy_images(tmp_path):
+    res = CliRunner().invoke(app, ["data", "synth", str(tmp_path / "e"), "--num", "2", "--seed", "4", "--size",
+                                   "48x32", "--easy", "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    for i in range(2):
+        image, label = render_sample(np.random.default_rng([4, i]), (32, 48), easy=True)
+        assert np.array_equal(read_image(tmp_path / "e" / "images" / f"{i:05d}.png"), image)
+        assert np.array_equal(read_label(tmp_path / "e" / "masks" / f"{i:05d}.png"), label)
+
+
 def test_every_shape_class_appears():
     counts = np.zeros(6, np.int64)
     for i in range(20):

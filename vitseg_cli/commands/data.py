@@ -25,6 +25,10 @@ def synth(
                                 help="Processes drawing images (the files do not depend on it)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into a non-empty folder (replaces a synthetic "
                                                               "dataset there)."),
+    easy: bool = typer.Option(False, "--easy", help="Paint each class in its own colour (same scenes and masks as "
+                                                    "without): a small model learns it from scratch in a few hundred "
+                                                    "CPU iterations, for smoke-testing training. The default data "
+                                                    "needs shape."),
 ) -> None:
     """Write a synthetic 6-class dataset (background, disc, square, triangle, ring, stripe) in the folder format."""
     from ..data.synth import make_synthetic, parse_size
@@ -35,7 +39,7 @@ def synth(
                   console=console, transient=True, disable=num < 200) as bar:
         task = bar.add_task("synth", total=num)
         make_synthetic(out, num, seed, hw, workers=workers, progress=lambda done: bar.update(task, completed=done),
-                       overwrite=overwrite)
+                       overwrite=overwrite, easy=easy)
     console.print(f"wrote {num} images ({hw[1]}x{hw[0]}) to {out} in {time.perf_counter() - start:.1f}s "
                   f"(use: --format folder)")
 

@@ -6,6 +6,11 @@ overlap (later ones occlude earlier ones; a ring shows what lies under its hole)
 vignette shade the scene, and mild blur + sensor noise finish the image. Everything is drawn from one
 `numpy.random.Generator` per image seeded with (seed, index), so a seed always gives the same files.
 
+`easy=True` draws the same scenes (the same label masks for a seed) but paints each class in its own flat colour
+(`EASY_COLOURS`), so colour alone tells the class: a small model learns it from scratch in a few hundred CPU
+iterations, which makes it the data for smoke-testing a training setup. The default data needs shape, and a from-scratch
+`nano` model stays at chance on it for the first few hundred iterations.
+
 Layout written: `OUT/images/NNNNN.png` (RGB), `OUT/masks/NNNNN.png` (uint8 class indices), `OUT/classes.yaml`.
 """
 
@@ -26,6 +31,8 @@ from .io import atomic_write_bytes, prepare_output_dir, write_image
 
 SYNTH_CLASSES = ["background", "disc", "square", "triangle", "ring", "stripe"]
 SYNTH_PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48)]
+# image colours of the classes in easy mode: far apart in RGB, so lighting and noise do not blur one into another
+EASY_COLOURS = [(128, 128, 128), (220, 30, 30), (30, 200, 30), (30, 30, 220), (230, 230, 30), (200, 30, 200)]
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -109,10 +116,14 @@ def _shape_mask(rng: np.random.Generator, cls: int, h: int, w: int) -> np.ndarra
     return mask
 
 
-def render_sample(rng: np.random.Generator, size: tuple[int, int] = (256, 256)) -> tuple[np.ndarray, np.ndarray]:
-    """One synthetic (RGB uint8 image, uint8 label) pair drawn from `rng`."""
+def render_sample(rng: np.random.Generator, size: tuple[int, int] = (256, 256),
+                  easy: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """One synthetic (RGB uint8 image, uint8 label) pair drawn from `rng`; `easy` paints each class in its own
+    colour (the textures are still drawn, so the random stream and hence the label are the same either way)."""
     h, w = size
     image = _texture(rng, h, w)
+    if easy:
+        image[:] = EASY_COLOURS[0]
     label = np.zeros((h, w), np.uint8)
     n_objects = int(rng.integers(3, 9))
     classes = rng.integers(1, len(SYNTH_CLASSES), n_objects)
@@ -123,6 +134,8 @@ def render_sample(rng: np.random.Generator, size: tuple[int, int] = (256, 256)) 
             continue
         inside = mask[y:y + bh, x:x + bw].astype(bool)
         patch = _texture(rng, bh, bw, extent=max(bh / h, bw / w))
+        if easy:
+            patch[:] = EASY_COLOURS[cls]
         image[y:y + bh, x:x + bw][inside] = patch[inside]
         label[y:y + bh, x:x + bw][inside] = cls
     # lighting: a linear gradient in a random direction times a soft vignette
@@ -144,9 +157,9 @@ def classes_yaml() -> str:
                           sort_keys=False, default_flow_style=None)
 
 
-def _write_sample(out: Path, seed: int, index: int, width: int, size: tuple[int, int]) -> None:
+def _write_sample(out: Path, seed: int, index: int, width: int, size: tuple[int, int], easy: bool) -> None:
     rng = np.random.default_rng([seed, index])
-    image, label = render_sample(rng, size)
+    image, label = render_sample(rng, size, easy)
     name = f"{index:0{width}d}.png"
     write_image(out / "images" / name, image)
     write_image(out / "masks" / name, label)
@@ -163,8 +176,10 @@ def _remove_numbered_pairs(out: Path, keep: int) -> None:
 
 
 def make_synthetic(out: Path, num: int, seed: int, size: tuple[int, int] = (256, 256), workers: int = 1,
-                   progress: Optional[Callable[[int], None]] = None, overwrite: bool = False) -> Path:
-    """Write `num` image/mask pairs + classes.yaml under `out` (folder format); deterministic for `seed`.
+                   progress: Optional[Callable[[int], None]] = None, overwrite: bool = False,
+                   easy: bool = False) -> Path:
+    """Write `num` image/mask pairs + classes.yaml under `out` (folder format); deterministic for `seed` (and
+    `easy`: class-coloured images, see the module docstring).
 
     Each pair depends only on (seed, index), so `workers` processes write the same files as one; `progress` is
     called with the number of pairs finished after each one. A folder that is not empty is refused (it may be a
@@ -185,7 +200,7 @@ def make_synthetic(out: Path, num: int, seed: int, size: tuple[int, int] = (256,
         _remove_numbered_pairs(out, keep=num)
     prepare_output_dir(out, "OUT")
     width = max(5, len(str(num - 1)))
-    write = partial(_write_sample, out, seed, width=width, size=size)
+    write = partial(_write_sample, out, seed, width=width, size=size, easy=easy)
     if workers > 1 and num > 1:
         pool = ProcessPoolExecutor(min(workers, num), initializer=worker_init, initargs=(0,))
         try:
