@@ -1,5 +1,5 @@
 """`vitseg train` with BEiT-Adapter + Mask2Former (the `nano_mask2former` family, shrunk to 64 px for CI): the loss
-falls, stop + resume equals a straight run, and fine-tuning an official checkpoint onto other classes re-initialises
+falls and validation mIoU rises far above chance on easy synthetic data, stop + resume equals a straight run, and fine-tuning an official checkpoint onto other classes re-initialises
 only the class embedding."""
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ import yaml
 from safetensors.torch import load_file
 
 from conftest import PARITY
-from test_train import make_easy, vitseg
+from test_train import vitseg
 from vitseg_cli.checkpoints import load_model
+from vitseg_cli.data.io import read_label
 from vitseg_cli.data.synth import make_synthetic
 from vitseg_cli.engine.train_state import read_log
 
@@ -34,20 +35,27 @@ def synth(tmp_path_factory) -> Path:
     return make_synthetic(tmp_path_factory.mktemp("synth") / "data", 6, 0, size=(64, 64))
 
 
-def test_mask2former_loss_falls_and_logs_each_term(tmp_path):
-    data = make_easy(tmp_path / "easy", n=6)
-    spec = write_m2f_spec(tmp_path / "spec.yaml", batch_size=2, warmup_iters=3)
+def test_mask2former_learns_easy_synthetic_data(tmp_path):
+    # `vitseg data synth --easy` data (colour gives the class) shrunk to 64 px: within 40 steps of batch 4 the loss
+    # falls and validation mIoU is far above chance (the run this is cut down from reached 0.50 at step 40)
+    data = make_synthetic(tmp_path / "train", 32, 1, size=(64, 64), easy=True)
+    val = make_synthetic(tmp_path / "val", 8, 2, size=(64, 64), easy=True)
+    spec = write_m2f_spec(tmp_path / "spec.yaml", batch_size=4, warmup_iters=5)
     out = tmp_path / "run"
-    res = vitseg("--spec", spec, "--data", data, "--format", "folder", "--out", out, "--iters", 16, "--log-every", 4,
-                 "--lr", "1e-3", "--seed", 0)
+    res = vitseg("--spec", spec, "--data", data, "--format", "folder", "--val-data", val, "--out", out,
+                 "--iters", 40, "--log-every", 10, "--eval-every", 40, "--lr", "1e-3", "--seed", 0)
     assert res.exit_code == 0, res.output
     rows = read_log(out / "log.csv")
-    assert [int(r["iter"]) for r in rows] == [4, 8, 12, 16]
+    assert [int(r["iter"]) for r in rows] == [10, 20, 30, 40]
     losses = [float(r["loss"]) for r in rows]
-    assert losses[-1] < 0.9 * losses[0], losses  # Mask2Former sums 12 terms (4 stages); they fall slower than CE
+    assert losses[-1] < 0.8 * losses[0], losses
     for r in rows:  # the total is the sum of the head's terms, each logged
         terms = float(r["loss_cls"]) + float(r["loss_mask"]) + float(r["loss_dice"])
         assert terms == pytest.approx(float(r["loss"]), rel=1e-4)
+    assert float(rows[-1]["loss_cls"]) < 0.7 * float(rows[0]["loss_cls"])  # the class head learns, not only masks
+    # chance: every pixel called background scores IoU = background share on that class, 0 on the other five
+    background = np.mean([np.mean(read_label(p) == 0) for p in sorted((val / "masks").glob("*.png"))])
+    assert float(rows[-1]["mIoU"]) > 2.5 * background / 6, (rows[-1], background)
     model = load_model(out / "last.safetensors")
     assert model.spec.model.decode_head.type == "mask2former"
 
