@@ -45,8 +45,23 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
     return data, spec
 
 
-def test_torchrun_two_gloo_processes(tmp_path, setup):
+@pytest.fixture(scope="module")
+def m2f_spec(tmp_path_factory) -> Path:
+    """nano_mask2former at 64 px: its loss all-reduces the matched-mask count across ranks inside the forward."""
+    spec = tmp_path_factory.mktemp("m2f") / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "preset": "nano_mask2former",
+        "model": {"backbone": {"img_size": 64}, "decode_head": {"loss": {"num_points": 256}}},
+        "train": {"scale": [64, 64], "crop_size": [64, 64], "warmup_iters": 2, "batch_size": 4, "workers": 0},
+        "test": {"crop_size": [64, 64], "stride": [42, 42]}}))
+    return spec
+
+
+@pytest.mark.parametrize("head", ["upernet", "mask2former"])
+def test_torchrun_two_gloo_processes(tmp_path, setup, m2f_spec, head):
     data, spec = setup
+    if head == "mask2former":
+        spec = m2f_spec
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "vitseg_cli", "train", "--spec", str(spec), "--data", str(data), "--out", str(out),
@@ -60,7 +75,8 @@ def test_torchrun_two_gloo_processes(tmp_path, setup):
     assert [r["iter"] for r in read_log(out / "log.csv")] == ["1", "2"]
     state = load_state(out / "state.pt")
     assert state["iteration"] == 2 and state["world_size"] == 2 and len(state["rng"]) == 2
-    assert load_model(out / "last.safetensors").num_classes == 6
+    model = load_model(out / "last.safetensors")
+    assert model.num_classes == 6 and model.spec.model.decode_head.type == head
     assert proc.stderr.count("done: iteration 2") == 1  # only rank 0 reports
 
 
