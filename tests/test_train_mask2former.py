@@ -1,6 +1,6 @@
 """`vitseg train` with BEiT-Adapter + Mask2Former (the `nano_mask2former` family, shrunk to 64 px for CI): the loss
-falls and validation mIoU rises far above chance on easy synthetic data, stop + resume equals a straight run, and fine-tuning an official checkpoint onto other classes re-initialises
-only the class embedding."""
+falls and validation mIoU rises far above chance on easy synthetic data, stop + resume equals a straight run, and
+fine-tuning an official checkpoint onto other classes re-initialises only the class embedding."""
 
 from __future__ import annotations
 
