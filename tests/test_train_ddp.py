@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from test_train_mask2former import write_m2f_spec
 from vitseg_cli.checkpoints import load_model
 from vitseg_cli.data.synth import make_synthetic
 from vitseg_cli.engine.train_state import load_state, read_log
@@ -48,13 +49,7 @@ def setup(tmp_path_factory) -> tuple[Path, Path]:
 @pytest.fixture(scope="module")
 def m2f_spec(tmp_path_factory) -> Path:
     """nano_mask2former at 64 px: its loss all-reduces the matched-mask count across ranks inside the forward."""
-    spec = tmp_path_factory.mktemp("m2f") / "spec.yaml"
-    spec.write_text(yaml.safe_dump({
-        "preset": "nano_mask2former",
-        "model": {"backbone": {"img_size": 64}, "decode_head": {"loss": {"num_points": 256}}},
-        "train": {"scale": [64, 64], "crop_size": [64, 64], "warmup_iters": 2, "batch_size": 4, "workers": 0},
-        "test": {"crop_size": [64, 64], "stride": [42, 42]}}))
-    return spec
+    return write_m2f_spec(tmp_path_factory.mktemp("m2f") / "spec.yaml", batch_size=4)
 
 
 @pytest.mark.parametrize("head", ["upernet", "mask2former"])
