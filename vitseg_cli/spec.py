@@ -325,12 +325,18 @@ class AuxHeadSpec(_Strict):
     loss_weight: float = Field(0.4, ge=0)
 
 
+# family configs built on the classes above (imported here, after them, so that they may subclass them)
+from .model.dinov3_config import Dinov3AdapterSpec  # noqa: E402
+from .model.mask2former_d2_config import Mask2FormerD2HeadSpec  # noqa: E402
+
 BACKBONE_TYPES = {"vit_adapter": VitAdapterSpec, "beit_adapter": BeitAdapterSpec,
-                  "uniperceiver_adapter": UniPerceiverAdapterSpec}
-HEAD_TYPES = {"upernet": UperNetHeadSpec, "mask2former": Mask2FormerHeadSpec}
-AnyBackboneSpec = Annotated[Union[VitAdapterSpec, BeitAdapterSpec, UniPerceiverAdapterSpec],
+                  "uniperceiver_adapter": UniPerceiverAdapterSpec, "dinov3_adapter": Dinov3AdapterSpec}
+HEAD_TYPES = {"upernet": UperNetHeadSpec, "mask2former": Mask2FormerHeadSpec,
+              "mask2former_d2": Mask2FormerD2HeadSpec}
+AnyBackboneSpec = Annotated[Union[VitAdapterSpec, BeitAdapterSpec, UniPerceiverAdapterSpec, Dinov3AdapterSpec],
                             Field(discriminator="type")]
-AnyHeadSpec = Annotated[Union[UperNetHeadSpec, Mask2FormerHeadSpec], Field(discriminator="type")]
+AnyHeadSpec = Annotated[Union[UperNetHeadSpec, Mask2FormerHeadSpec, Mask2FormerD2HeadSpec],
+                        Field(discriminator="type")]
 
 
 def _default_type(section: Any, default: str, allowed: dict[str, Any], where: str) -> Any:

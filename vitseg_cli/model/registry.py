@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 # The modules that register families; imported on first use so that importing the spec needs no torch.
-_FAMILY_MODULES = ("vit", "beit", "uniperceiver", "heads.upernet", "heads.fcn", "heads.mask2former")
+_FAMILY_MODULES = ("vit", "beit", "uniperceiver", "dinov3", "heads.upernet", "heads.fcn", "heads.mask2former",
+                   "heads.mask2former_d2")
 
 
 @dataclass(frozen=True)
