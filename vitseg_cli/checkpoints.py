@@ -29,6 +29,8 @@ from safetensors.torch import save as save_safetensors
 from . import __version__
 from .data.io import atomic_write_bytes, remove_stale_parts
 from .errors import VitsegError
+from .model.dinov3 import is_head_file as is_two_file_head
+from .model.dinov3 import two_file_state
 from .model.official import check_weight_values, infer_spec, load_state_strict, meta_classes
 from .model.registry import backbone_family
 from .model.segmentor import Segmentor
@@ -122,10 +124,22 @@ def _unwrap_state_dict(obj: Any, path: Path) -> tuple[dict[str, torch.Tensor], d
     return state, meta
 
 
-def read_official(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """State dict and meta of an official (mmcv) ViT-Adapter segmentation or backbone checkpoint."""
+def read_official(path: "str | Path", backbone_weights: "str | Path | None" = None
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """State dict and meta of an official (mmcv) ViT-Adapter segmentation or backbone checkpoint, or of a release
+    made of two files (a head file, and `backbone_weights`: the ViT's own file)."""
     path = Path(path)
     state, meta = _unwrap_state_dict(read_torch_file(path), path)
+    if is_two_file_head(state):
+        backbone = None
+        if backbone_weights is not None:
+            bpath = Path(backbone_weights)
+            _check_exists(bpath)
+            backbone = _unwrap_state_dict(read_torch_file(bpath), bpath)[0]
+        return two_file_state(state, backbone, str(path), str(backbone_weights))
+    if backbone_weights is not None:
+        raise VitsegError(f"{path}: --backbone-weights is for releases made of a head file and a backbone file; "
+                          "this checkpoint holds its whole model")
     if "backbone.level_embed" not in state:
         if "level_embed" in state and "spm.stem.0.weight" in state:  # a bare backbone state dict
             state = {f"backbone.{k}": v for k, v in state.items()}
@@ -163,12 +177,14 @@ def read_vitseg(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str, 
 
 
 def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = None,
-               device: "str | torch.device" = "cpu", overrides: Sequence[str] = ()) -> Segmentor:
+               device: "str | torch.device" = "cpu", overrides: Sequence[str] = (),
+               backbone_weights: "str | Path | None" = None) -> Segmentor:
     """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth`/`.zip` (+ optional spec), or the
     name of an official release (`vitseg zoo`), fetched and converted on first use.
 
     On a vitseg file a YAML/dict `spec` is merged onto the embedded one (a file that only sets `test.resize` keeps
-    the class names); a `Spec` object replaces it. `overrides` (`key.path=value`, as `--set`) apply last."""
+    the class names); a `Spec` object replaces it. `overrides` (`key.path=value`, as `--set`) apply last.
+    `backbone_weights`: the backbone file of a release made of two files (DINOv3: head file + ViT file)."""
     # a bad spec is reported before the weights are read
     partial = None if spec is None or isinstance(spec, Spec) else spec if isinstance(spec, dict) else \
         read_spec_data(spec)
@@ -185,7 +201,7 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
     else:
         if partial is not None:
             given = spec_from_dict(partial, source=str(spec) if not isinstance(spec, dict) else "spec")
-        state, meta = read_official(path)
+        state, meta = read_official(path, resolve_weights(backbone_weights) if backbone_weights else None)
         if given is None:
             resolved, how = infer_spec(state, meta)
             notes += how
@@ -194,7 +210,7 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
             data = meta_classes(meta, resolved.model.num_classes)
             if data and not resolved.data.classes:
                 resolved = resolved.updated(data=data)
-        source = f"official checkpoint {path.name}"
+        source = f"official checkpoint {path.name}" + (f" + {Path(backbone_weights).name}" if backbone_weights else "")
     model = Segmentor(with_overrides(resolved, list(overrides)))
     notes += load_state_strict(model, state, path)
     model.load_notes = notes

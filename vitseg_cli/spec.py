@@ -395,9 +395,14 @@ class TestSpec(_Strict):
     stride: Size = (341, 341)
     flip: bool = False
     scales: list[Annotated[float, Field(gt=0, le=16)]] = Field(default_factory=lambda: [1.0], min_length=1)
+    # `dinov3`: the official DINOv3 test (views by short side at each of `scales`, flips, bf16 window scores)
+    procedure: Literal["mmseg", "dinov3"] = "mmseg"
+    short_side: Optional[Side] = None
 
     @model_validator(mode="after")
     def _check_coverage(self) -> "TestSpec":
+        if self.procedure == "dinov3" and self.short_side is None:
+            raise ValueError("procedure dinov3 needs short_side (the short side of the ratio-1 view)")
         # a stride past the crop leaves rows no window covers (mmseg asserts full coverage); whole mode ignores both
         if self.mode == "slide" and any(s > c for s, c in zip(self.stride, self.crop_size)):
             raise ValueError(f"stride {list(self.stride)} is larger than crop_size {list(self.crop_size)}: the slide "

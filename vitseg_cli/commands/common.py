@@ -98,6 +98,9 @@ def friendly_errors(fn: F) -> F:
 WeightsOption = Annotated[Optional[Path], typer.Option(
     "--weights", "-w", help="vitseg .safetensors, official .pth, or a zoo name (vitseg zoo) "
                             "(default: the shipped model).")]
+BackboneWeightsOption = Annotated[Optional[Path], typer.Option(
+    "--backbone-weights", help="The backbone file of a release made of two files (DINOv3: --weights HEAD "
+                               "--backbone-weights VIT.pth).")]
 SpecOption = Annotated[Optional[str], typer.Option(
     "--spec", "-s", help="Spec YAML or preset: the spec of an official .pth; on a vitseg file, merged onto the spec "
                          "it holds (a YAML may name only the fields it changes).")]

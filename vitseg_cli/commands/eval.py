@@ -12,8 +12,8 @@ from rich.console import Console
 from ..data.formats import FORMATS
 from ..data.io import check_output_dir
 from ..errors import VitsegError, not_one_of
-from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
-                     ScalesOption, SetOption, SpecOption,
+from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
+                     HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, default_workers, friendly_errors, inference_overrides, note)
 
@@ -24,6 +24,7 @@ def eval_cmd(
     fmt: str = typer.Option("folder", "--format", "-f", help=f"Dataset layout: {', '.join(FORMATS)}."),
     split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
     weights: WeightsOption = None,
+    backbone_weights: BackboneWeightsOption = None,
     spec: SpecOption = None,
     set_values: SetOption = None,
     out: Path = typer.Option(Path("vitseg-eval"), "--out", "-o", help="Report folder."),
@@ -82,7 +83,7 @@ def eval_cmd(
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_model(ModelEvalOptions(
-            dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
+            dataset=dataset, fmt=fmt, split=split, weights=weights, backbone_weights=backbone_weights, spec=spec, classes=classes, coco_json=coco_json,
             overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
             save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,
             overwrite=overwrite, quiet=quiet, limit=limit), note=None if quiet else note)

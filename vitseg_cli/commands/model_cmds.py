@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import VitsegError
-from .common import console, friendly_errors, note
+from .common import BackboneWeightsOption, console, friendly_errors, note
 
 SPEC_HELP = ("Spec: a YAML file or a preset (nano..large, nano_mask2former, or an official release name: "
              "`vitseg info --presets`). Read from the checkpoint if omitted.")
@@ -21,6 +21,7 @@ def convert(
     out: Path = typer.Option(..., "--out", "-o", help="Output .safetensors file."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP),
     half: bool = typer.Option(False, "--half", help="Store floating-point weights as float16 (half the size)."),
+    backbone_weights: BackboneWeightsOption = None,
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace OUT if it exists."),
 ) -> None:
     """Convert an official mmseg ViT-Adapter checkpoint to a self-contained vitseg .safetensors file."""
@@ -28,7 +29,7 @@ def convert(
         raise VitsegError(f"--out {out}: exists (use --overwrite)")
     from ..checkpoints import load_model, save_model
 
-    model = load_model(checkpoint, spec)
+    model = load_model(checkpoint, spec, backbone_weights=backbone_weights)
     for line in model.load_notes:
         note(line)
     save_model(model, out, half=half, source=model.source)
@@ -64,6 +65,7 @@ def info(
                                                         "or a zoo name."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP),
     show_spec: bool = typer.Option(False, "--spec-yaml", help="Also print the full resolved spec as YAML."),
+    backbone_weights: BackboneWeightsOption = None,
     presets: bool = typer.Option(False, "--presets", help="List the spec presets (one per official release, "
                                                           "and nano..large) instead."),
 ) -> None:
@@ -78,7 +80,7 @@ def info(
         raise VitsegError("info: give a WEIGHTS file or zoo name, or --presets to list the spec presets")
     from ..checkpoints import load_model
 
-    model = load_model(weights, spec)
+    model = load_model(weights, spec, backbone_weights=backbone_weights)
     s = model.spec
     b = s.model.backbone
     table = Table(title=str(weights), show_header=False, title_justify="left")

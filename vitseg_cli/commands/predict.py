@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
-                     ScalesOption, SetOption, SpecOption,
+from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
+                     HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, default_workers, friendly_errors, inference_overrides)
 
@@ -18,6 +18,7 @@ def predict(
     sources: list[str] = typer.Argument(..., metavar="SOURCE...",
                                         help="Image files, folders (searched recursively), globs or .txt lists."),
     weights: WeightsOption = None,
+    backbone_weights: BackboneWeightsOption = None,
     spec: SpecOption = None,
     set_values: SetOption = None,
     out: Path = typer.Option(Path("vitseg-out"), "--out", "-o", help="Output folder."),
@@ -50,7 +51,7 @@ def predict(
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
                           spec_overrides=list(set_values or []), device=device, save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend.lower(),
-                          vid_stride=vid_stride)
+                          vid_stride=vid_stride, backbone_weights=backbone_weights)
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json

@@ -36,6 +36,9 @@ def train(
     init_from: Optional[Path] = typer.Option(None, "--init-from",
                                              help="Start from a vitseg or official checkpoint or a zoo name (any "
                                                   "class count)."),
+    backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
+                                                    help="With --init-from: the backbone file of a release made of "
+                                                         "two files (DINOv3)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
     device: DeviceOption = "auto",
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA only)."),
@@ -59,7 +62,7 @@ def train(
     opts = TrainOptions(out=out, spec=spec, spec_overrides=list(set_values or []), data=data, fmt=fmt,
                         val_data=val_data, iters=iters, batch_size=batch_size, crop_size=crop_size, lr=lr, amp=amp,
                         accum=accum, workers=workers, eval_every=eval_every, save_every=save_every, seed=seed,
-                        pretrained=pretrained, init_from=init_from, resume=resume, device=device,
+                        pretrained=pretrained, init_from=init_from, backbone_weights=backbone_weights, resume=resume, device=device,
                         log_every=log_every, loggers=logger, stop_at=stop_at, quiet=quiet,
                         command=["vitseg", *sys.argv[1:]])
     result = run_training(opts, say=lambda msg: console.print(msg, soft_wrap=True, markup=False))

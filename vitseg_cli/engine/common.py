@@ -27,7 +27,7 @@ def _note_to_stderr(line: str) -> None:
 
 def load_inference_model(weights: Optional[Path], spec: Optional[str], device: "torch.device | str",
                          note: Optional[Callable[[str], None]] = _note_to_stderr,
-                         overrides: Sequence[str] = ()) -> Segmentor:
+                         overrides: Sequence[str] = (), backbone_weights: Optional[Path] = None) -> Segmentor:
     """A model in eval mode on `device`: vitseg `.safetensors` or official `.pth` (spec given or inferred, a given
     YAML merged onto an embedded spec, `--set` overrides last); no weights = the shipped default model. Each of the
     model's load notes goes to `note`."""
@@ -35,7 +35,7 @@ def load_inference_model(weights: Optional[Path], spec: Optional[str], device: "
         weights = default_weights_path()
         if not weights.exists():
             raise VitsegError("no default model is shipped yet: pass --weights")
-    model = load_model(Path(weights), spec, device=device, overrides=overrides)
+    model = load_model(Path(weights), spec, device=device, overrides=overrides, backbone_weights=backbone_weights)
     if note is not None:
         for line in getattr(model, "load_notes", []):
             note(line)

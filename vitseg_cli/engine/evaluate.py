@@ -185,6 +185,7 @@ class ModelEvalOptions:
     coco_json: Optional[Path] = None
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
     spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
+    backbone_weights: Optional[Path] = None  # the backbone file of a two-file release
     device: str = "auto"
     workers: int = 0
     save_predictions: Optional[Path] = None
@@ -222,7 +223,7 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
     try:
         def prepare():
             model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None,
-                                         overrides=opts.spec_overrides)
+                                         overrides=opts.spec_overrides, backbone_weights=opts.backbone_weights)
             settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
             settings.check_device(device)
             ds = _dataset_for_model(opts, model)

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from ..data.io import read_image
 from ..errors import VitsegError
 from ..spec import ResizeSpec, Spec
+from .test_procedures import PROCEDURES, dinov3_view, score_request, window_crop
 from .workers import worker_init
 
 # Bytes one band of float32 class scores may take; bands of rows are sized from it (tests shrink it).
@@ -53,13 +54,15 @@ class InferenceSettings:
     batch_size: int = 1
     half: bool = False
     compile: bool = False
+    procedure: str = "mmseg"
+    short_side: Optional[int] = None  # the dinov3 procedure's short side at ratio 1
 
     @classmethod
     def from_spec(cls, spec: Spec, **overrides: Any) -> "InferenceSettings":
         """The spec's `test` section, with any override that is not None put over it (`resize: null` = native)."""
         t = spec.test
         base = cls(mode=t.mode, crop_size=tuple(t.crop_size), stride=tuple(t.stride), flip=t.flip,
-                   scales=list(t.scales), resize=t.resize)
+                   scales=list(t.scales), resize=t.resize, procedure=t.procedure, short_side=t.short_side)
         unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
             raise TypeError(f"unknown inference settings: {', '.join(sorted(unknown))}")
@@ -82,6 +85,10 @@ class InferenceSettings:
             raise VitsegError(f"scales must be positive numbers, got {self.scales}")
         if self.batch_size < 1:
             raise VitsegError(f"batch size must be at least 1, got {self.batch_size}")
+        if self.procedure not in PROCEDURES:
+            raise VitsegError(f"test procedure {self.procedure!r} is not one of {', '.join(PROCEDURES)}")
+        if self.procedure == "dinov3" and not self.short_side:
+            raise VitsegError("the dinov3 test procedure needs test.short_side (the short side at ratio 1)")
 
     def check_device(self, device: torch.device) -> None:
         """Fail before any output is written when `device` cannot run these settings."""
@@ -91,7 +98,8 @@ class InferenceSettings:
     def to_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "crop_size": list(self.crop_size), "stride": list(self.stride), "flip": self.flip,
                 "scales": list(self.scales), "resize": self.resize.model_dump(mode="json") if self.resize else None,
-                "batch_size": self.batch_size, "half": self.half, "compile": self.compile}
+                "batch_size": self.batch_size, "half": self.half, "compile": self.compile,
+                "procedure": self.procedure, "short_side": self.short_side}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -201,7 +209,10 @@ def prepare_item(image: np.ndarray, settings: InferenceSettings, mean, std, keep
                  path: Optional[Path] = None, frame: Optional[int] = None) -> dict[str, Any]:
     """What the model loop takes for one RGB uint8 image (a file, an array, a video frame): its preprocessed input
     at each TTA scale, its size, the image if kept."""
-    inputs = [torch.from_numpy(preprocess(image, settings.resize, r, mean, std)) for r in settings.scales]
+    if settings.procedure == "dinov3":
+        inputs = [torch.from_numpy(dinov3_view(image, settings.short_side, r, mean, std)) for r in settings.scales]
+    else:
+        inputs = [torch.from_numpy(preprocess(image, settings.resize, r, mean, std)) for r in settings.scales]
     return {"index": index, "path": path, "error": None, "inputs": inputs, "size": image.shape[:2],
             "image": image if keep_image else None, "frame": frame}
 
@@ -282,8 +293,8 @@ class _ScorePass:
         self.in_size = tuple(x.shape[-2:])
         self.out_size = out_size
         h, w = self.in_size
-        windows = [(0, h, 0, w)] if settings.mode == "whole" else slide_windows(h, w, settings.crop_size,
-                                                                                settings.stride)
+        windows = [(0, h, 0, w)] if settings.mode == "whole" else slide_windows(
+            h, w, window_crop(settings.procedure, h, w, settings.crop_size), settings.stride)
         self.pending = deque(windows if ready is None else [])
         self.live: list[tuple[tuple[int, int, int, int], torch.Tensor]] = (
             [] if ready is None else [((0, h, 0, w), ready)])
@@ -336,9 +347,10 @@ def half_dtype(device: torch.device) -> torch.dtype:
                       "AVX512-BF16/AMX)")
 
 
-def _model_forward(model: Any, device: torch.device, half: bool,
-                   compiled: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+def _model_forward(model: Any, device: torch.device, half: bool, compiled: bool = False,
+                   procedure: str = "mmseg") -> Callable[[torch.Tensor], torch.Tensor]:
     dtype = half_dtype(device) if half else None
+    request = score_request(procedure) or {}
     if compiled and isinstance(model, torch.nn.Module):
         # one graph per input size (dynamic=False): the sizes of a dataset repeat, and fixed shapes compile best
         model = torch.compile(model, dynamic=False)
@@ -348,9 +360,9 @@ def _model_forward(model: Any, device: torch.device, half: bool,
     def forward(x: torch.Tensor) -> torch.Tensor:
         if dtype is not None:  # deformable-attention sampling stays float32 inside MSDeformAttn
             with torch.autocast(device_type=device.type, dtype=dtype):
-                out = model(x)
+                out = model(x, **request)
         else:
-            out = model(x)
+            out = model(x, **request)
         return torch.as_tensor(out, device=x.device).float()
 
     return forward
@@ -422,7 +434,7 @@ def _predict_dataset(model: Any, dataset: torch.utils.data.Dataset, settings: In
     loader = torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False, num_workers=workers,
                                          collate_fn=_identity, worker_init_fn=worker_init if workers else None,
                                          pin_memory=device.type == "cuda")
-    forward = _model_forward(model, device, settings.half, settings.compile)
+    forward = _model_forward(model, device, settings.half, settings.compile, settings.procedure)
     # whole mode: consecutive images of one input size share forward passes, batch_size at a time
     batching = settings.mode == "whole" and settings.batch_size > 1
 
@@ -461,7 +473,7 @@ def predict_array(model: Any, image: np.ndarray, settings: InferenceSettings, de
         model.to(device).eval()
     try:
         item = prepare_item(image, settings, model.spec.data.mean, model.spec.data.std, True, path=path)
-        forward = _model_forward(model, device, settings.half, settings.compile)
+        forward = _model_forward(model, device, settings.half, settings.compile, settings.procedure)
         with torch.inference_mode():
             return next(_predict_group(forward, [item], settings, device, model.spec.model.num_classes, want_probs))
     finally:

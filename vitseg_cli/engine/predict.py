@@ -338,6 +338,7 @@ class PredictOptions:
     spec: Optional[str] = None
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
     spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
+    backbone_weights: Optional[Path] = None  # the backbone file of a two-file release
     device: str = "auto"
     save: tuple[str, ...] = DEFAULT_SAVE
     alpha: float = 0.5
@@ -381,7 +382,8 @@ def parse_save(text: str) -> tuple[str, ...]:
 
 def _load_backend(opts: PredictOptions, device, note):
     if opts.backend == "torch":
-        return load_inference_model(opts.weights, opts.spec, device, note=note, overrides=opts.spec_overrides)
+        return load_inference_model(opts.weights, opts.spec, device, note=note, overrides=opts.spec_overrides,
+                                    backbone_weights=opts.backbone_weights)
     if opts.backend != "onnx":
         raise not_one_of("--backend", opts.backend, ("torch", "onnx"))
     if opts.weights is None:

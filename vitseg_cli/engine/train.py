@@ -77,6 +77,7 @@ class TrainOptions:
     seed: Optional[int] = None
     pretrained: Optional[Path] = None
     init_from: Optional[Path] = None
+    backbone_weights: Optional[Path] = None  # with init_from: the backbone file of a two-file release
     resume: bool = False
     device: str = "auto"
     log_every: Optional[int] = None  # default: the run's own (run.json), else 50
@@ -158,11 +159,13 @@ def micro_batch(spec: Spec, world_size: int, sync_batchnorm: bool = False) -> in
     return micro
 
 
-def init_from_checkpoint(model: Segmentor, path: Path) -> list[str]:
-    """Load a vitseg or official segmentor checkpoint (or zoo release) into `model` (class-dependent layers
-    re-initialised when the class count differs; the model's heads say which those are)."""
+def init_from_checkpoint(model: Segmentor, path: Path, backbone_weights: Optional[Path] = None) -> list[str]:
+    """Load a vitseg or official segmentor checkpoint (or zoo release; `backbone_weights`: the backbone file of a
+    two-file release) into `model` (class-dependent layers re-initialised when the class count differs; the
+    model's heads say which those are)."""
     path = resolve_weights(path)
-    state, _ = read_vitseg(path) if _is_safetensors(path) else read_official(path)
+    backbone = resolve_weights(backbone_weights) if backbone_weights else None
+    state, _ = read_vitseg(path) if _is_safetensors(path) else read_official(path, backbone)
     return init_from_state(model, state, path)
 
 
@@ -265,7 +268,7 @@ def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> 
             for note in load_pretrained(model, opts.pretrained):
                 say(f"note: {note}")
         if opts.init_from:
-            for note in init_from_checkpoint(model, Path(opts.init_from)):
+            for note in init_from_checkpoint(model, Path(opts.init_from), opts.backbone_weights):
                 say(f"note: {note}")
     elif opts.pretrained or opts.init_from:
         say("note: --pretrained / --init-from are ignored on --resume (the saved state is loaded)")

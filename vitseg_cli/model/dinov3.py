@@ -384,3 +384,52 @@ def _detect(state: dict) -> bool:
 @register_backbone("dinov3_adapter", detect=_detect, infer=infer)
 def build_dinov3_adapter(section) -> Dinov3Adapter:
     return Dinov3Adapter(section)
+
+
+# ------------------------------------------------------------------------------- the official two-file release
+
+# The official test of the released segmentor (configs/config-ade20k-m2f-inference.yaml)
+OFFICIAL_TEST = {"procedure": "dinov3", "short_side": 896, "mode": "slide", "crop_size": [896, 896],
+                 "stride": [596, 596], "scales": [0.9, 0.95, 1.0, 1.05, 1.1], "flip": True, "resize": None}
+
+
+def two_file_state(head: dict, backbone: Optional[dict], head_name: str, backbone_name: str) -> tuple[dict, dict]:
+    """(state under this family's names, meta) of an official head file plus its backbone file."""
+    from ..errors import VitsegError
+    from .heads.mask2former_d2 import official_head_keys
+
+    if backbone is None:
+        raise VitsegError(f"{head_name}: the head file of a DINOv3 segmentor holds no ViT weights: give its "
+                          "backbone file with --backbone-weights (e.g. dinov3_vit7b16_pretrain_lvd1689m-*.pth)")
+    if not is_backbone_file(backbone):
+        sample = ", ".join(list(backbone)[:3])
+        raise VitsegError(f"{backbone_name}: not a DINOv3 ViT backbone file (no rope_embed.periods / "
+                          f"patch_embed.proj.weight; keys look like {sample}, ...)")
+    clash = [k for k in backbone if k.startswith("segmentation_model.")]
+    if clash:
+        raise VitsegError(f"{backbone_name}: holds segmentor keys ({clash[0]}, ...): give the ViT backbone file")
+    state = {**official_backbone_keys(head), **official_backbone_keys(backbone),
+             **official_head_keys(head, HEAD_PREFIX)}
+    return state, {"release": "dinov3_m2f"}
+
+
+def release_spec(state: dict) -> tuple[dict, list[str]]:
+    """The whole spec of a converted two-file release (`two_file_state`) and what had to be assumed; 150 classes
+    are ADE20K's (the released head)."""
+    from ..data.classes import ADE20K_CLASSES, ADE20K_PALETTE
+
+    backbone, assumed = infer(state, {})
+    part = {k[len("decode_head."):]: v for k, v in state.items() if k.startswith("decode_head.")}
+    hidden = part["query_feat.weight"].shape[1]
+    num_classes = part["cls_embed.weight"].shape[0] - 1
+    spec = {"model": {"backbone": backbone, "num_classes": num_classes,
+                      "decode_head": {"type": "mask2former_d2", "feat_channels": hidden, "out_channels": hidden,
+                                      "num_queries": part["query_feat.weight"].shape[0]}},
+            "test": dict(OFFICIAL_TEST)}
+    if num_classes == len(ADE20K_CLASSES):
+        spec["data"] = {"classes": list(ADE20K_CLASSES), "palette": [list(c) for c in ADE20K_PALETTE],
+                        "reduce_zero_label": True}
+        assumed.append("150 classes: ADE20K's")
+    assumed += ["head sizes fixed in the official code (16 heads, FFN 4096, 6 encoder / 9 decoder layers)",
+                "test: the official DINOv3 procedure (short side 896, slide 896 / 596, ratios 0.9-1.1, flip)"]
+    return spec, assumed

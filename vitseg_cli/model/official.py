@@ -15,6 +15,7 @@ import torch
 
 from ..errors import VitsegError
 from ..spec import Spec, spec_from_dict
+from .dinov3 import release_spec
 from .official_config import ConfigRefused, spec_from_config_text
 from .registry import detect_backbone, detect_head, head_family
 
@@ -25,6 +26,10 @@ def infer_spec(state: dict[str, torch.Tensor], meta: Optional[dict[str, Any]] = 
     (the notes then list the fields that had to be assumed)."""
     meta = meta or {}
     notes: list[str] = []
+    if meta.get("release") == "dinov3_m2f":  # a two-file release: no config travels with it
+        data, assumed = release_spec(state)
+        return spec_from_dict(data, source="inferred spec"), ["spec inferred from the weights; assumed " +
+                                                              "; ".join(assumed)]
     text = meta.get("config")
     if isinstance(text, str) and text.strip():
         try:

@@ -56,11 +56,17 @@ class Segmentor(nn.Module):
         """Backbone features of x zero-padded (bottom/right) to a size the backbone takes."""
         return self.backbone(self._pad(x))
 
-    def forward(self, x: torch.Tensor):
+    def forward(self, x: torch.Tensor, scores_at_input_size: bool = False, score_dtype: Optional[torch.dtype] = None):
+        """`scores_at_input_size`: a head that defines its scores at the input size (`scores_at`, e.g. the DINOv3
+        Mask2Former) gives them there, their final product taken in `score_dtype`; other heads give 1/4 scores."""
         h, w = x.shape[-2:]
         feats = self.padded_features(x)
         if self.decode_head is None:
             return feats
+        at_size = getattr(self.decode_head, "scores_at", None) if scores_at_input_size else None
+        if at_size is not None:
+            padded = (4 * feats[0].shape[-2], 4 * feats[0].shape[-1])
+            return at_size(feats, padded, score_dtype)[..., :h, :w]
         scores = self.decode_head(feats)
         return scores[..., :math.ceil(h / 4), :math.ceil(w / 4)]
 
