@@ -83,7 +83,8 @@ def eval_cmd(
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_model(ModelEvalOptions(
-            dataset=dataset, fmt=fmt, split=split, weights=weights, backbone_weights=backbone_weights, spec=spec, classes=classes, coco_json=coco_json,
+            dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
+            backbone_weights=backbone_weights,
             overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
             save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,
             overwrite=overwrite, quiet=quiet, limit=limit), note=None if quiet else note)

@@ -62,7 +62,8 @@ def train(
     opts = TrainOptions(out=out, spec=spec, spec_overrides=list(set_values or []), data=data, fmt=fmt,
                         val_data=val_data, iters=iters, batch_size=batch_size, crop_size=crop_size, lr=lr, amp=amp,
                         accum=accum, workers=workers, eval_every=eval_every, save_every=save_every, seed=seed,
-                        pretrained=pretrained, init_from=init_from, backbone_weights=backbone_weights, resume=resume, device=device,
+                        pretrained=pretrained, init_from=init_from, resume=resume, device=device,
+                        backbone_weights=backbone_weights,
                         log_every=log_every, loggers=logger, stop_at=stop_at, quiet=quiet,
                         command=["vitseg", *sys.argv[1:]])
     result = run_training(opts, say=lambda msg: console.print(msg, soft_wrap=True, markup=False))
