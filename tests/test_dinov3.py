@@ -116,3 +116,22 @@ def test_two_file_release_errors(parity_dir):
         load_model(head, backbone_weights=head)
     with pytest.raises(VitsegError, match="holds its whole model"):
         load_model(parity_dir / "mini_m2f_checkpoint.pth", backbone_weights=backbone)
+
+
+def test_release_preset_parameter_count_on_the_meta_device():
+    """The official counts (DinoVisionTransformer + DINOv3_Adapter + Mask2FormerHead built on the meta device)."""
+    from vitseg_cli import build_model
+
+    with torch.device("meta"):
+        model = build_model("dinov3_vit7b16_ade20k_m2f")
+    count = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    vit = count(model.backbone.vit)
+    assert (count(model), vit, count(model.backbone) - vit, count(model.decode_head)) == (
+        7_643_463_639, 6_716_043_264, 227_084_736, 700_335_639)
+
+
+def test_the_mini_loads_through_the_meta_device(mini):
+    """The model in the outputs test above was built on the meta device and took the file's tensors."""
+    model, _, _ = mini
+    assert not any(t.is_meta for t in model.state_dict().values())
+    assert model.backbone.vit.rope_embed.periods.device.type == "cpu"

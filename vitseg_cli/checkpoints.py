@@ -19,6 +19,7 @@ import pickle
 import struct
 import tempfile
 import zipfile
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -211,7 +212,11 @@ def load_model(path: "str | Path", spec: "Spec | dict | str | Path | None" = Non
             if data and not resolved.data.classes:
                 resolved = resolved.updated(data=data)
         source = f"official checkpoint {path.name}" + (f" + {Path(backbone_weights).name}" if backbone_weights else "")
-    model = Segmentor(with_overrides(resolved, list(overrides)))
+    resolved = with_overrides(resolved, list(overrides))
+    # a family that allows it is built on the meta device and takes the file's tensors themselves: a 7B model
+    # never holds two copies of its weights
+    with torch.device("meta") if getattr(resolved.model.backbone, "loads_by_assignment", False) else nullcontext():
+        model = Segmentor(resolved)
     notes += load_state_strict(model, state, path)
     model.load_notes = notes
     model.source = source

@@ -14,6 +14,7 @@ from typing import Any, Optional
 
 from .data.classes import (ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_STUFF_CLASSES,
                            PASCAL_CONTEXT_59_CLASSES, PASCAL_CONTEXT_59_PALETTE)
+from .model.dinov3_config import dinov3_presets
 
 IMAGENET_NORM = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 AUGREG_NORM = {"mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5]}  # the AugReg base/large configs
@@ -142,4 +143,4 @@ OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
     "mask2former_beit_adapter_large_480_40k_pascal_context_59": _preset(_beit_adapter("large", 480),
                                                                         _mask2former("large", 100), **_PASCAL_480),
 }
-
+OFFICIAL_PRESETS.update(dinov3_presets(DATASETS["ade20k"]))

@@ -21,6 +21,7 @@ from torch import nn
 
 from .adapter import Extractor, SpatialPriorModule, _geometry, count_indices
 from .msda import MSDeformAttn
+from .dinov3_config import OFFICIAL_TEST
 from .registry import register_backbone
 
 _NORM_EPS = {"layernorm": 1e-6, "layernormbf16": 1e-5}
@@ -266,6 +267,7 @@ class Dinov3Adapter(nn.Module):
         return param.ndim <= 1 or name.endswith(".bias") or name.endswith(("_token", "tokens", "level_embed"))
 
     def vit_tokens(self, x: torch.Tensor) -> tuple[list[torch.Tensor], int, int]:
+        x = x.to(self.vit.patch_embed.proj.weight.dtype)  # a bfloat16 release runs its ViT in bfloat16
         if self.freeze_vit:
             with torch.no_grad():
                 return self.vit.intermediate(x, self.out_indices)
@@ -283,7 +285,7 @@ class Dinov3Adapter(nn.Module):
         bs, dim = x.shape[0], self.embed_dim
         outs = []
         for interaction, tokens in zip(self.interactions, layers):
-            tokens = tokens.to(c.dtype) if not torch.is_autocast_enabled() else tokens
+            tokens = tokens if torch.is_autocast_enabled() else tokens.to(c.dtype)
             c = interaction(c, tokens, geometry)
             outs.append(tokens.transpose(1, 2).reshape(bs, dim, h, w))
         hc, wc = height // 16, width // 16
@@ -387,11 +389,6 @@ def build_dinov3_adapter(section) -> Dinov3Adapter:
 
 
 # ------------------------------------------------------------------------------- the official two-file release
-
-# The official test of the released segmentor (configs/config-ade20k-m2f-inference.yaml)
-OFFICIAL_TEST = {"procedure": "dinov3", "short_side": 896, "mode": "slide", "crop_size": [896, 896],
-                 "stride": [596, 596], "scales": [0.9, 0.95, 1.0, 1.05, 1.1], "flip": True, "resize": None}
-
 
 def two_file_state(head: dict, backbone: Optional[dict], head_name: str, backbone_name: str) -> tuple[dict, dict]:
     """(state under this family's names, meta) of an official head file plus its backbone file."""

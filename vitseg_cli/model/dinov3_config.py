@@ -3,7 +3,7 @@ their official names, and the adapter's, which the official `DINOv3_Adapter` tak
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import ClassVar, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -18,6 +18,7 @@ class Dinov3AdapterSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     type: Literal["dinov3_adapter"] = "dinov3_adapter"
+    loads_by_assignment: ClassVar[bool] = True  # its modules own their tensors: buildable on the meta device
     # the ViT
     patch_size: Literal[16] = 16
     embed_dim: int = Field(4096, gt=0, le=MAX_DIM)
@@ -82,3 +83,23 @@ class Dinov3AdapterSpec(BaseModel):
         return (f"DINOv3 ViT D{self.embed_dim} depth {self.depth} heads {self.num_heads} ({state}, blocks "
                 f"{self.out_indices} feed the adapter), deform heads {self.deform_num_heads} ratio "
                 f"{self.deform_ratio}")
+
+
+# The official test of the released segmentor (configs/config-ade20k-m2f-inference.yaml)
+OFFICIAL_TEST = {"procedure": "dinov3", "short_side": 896, "mode": "slide", "crop_size": [896, 896],
+                 "stride": [596, 596], "scales": [0.9, 0.95, 1.0, 1.05, 1.1], "flip": True, "resize": None}
+
+
+def dinov3_presets(ade20k: dict) -> dict[str, dict]:
+    """Whole-spec presets of the DINOv3 releases (`ade20k`: classes, palette, reduce_zero_label of ADE20K)."""
+    return {
+        # ViT-7B/16 (dinov3_vit7b16: embed 4096, 40 blocks, 32 heads, SwiGLU ratio 3 aligned to 64, 4 storage
+        # tokens, layer scale, no qkv bias) + adapter + Mask2Former (hidden_dim 2048), ADE20K
+        "dinov3_vit7b16_ade20k_m2f": {
+            "model": {"backbone": {"type": "dinov3_adapter"},
+                      "decode_head": {"type": "mask2former_d2", "feat_channels": 2048, "out_channels": 2048},
+                      "num_classes": len(ade20k["classes"])},
+            "data": dict(ade20k),
+            "test": dict(OFFICIAL_TEST),
+        },
+    }

@@ -152,7 +152,14 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], pa
         raise VitsegError(f"{path}: weight shapes do not match the spec: {'; '.join(wrong[:4])}"
                           f"{' ...' if len(wrong) > 4 else ''}")
     check_weight_values(state, expected, path)
-    model.load_state_dict(state, strict=True)
+    if any(v.is_meta for v in expected.values()):
+        # a model built on the meta device takes the tensors themselves: float32 where the model is (a float16
+        # vitseg file), bfloat16 kept where the release stores it (the DINOv3 ViT runs in it)
+        state = {k: v if not v.is_floating_point() or v.dtype == torch.bfloat16 else v.to(expected[k].dtype)
+                 for k, v in state.items()}
+        model.load_state_dict(state, strict=True, assign=True)
+    else:
+        model.load_state_dict(state, strict=True)
     return notes
 
 
