@@ -135,3 +135,36 @@ def test_the_mini_loads_through_the_meta_device(mini):
     model, _, _ = mini
     assert not any(t.is_meta for t in model.state_dict().values())
     assert model.backbone.vit.rope_embed.periods.device.type == "cpu"
+
+
+def test_zoo_fetches_both_files_of_a_two_file_release(parity_dir, tmp_path, monkeypatch):
+    """A two-file release from a mirror on 127.0.0.1: the head and the backbone file are fetched, converted once,
+    and the converted model equals the two files loaded directly."""
+    from test_zoo import Server
+
+    from vitseg_cli import releases
+
+    head, backbone = parity_dir / "mini_dinov3_m2f_checkpoint.pth", parity_dir / "mini_dinov3_m2f_backbone.pth"
+    real = releases.OTHER_RELEASES[0]
+    test_release = releases.Release(
+        name="dinov3_mini_test", method="Mask2Former", backbone="DINOv3-mini", pretrain="none", dataset="synthetic",
+        crop_size=128, miou_ss=None, miou_ms=None, params="10M", size=None, url=real.url, lr_schedule="-",
+        backbone_url=real.backbone_url)
+    server = Server({real.url.rsplit("/", 1)[-1]: head.read_bytes(),
+                     real.backbone_url.rsplit("/", 1)[-1]: backbone.read_bytes()})
+    try:
+        monkeypatch.setattr(releases, "OTHER_RELEASES", [test_release])
+        monkeypatch.setenv("VITSEG_HOME", str(tmp_path / "cache"))
+        monkeypatch.setenv("VITSEG_ZOO_MIRROR", server.url)
+        result = CliRunner().invoke(app, ["info", "dinov3_mini_test"])
+        assert result.exit_code == 0, result.output
+        assert "dinov3_adapter" in result.output and "mask2former_d2" in result.output
+        cached = sorted(p.name for p in (tmp_path / "cache").rglob("*") if p.suffix in (".pth", ".safetensors"))
+        assert cached == ["dinov3_mini_test.safetensors", "dinov3_vit7b16_ade20k_m2f_head-bf307cb1.pth",
+                          "dinov3_vit7b16_pretrain_lvd1689m-a955f4ea.pth"]
+        from_zoo = load_model("dinov3_mini_test").state_dict()
+        direct = load_model(head, backbone_weights=backbone).state_dict()
+        assert from_zoo.keys() == direct.keys()
+        assert all(torch.equal(from_zoo[k], direct[k]) for k in direct)
+    finally:
+        server.stop()

@@ -143,4 +143,5 @@ OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
     "mask2former_beit_adapter_large_480_40k_pascal_context_59": _preset(_beit_adapter("large", 480),
                                                                         _mask2former("large", 100), **_PASCAL_480),
 }
-OFFICIAL_PRESETS.update(dinov3_presets(DATASETS["ade20k"]))
+# Releases of other repositories (DINOv3): presets too, but not ViT-Adapter releases
+OTHER_RELEASE_PRESETS: dict[str, dict[str, Any]] = dinov3_presets(DATASETS["ade20k"])

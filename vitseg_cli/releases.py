@@ -30,6 +30,7 @@ class Release:
     size: Optional[str]  # download size, None where not known
     url: str  # the official download link (.pth, .pth.tar or .zip holding one .pth)
     lr_schedule: str  # e.g. '160k' iterations
+    backbone_url: Optional[str] = None  # a release made of two files: the backbone's own file
 
 
 _GH = "https://github.com/czczup/ViT-Adapter/releases/download"
@@ -99,6 +100,17 @@ RELEASES: list[Release] = [
     _r("mask2former_beit_adapter_large_480_40k_pascal_context_59", "Mask2Former", "BEiT-Adapter-L", "BEiT-L",
        "pascal_context", 480, "40k", (67.8, 68.2), "568M",
        "v0.2.7/mask2former_beit_adapter_large_480_40k_pascal_context_59.zip"),
+]
+
+# Releases of other repositories, in the same table for the zoo (the ViT-Adapter list above stays the 22).
+# DINOv3 (facebookresearch/dinov3 hub/segmentors.py: base URL + backbone name + file): the head file is public; the
+# backbone file is gated (request access on https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/ and
+# serve the file through VITSEG_ZOO_MIRROR or place it in the cache by hand).
+_DINOV3 = "https://dl.fbaipublicfiles.com/dinov3/dinov3_vit7b16"
+OTHER_RELEASES: list[Release] = [
+    Release("dinov3_vit7b16_ade20k_m2f", "Mask2Former", "DINOv3-Adapter-7B", "DINOv3 ViT-7B/16 LVD-1689M", "ade20k",
+            896, None, None, "7643M", None, f"{_DINOV3}/dinov3_vit7b16_ade20k_m2f_head-bf307cb1.pth", "-",
+            backbone_url=f"{_DINOV3}/dinov3_vit7b16_pretrain_lvd1689m-a955f4ea.pth"),
 ]
 
 _BY_NAME = {r.name: r for r in RELEASES}

@@ -630,6 +630,7 @@ def with_overrides(spec: Spec, pairs: "list[str] | tuple[str, ...]") -> Spec:
 
 
 # The presets of the released official configs (plain data; nothing they import imports this module).
-from .official_presets import OFFICIAL_PRESETS  # noqa: E402
+from .official_presets import OFFICIAL_PRESETS, OTHER_RELEASE_PRESETS  # noqa: E402
 
 SPEC_PRESETS.update(OFFICIAL_PRESETS)
+SPEC_PRESETS.update(OTHER_RELEASE_PRESETS)

@@ -38,7 +38,7 @@ CHECKPOINT_SUFFIXES = (".pth", ".pth.tar", ".pt", ".ckpt", ".bin")
 
 
 def all_releases() -> list[releases.Release]:
-    return list(releases.RELEASES)
+    return [*releases.RELEASES, *releases.OTHER_RELEASES]
 
 
 def find_release(name: str) -> Optional[releases.Release]:
@@ -57,13 +57,14 @@ def release_dir(release: releases.Release) -> Path:
     return cache_dir() / release.name
 
 
-def official_basename(release: releases.Release) -> str:
-    return release.url.rstrip("/").rsplit("/", 1)[-1]
+def official_basename(release: releases.Release, url: Optional[str] = None) -> str:
+    return (url or release.url).rstrip("/").rsplit("/", 1)[-1]
 
 
-def download_url(release: releases.Release) -> str:
+def download_url(release: releases.Release, url: Optional[str] = None) -> str:
     mirror = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
-    return f"{mirror.rstrip('/')}/{official_basename(release)}" if mirror else release.url
+    base = official_basename(release, url)
+    return f"{mirror.rstrip('/')}/{base}" if mirror else (url or release.url)
 
 
 def converted_path(release: releases.Release) -> Path:
@@ -74,9 +75,9 @@ def _is_zip_release(release: releases.Release) -> bool:
     return official_basename(release).lower().endswith(".zip")
 
 
-def checkpoint_path(release: releases.Release) -> Path:
+def checkpoint_path(release: releases.Release, url: Optional[str] = None) -> Path:
     """Where the official checkpoint lives in the cache (for a `.zip` release: its content, under the zip's stem)."""
-    base = official_basename(release)
+    base = official_basename(release, url)
     return release_dir(release) / (base[:-4] + ".pth" if _is_zip_release(release) else base)
 
 
@@ -122,7 +123,8 @@ def fetch(release: releases.Release) -> Path:
                 check_digest(converted)
                 return converted
             checkpoint = _official_checkpoint(release)
-            _convert(release, checkpoint, converted)
+            backbone = _official_checkpoint(release, release.backbone_url) if release.backbone_url else None
+            _convert(release, checkpoint, converted, backbone)
         except OSError as err:  # the cache itself: full disk, permissions
             raise VitsegError(f"{folder}: cannot use the model cache ({err.strerror or err}); free some space or set "
                               "VITSEG_HOME to another folder") from None
@@ -179,9 +181,10 @@ def check_digest(path: Path) -> None:
 # -------------------------------------------------------------------------------------------- the official file
 
 
-def _official_checkpoint(release: releases.Release) -> Path:
-    """The official checkpoint in the cache: already there (checked), placed there by hand, or downloaded now."""
-    target = checkpoint_path(release)
+def _official_checkpoint(release: releases.Release, url: Optional[str] = None) -> Path:
+    """The official checkpoint (`url`: another file of the release) in the cache: already there (checked), placed
+    there by hand, or downloaded now."""
+    target = checkpoint_path(release, url)
     if target.is_file():
         if Path(f"{target}.sha256").is_file():
             check_digest(target)
@@ -189,9 +192,9 @@ def _official_checkpoint(release: releases.Release) -> Path:
             _check_torch_file(target, remove=False)
             record_digest(target)
         return target
-    download = release_dir(release) / official_basename(release)
+    download = release_dir(release) / official_basename(release, url)
     if not download.is_file():
-        _download(download_url(release), download)
+        _download(download_url(release, url), download)
     if _is_zip_release(release):
         _extract_checkpoint(download, target)
         download.unlink()
@@ -327,13 +330,14 @@ def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> 
 # ---------------------------------------------------------------------------------------------------- convert
 
 
-def _convert(release: releases.Release, checkpoint: Path, converted: Path) -> None:
-    """Load the official file with the release's preset (inferred when there is none) and save the vitseg file."""
+def _convert(release: releases.Release, checkpoint: Path, converted: Path, backbone: Optional[Path] = None) -> None:
+    """Load the official file (and the backbone file of a two-file release) with the release's preset (inferred
+    when there is none) and save the vitseg file."""
     from .checkpoints import load_model, save_model
     from .spec import SPEC_PRESETS
 
     spec = release.name if release.name in SPEC_PRESETS else None
-    model = load_model(checkpoint, spec)
+    model = load_model(checkpoint, spec, backbone_weights=backbone)
     save_model(model, converted, source=f"zoo {release.name} ({official_basename(release)})")
     record_digest(converted)
     say = _stderr().print
