@@ -168,3 +168,19 @@ def test_zoo_fetches_both_files_of_a_two_file_release(parity_dir, tmp_path, monk
         assert all(torch.equal(from_zoo[k], direct[k]) for k in direct)
     finally:
         server.stop()
+
+
+def test_info_says_the_memory_before_loading_and_refuses_what_does_not_fit(parity_dir, monkeypatch):
+    from vitseg_cli.engine import memory
+
+    args = ["info", str(parity_dir / "mini_dinov3_m2f_checkpoint.pth"),
+            "--backbone-weights", str(parity_dir / "mini_dinov3_m2f_backbone.pth")]
+    need = (parity_dir / "mini_dinov3_m2f_checkpoint.pth").stat().st_size + \
+        (parity_dir / "mini_dinov3_m2f_backbone.pth").stat().st_size
+    monkeypatch.setattr(memory, "available_bytes", lambda device: 10 * need)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0 and f"the weights need {need / 1e9:.2f} GB" in result.output
+    monkeypatch.setattr(memory, "available_bytes", lambda device: need // 2)
+    result = CliRunner().invoke(app, args)
+    errors = [line for line in result.output.splitlines() if "does not fit" in line]
+    assert result.exit_code != 0 and len(errors) == 1 and errors[0].startswith("error:")

@@ -66,6 +66,8 @@ def info(
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help=SPEC_HELP),
     show_spec: bool = typer.Option(False, "--spec-yaml", help="Also print the full resolved spec as YAML."),
     backbone_weights: BackboneWeightsOption = None,
+    device: str = typer.Option("cpu", "--device", help="Where the model would run: cpu or cuda[:N] (whether it "
+                                                      "fits there is told before loading)."),
     presets: bool = typer.Option(False, "--presets", help="List the spec presets (one per official release, "
                                                           "and nano..large) instead."),
 ) -> None:
@@ -79,7 +81,15 @@ def info(
     if weights is None:
         raise VitsegError("info: give a WEIGHTS file or zoo name, or --presets to list the spec presets")
     from ..checkpoints import load_model
+    from ..engine.memory import available_bytes, fit_line, weights_bytes
+    from ..zoo import resolve_weights
 
+    files = [resolve_weights(weights), *([resolve_weights(backbone_weights)] if backbone_weights else [])]
+    if all(f.is_file() for f in files):  # a missing file is reported by the loader below
+        line, fits = fit_line(weights_bytes(files), available_bytes(device), device)
+        if not fits:
+            raise VitsegError(f"{weights}: {line.removeprefix('memory: ')}")
+        console.print(line, soft_wrap=True)
     model = load_model(weights, spec, backbone_weights=backbone_weights)
     s = model.spec
     b = s.model.backbone
