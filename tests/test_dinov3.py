@@ -8,6 +8,7 @@ import json
 
 import numpy as np
 import pytest
+import yaml
 import torch
 from PIL import Image
 from typer.testing import CliRunner
@@ -184,3 +185,60 @@ def test_info_says_the_memory_before_loading_and_refuses_what_does_not_fit(parit
     result = CliRunner().invoke(app, args)
     errors = [line for line in result.output.splitlines() if "does not fit" in line]
     assert result.exit_code != 0 and len(errors) == 1 and errors[0].startswith("error:")
+
+
+def _finetune_spec(parity_dir, path, **backbone):
+    spec = load_model(parity_dir / "mini_dinov3_m2f_checkpoint.pth",
+                      backbone_weights=parity_dir / "mini_dinov3_m2f_backbone.pth").spec.to_dict()
+    spec["model"]["num_classes"] = 6
+    spec["model"]["backbone"].update(drop_path_rate=0.0, **backbone)
+    spec["model"]["decode_head"]["loss"]["num_points"] = 256
+    spec["data"].update(classes=None, palette=None)
+    spec["train"].update(scale=[64, 64], crop_size=[64, 64], warmup_iters=0, batch_size=2, workers=0,
+                         photometric=False, lr=1e-3)
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.mark.parametrize("unfreeze", [False, True])
+def test_finetuning_onto_other_classes_keeps_the_vit_frozen_unless_unfrozen(parity_dir, tmp_path, unfreeze):
+    from safetensors.torch import load_file
+
+    from vitseg_cli.data.synth import make_synthetic
+
+    data = make_synthetic(tmp_path / "data", 4, 1, size=(64, 64))
+    out = tmp_path / "run"
+    head, backbone = parity_dir / "mini_dinov3_m2f_checkpoint.pth", parity_dir / "mini_dinov3_m2f_backbone.pth"
+    result = CliRunner().invoke(app, [
+        "train", "--spec", str(_finetune_spec(parity_dir, tmp_path / "spec.yaml")), "--data", str(data),
+        "--out", str(out), "--iters", "1", "--logger", "none", "--device", "cpu",
+        "--init-from", str(head), "--backbone-weights", str(backbone),
+        *(["--set", "model.backbone.freeze_vit=false"] if unfreeze else [])])
+    assert result.exit_code == 0, result.output
+    assert "predicts 12 classes, this model 6" in result.output
+    before = torch.load(backbone, weights_only=True)
+    after = load_file(out / "last.safetensors")
+    vit = ["blocks.0.mlp.w1.weight", "blocks.7.attn.qkv.weight", "storage_tokens", "cls_token",
+           "patch_embed.proj.weight"]
+    # block 7 feeds the adapter and the tokens feed every block: all of them get gradients once unfrozen
+    moved = [k for k in vit if not torch.equal(after[f"backbone.vit.{k}"], before[k])]
+    assert moved == (vit if unfreeze else [])
+    adapter_before = torch.load(head, weights_only=True)["segmentation_model.0.spm.fc1.weight"]
+    assert not torch.equal(after["backbone.spm.fc1.weight"], adapter_before)  # the adapter trains
+
+
+def test_unfrozen_vit_gets_layer_decay(parity_dir, tmp_path):
+    from vitseg_cli import build_model
+    from vitseg_cli.engine.optim import param_groups
+    from vitseg_cli.spec import load_spec
+
+    model = build_model(load_spec(_finetune_spec(parity_dir, tmp_path / "s.yaml", freeze_vit=False)))
+    groups = {name: g for g in param_groups(model, 1.0, 0.05, 0.9) for name in g["param_names"]}
+    top = model.num_layers  # depth + 1 = 9 for the mini
+    assert groups["backbone.vit.blocks.0.mlp.w1.weight"]["lr_scale"] == pytest.approx(0.9 ** (top - 1))
+    assert groups["backbone.vit.cls_token"]["lr_scale"] == pytest.approx(0.9 ** top)
+    assert groups["backbone.vit.cls_token"]["weight_decay"] == 0.0
+    assert groups["backbone.spm.fc1.weight"]["lr_scale"] == pytest.approx(1.0)
+    frozen = build_model(load_spec(_finetune_spec(parity_dir, tmp_path / "f.yaml")))
+    names = {name for g in param_groups(frozen, 1.0, 0.05, 0.9) for name in g["param_names"]}
+    assert not any(n.startswith("backbone.vit.") for n in names) and "backbone.level_embed" in names
