@@ -336,10 +336,13 @@ def _band_rows(num_classes: int, widths: Sequence[int]) -> int:
 # -------------------------------------------------------------------------------------------------- the iterator
 
 
-def half_dtype(device: torch.device) -> torch.dtype:
-    """The `--half` autocast type: float16 on CUDA; bfloat16 on a CPU that computes it natively (AVX512-BF16 or
-    AMX; there it runs matmuls and convs several times faster than float32), else an error."""
+def half_dtype(device: torch.device, preferred: Optional[str] = None) -> torch.dtype:
+    """The `--half` autocast type: float16 on CUDA (bfloat16 where the model asks for it and the GPU has it);
+    bfloat16 on a CPU that computes it natively (AVX512-BF16 or AMX; there it runs matmuls and convs several times
+    faster than float32), else an error."""
     if device.type == "cuda":
+        if preferred == "bfloat16" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
         return torch.float16
     if device.type == "cpu" and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported():
         return torch.bfloat16
@@ -349,7 +352,7 @@ def half_dtype(device: torch.device) -> torch.dtype:
 
 def _model_forward(model: Any, device: torch.device, half: bool, compiled: bool = False,
                    procedure: str = "mmseg") -> Callable[[torch.Tensor], torch.Tensor]:
-    dtype = half_dtype(device) if half else None
+    dtype = half_dtype(device, getattr(model, "half_dtype", None)) if half else None
     request = score_request(procedure) or {}
     if compiled and isinstance(model, torch.nn.Module):
         # one graph per input size (dynamic=False): the sizes of a dataset repeat, and fixed shapes compile best

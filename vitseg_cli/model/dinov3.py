@@ -212,6 +212,7 @@ class Dinov3Adapter(nn.Module):
     out_strides = (4, 8, 16, 32)
     size_divisor = 32
     fixed_input_size = None
+    half_dtype = "bfloat16"  # `--half`: the ViT was trained and is released in bfloat16 (float16 may overflow)
 
     def __init__(self, spec):
         super().__init__()

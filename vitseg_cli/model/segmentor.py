@@ -35,6 +35,11 @@ class Segmentor(nn.Module):
             build_head(m.auxiliary_head, dims, m.num_classes) if m.auxiliary_head else None)
 
     @property
+    def half_dtype(self) -> Optional[str]:
+        """The half precision the backbone asks for under `--half` (None: the device's default)."""
+        return getattr(self.backbone, "half_dtype", None)
+
+    @property
     def num_classes(self) -> int:
         return self.spec.model.num_classes
 

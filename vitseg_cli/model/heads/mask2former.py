@@ -66,6 +66,7 @@ class Mask2FormerHead(nn.Module):
 
     # the layers whose shape depends on the class count (re-initialised when fine-tuning onto other classes)
     class_layers = ("cls_embed.",)
+    pixel_decoder_class = MSDeformAttnPixelDecoder
 
     def __init__(self, spec: Mask2FormerHeadSpec, in_channels: list[int], num_classes: int):
         super().__init__()
@@ -73,7 +74,7 @@ class Mask2FormerHead(nn.Module):
         self.num_classes = num_classes
         feat, pd, td = spec.feat_channels, spec.pixel_decoder, spec.transformer_decoder
         self.num_heads = td.num_heads
-        self.pixel_decoder = MSDeformAttnPixelDecoder(
+        self.pixel_decoder = self.pixel_decoder_class(
             in_channels, feat, spec.out_channels, pd.num_layers, pd.num_heads, pd.num_points,
             pd.feedforward_channels, pd.num_groups)
         self.transformer_decoder = TransformerDecoder(td.num_layers, feat, td.num_heads, td.feedforward_channels)

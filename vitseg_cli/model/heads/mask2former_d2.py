@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..registry import register_head
 from .mask2former import Mask2FormerHead
+from .pixel_decoder import MSDeformAttnPixelDecoder
 
 # official (detectron2) name -> this head's name, for the head file's `segmentation_model.1.` part
 _RENAMES = [
@@ -62,9 +63,19 @@ def official_head_keys(state: dict, prefix: str) -> dict:
     return {"decode_head." + own_key(k[len(prefix):]): v for k, v in state.items() if k.startswith(prefix)}
 
 
+class Float32PixelDecoder(MSDeformAttnPixelDecoder):
+    """The official detectron2 pixel decoder runs with autocast off, on float32 features."""
+
+    def forward(self, feats: list[torch.Tensor]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        with torch.autocast(feats[0].device.type, enabled=False):
+            return super().forward([f.float() for f in feats])
+
+
 class Mask2FormerD2Head(Mask2FormerHead):
     """`forward` gives scores at 1/4 as the mmdet-style head does (training, the mmseg test); `scores_at` gives the
     official DINOv3 window scores at the window's size."""
+
+    pixel_decoder_class = Float32PixelDecoder
 
     def scores_at(self, feats: list[torch.Tensor], size: tuple[int, int],
                   dtype: Optional[torch.dtype] = None) -> torch.Tensor:
