@@ -89,7 +89,7 @@ def info(
         line, fits = fit_line(weights_bytes(files), available_bytes(device), device)
         if not fits:
             raise VitsegError(f"{weights}: {line.removeprefix('memory: ')}")
-        console.print(line, soft_wrap=True)
+        print(line, flush=True)  # stdout, with the table: stderr keeps errors only
     model = load_model(weights, spec, backbone_weights=backbone_weights)
     s = model.spec
     b = s.model.backbone
