@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ...spec import Mask2FormerHeadSpec
-from ..adapter import count_indices
+from ..keys import count_indices
 from ..registry import register_head
 from .mask2former_loss import Mask2FormerLoss
 from .pixel_decoder import FFN, NUM_LEVELS, MSDeformAttnPixelDecoder, caffe2_xavier_init, sine_position_encoding
