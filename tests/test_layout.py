@@ -123,6 +123,34 @@ def test_no_import_cycle():
     assert not cycles, "import cycles among: " + "; ".join(" <-> ".join(c) for c in sorted(cycles))
 
 
+# The layers, lowest first: a module may import its own layer and those below, never one above. (Within a layer the
+# rules below, and the absence of cycles, keep the order.) The longest group prefix decides a module's layer.
+LAYERS = [
+    ("vitseg_cli.errors", "vitseg_cli._version", "vitseg_cli.torchrun", "vitseg_cli.safe_yaml", "vitseg_cli.releases",
+     "vitseg_cli.data.classes", "vitseg_cli.data.formats", "vitseg_cli.data.workers"),  # tables and leaf helpers
+    ("vitseg_cli.spec", "vitseg_cli.official_presets"),
+    ("vitseg_cli.data", "vitseg_cli.metrics", "vitseg_cli.viz"),
+    ("vitseg_cli.model", "vitseg_cli.checkpoints", "vitseg_cli.zoo"),
+    ("vitseg_cli.loading",),
+    ("vitseg_cli.engine",),
+    ("vitseg_cli.commands",),
+    ("vitseg_cli.cli", "vitseg_cli.__main__", "vitseg_cli"),
+]
+
+
+def _layer(name: str) -> int:
+    best = max(((len(g), i) for i, groups in enumerate(LAYERS) for g in groups if _in(name, g)), default=None)
+    assert best is not None, f"{name} is in no layer: add it to LAYERS"
+    return best[1]
+
+
+def test_every_module_has_a_layer_and_imports_only_downward():
+    bad = [f"{MODULES[name].relative_to(PACKAGE.parent)}:{line} imports {target}, a higher layer"
+           for name, imports in GRAPH.items() for target, line, _ in imports
+           if name != ROOT and _layer(target) > _layer(name)]
+    assert not bad, "\n".join(bad)
+
+
 # (importer group, imported group, why it is refused)
 FORBIDDEN = [
     (("vitseg_cli.model", "vitseg_cli.data", "vitseg_cli.checkpoints", "vitseg_cli.spec"),

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal, Optional, Union
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import VitsegError, did_you_mean
+from .errors import VitsegError, did_you_mean, first_line
 from .safe_yaml import load_yaml, read_yaml_file
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
@@ -588,7 +588,7 @@ def parse_override(pair: str) -> tuple[list[str], Any]:
     try:
         value = load_yaml(raw, f"--set {key}")
     except VitsegError as err:
-        raise VitsegError(f"--set {key}: value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+        raise VitsegError(f"--set {key}: value {raw!r} is not valid YAML ({first_line(err, limit=10_000)})") from None
     return [part.strip() for part in parts], value
 
 

@@ -1,4 +1,4 @@
-"""A synthetic labelled segmentation dataset in the `folder` format (DESIGN §6), for demos, training smoke runs and tests.
+"""A synthetic labelled segmentation dataset in the `folder` format, for demos, training smoke runs and tests.
 
 Six classes: background + disc, square, triangle, ring, stripe band. Every object gets its own pair of random colours
 blended by fractal value noise, so colour alone does not tell the class: the model has to look at shape. Objects

@@ -2,7 +2,7 @@
 
 Per image: RGB; resize (keep ratio to `resize.scale`, then up to a multiple of `size_divisor`, cv2 INTER_LINEAR on
 uint8); normalize; whole or slide inference; logits resized bilinearly (align_corners=False) to the original size;
-flip / multi-scale TTA average the softmax probabilities; argmax (DESIGN §2).
+flip / multi-scale TTA average the softmax probabilities; argmax.
 
 Memory stays bounded for any image size: nothing of shape (K, H, W) in float32 is ever allocated. Each TTA pass
 produces its class scores at the original size band by band (a few rows at a time, top to bottom): the window logits

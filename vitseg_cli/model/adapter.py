@@ -1,7 +1,7 @@
 """ViT-Adapter: Spatial Prior Module, Injector, Extractor, ConvFFN, InteractionBlock and `AdapterBackbone`, which
 composes any block stack (plain ViT, BEiT, Uni-Perceiver) into a four-level pyramid.
 
-Exactly the official architecture (DESIGN §2); names match official checkpoint keys. The ViT token grid is at 1/16,
+Exactly the official architecture; names match official checkpoint keys. The ViT token grid is at 1/16,
 the spatial-prior tokens `c` are the concatenated 1/8, 1/16 and 1/32 maps.
 """
 
