@@ -166,9 +166,6 @@ class VitAdapterSpec(_AdapterSpec):
                 f"{self.deform_num_heads} ratio {self.deform_ratio} pretrain {self.pretrain_size}")
 
 
-BackboneSpec = VitAdapterSpec  # the default family, under its historical name
-
-
 class BeitAdapterSpec(_AdapterSpec):
     """BEiT-Adapter (BEiT / BEiTv2 blocks, cls token, relative position bias): official `BEiTAdapter`."""
 
@@ -250,9 +247,6 @@ class UperNetHeadSpec(_Strict):
 
     def summary(self) -> str:
         return f"UperNet {self.channels} ch"
-
-
-DecodeHeadSpec = UperNetHeadSpec  # the default head, under its historical name
 
 
 class PixelDecoderSpec(_Strict):
