@@ -15,7 +15,7 @@ import struct
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Optional
 
 import torch
 from safetensors import safe_open
