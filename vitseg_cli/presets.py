@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .official_presets import OFFICIAL_PRESETS
+from .releases.presets import OFFICIAL_PRESETS
 
 # Whole-spec presets: backbone preset + heads + recipe. The big ones follow the official UperNet ADE20K configs.
 SPEC_PRESETS: dict[str, dict[str, Any]] = {

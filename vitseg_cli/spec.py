@@ -22,7 +22,7 @@ from .errors import VitsegError, did_you_mean
 from .model.registry import DEFAULT_TYPES, section_types
 from .presets import SPEC_PRESETS
 from .safe_yaml import load_yaml, read_yaml_file
-from .spec_base import MAX_CLASSES, MAX_SIDE, BackboneConfig, HeadConfig, Size
+from .spec_base import MAX_CLASSES, MAX_SIDE, BackboneConfig, HeadConfig, Side, Size
 from .spec_base import Strict as _Strict
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
