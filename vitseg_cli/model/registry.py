@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from ..spec_base import BackboneConfig, HeadConfig
 from .beit_config import FAMILY as BEIT_ADAPTER
 from .family import Family
 from .heads.fcn_config import FAMILY as FCN
@@ -25,9 +26,12 @@ HEADS: dict[str, Family] = {}
 DEFAULT_TYPES = {"backbone": "vit_adapter", "decode_head": "upernet", "auxiliary_head": "fcn"}
 
 
-def _register(table: dict[str, Family], family: Family, what: str) -> Family:
+def _register(table: dict[str, Family], family: Family, what: str, base: type) -> Family:
     if not isinstance(family, Family):
         raise TypeError(f"register_{what} takes a Family, got {type(family).__name__}")
+    if not issubclass(family.config_cls, base):
+        raise TypeError(f"family {family.name!r}: a {what}'s config class must subclass {base.__name__} "
+                        f"(vitseg_cli.spec_base)")
     other = BACKBONES.get(family.name) or HEADS.get(family.name)
     if other is not None and other is not family:
         raise ValueError(f"a family named {family.name!r} is already registered")
@@ -37,13 +41,13 @@ def _register(table: dict[str, Family], family: Family, what: str) -> Family:
 
 def register_backbone(family: Family) -> Family:
     """Make a backbone family available to specs (`model.backbone.type: NAME`) and to official checkpoints."""
-    return _register(BACKBONES, family, "backbone")
+    return _register(BACKBONES, family, "backbone", BackboneConfig)
 
 
 def register_head(family: Family) -> Family:
     """Make a head family available to specs (`model.decode_head.type` / `model.auxiliary_head.type`, as its
     `roles` allow) and to official checkpoints."""
-    return _register(HEADS, family, "head")
+    return _register(HEADS, family, "head", HeadConfig)
 
 
 def unregister(name: str) -> None:
