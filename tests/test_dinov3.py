@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import load_model
+from vitseg_cli.loading import load_model
 from vitseg_cli.cli import app
 from vitseg_cli.engine.inference import InferenceSettings, _model_forward, _ScorePass
 from vitseg_cli.engine.test_procedures import dinov3_view, dinov3_view_size

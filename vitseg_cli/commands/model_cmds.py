@@ -27,7 +27,7 @@ def convert(
     """Convert an official mmseg ViT-Adapter checkpoint to a self-contained vitseg .safetensors file."""
     if out.exists() and not overwrite:
         raise VitsegError(f"--out {out}: exists (use --overwrite)")
-    from ..checkpoints import load_model, save_model
+    from ..loading import load_model, save_model
 
     model = load_model(checkpoint, spec, backbone_weights=backbone_weights)
     for line in model.load_notes:
@@ -40,6 +40,7 @@ def presets_table():
     """Every spec preset: the official releases' (with their dataset) and the generic ones (nano..large)."""
     from rich.table import Table
 
+    from ..model.registry import head_family
     from ..releases import RELEASES
     from ..spec import SPEC_PRESETS, load_spec
 
@@ -50,7 +51,7 @@ def presets_table():
     for name in SPEC_PRESETS:
         s = load_spec(name)
         head = s.model.decode_head
-        method = {"upernet": "UperNet", "mask2former": "Mask2Former"}[head.type] if head else "-"
+        method = head_family(head.type).label if head else "-"
         r = released.get(name)
         size = getattr(s.model.backbone, "preset", None)
         backbone = r.backbone if r else s.model.backbone.type + (f" ({size})" if size else "")
@@ -80,9 +81,8 @@ def info(
         return
     if weights is None:
         raise VitsegError("info: give a WEIGHTS file or zoo name, or --presets to list the spec presets")
-    from ..checkpoints import load_model
     from ..engine.memory import available_bytes, fit_line, weights_bytes
-    from ..zoo import resolve_weights
+    from ..loading import load_model, resolve_weights
 
     files = [resolve_weights(weights), *([resolve_weights(backbone_weights)] if backbone_weights else [])]
     if all(f.is_file() for f in files):  # a missing file is reported by the loader below
@@ -101,7 +101,8 @@ def info(
     table.add_row("backbone", f"{b.type}: {b.summary()}")
     head = s.model.decode_head
     table.add_row("decode head", f"{head.type}: {head.summary()}" if head else "none")
-    table.add_row("aux head", f"FCN {s.model.auxiliary_head.channels} ch" if s.model.auxiliary_head else "none")
+    aux = s.model.auxiliary_head
+    table.add_row("aux head", aux.summary() if aux else "none")
     table.add_row("parameters", f"backbone {count(model.backbone)}, decode head {count(model.decode_head)}, "
                                 f"aux head {count(model.auxiliary_head)}, total {count(model)}")
     names = s.class_names

@@ -22,7 +22,6 @@ from torch import nn
 from .adapter import Extractor, SpatialPriorModule, _geometry, count_indices
 from .msda import MSDeformAttn
 from .dinov3_config import OFFICIAL_TEST
-from .registry import register_backbone
 
 _NORM_EPS = {"layernorm": 1e-6, "layernormbf16": 1e-5}
 _SWIGLU_ALIGN = {"swiglu": 8, "swiglu32": 32, "swiglu64": 64, "swiglu128": 128}
@@ -380,11 +379,11 @@ def infer(state: dict, meta: dict) -> tuple[dict, list[str]]:
     return section, assumed
 
 
-def _detect(state: dict) -> bool:
+def is_own(state: dict) -> bool:
+    """A state dict of this family under vitseg's names (what `two_file_state` gives)."""
     return "backbone.vit.rope_embed.periods" in state and "backbone.level_embed" in state
 
 
-@register_backbone("dinov3_adapter", detect=_detect, infer=infer)
 def build_dinov3_adapter(section) -> Dinov3Adapter:
     return Dinov3Adapter(section)
 

@@ -5,17 +5,17 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-MAX_DIM = 8192
+from ..spec_base import MAX_DIM, BackboneConfig
+from .family import Family
+
 FFN_LAYERS = ("mlp", "swiglu", "swiglu32", "swiglu64", "swiglu128")
 
 
-class Dinov3AdapterSpec(BaseModel):
+class Dinov3AdapterSpec(BackboneConfig):
     """DINOv3 `DinoVisionTransformer` (RoPE, storage tokens, layer scale) frozen under the `DINOv3_Adapter`
     (SPM + extractors fed by four of the ViT's blocks; no injector). Defaults: the released ViT-7B/16."""
-
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
     type: Literal["dinov3_adapter"] = "dinov3_adapter"
     loads_by_assignment: ClassVar[bool] = True  # its modules own their tensors: buildable on the meta device
@@ -84,6 +84,15 @@ class Dinov3AdapterSpec(BaseModel):
                 f"{self.out_indices} feed the adapter), deform heads {self.deform_num_heads} ratio "
                 f"{self.deform_ratio}")
 
+
+
+FAMILY = Family(
+    name="dinov3_adapter", config_cls=Dinov3AdapterSpec, label="DINOv3-Adapter",
+    build=f"{__package__}.dinov3:build_dinov3_adapter",
+    detect=f"{__package__}.dinov3:is_own", infer=f"{__package__}.dinov3:infer",
+    tiny=dict(type="dinov3_adapter", embed_dim=32, depth=4, num_heads=2, ffn_layer="swiglu", deform_num_heads=2,
+              conv_inplane=8, interaction_indexes=[0, 1, 2, 3]),
+)
 
 # The official test of the released segmentor (configs/config-ade20k-m2f-inference.yaml)
 OFFICIAL_TEST = {"procedure": "dinov3", "short_side": 896, "mode": "slide", "crop_size": [896, 896],

@@ -15,7 +15,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from ..registry import register_head
 from .mask2former import Mask2FormerHead
 from .pixel_decoder import MSDeformAttnPixelDecoder
 
@@ -89,10 +88,5 @@ class Mask2FormerD2Head(Mask2FormerHead):
         return torch.einsum("bqc,bqhw->bchw", probs, masks)
 
 
-def _is_own(part: dict) -> bool:
-    return False  # official head files are recognised with their backbone (see model/dinov3.py)
-
-
-@register_head("mask2former_d2", detect=_is_own)
 def build_mask2former_d2(section, in_channels: list[int], num_classes: int) -> Mask2FormerD2Head:
     return Mask2FormerD2Head(section, in_channels, num_classes)

@@ -7,7 +7,9 @@ from typing import Literal
 
 from pydantic import Field
 
-from ..spec import Channels, Mask2FormerHeadSpec, PixelDecoderSpec, TransformerDecoderSpec
+from ...spec_base import Channels
+from ..family import Family
+from .mask2former_config import Mask2FormerHeadSpec, PixelDecoderSpec, TransformerDecoderSpec
 
 
 class Mask2FormerD2HeadSpec(Mask2FormerHeadSpec):
@@ -26,6 +28,11 @@ class Mask2FormerD2HeadSpec(Mask2FormerHeadSpec):
         return "detectron2-style " + super().summary()
 
 
-def d2_head_section(hidden_dim: int) -> dict:
-    """The head section of the official `Mask2FormerHead(hidden_dim=...)`."""
-    return {"type": "mask2former_d2", "feat_channels": hidden_dim, "out_channels": hidden_dim}
+FAMILY = Family(
+    name="mask2former_d2", config_cls=Mask2FormerD2HeadSpec, label="Mask2Former (detectron2, DINOv3)",
+    build=f"{__package__}.mask2former_d2:build_mask2former_d2",
+    tiny=dict(type="mask2former_d2", feat_channels=32, out_channels=32, num_queries=8,
+              pixel_decoder=dict(num_layers=1, num_heads=2, num_points=2, feedforward_channels=32, num_groups=8),
+              transformer_decoder=dict(num_layers=3, num_heads=2, feedforward_channels=32),
+              loss=dict(num_points=64)),
+)
