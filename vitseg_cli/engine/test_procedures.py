@@ -14,6 +14,7 @@ import math
 from typing import Optional, Sequence
 
 import numpy as np
+import torch
 from PIL import Image
 
 PROCEDURES = ("mmseg", "dinov3")
@@ -53,7 +54,5 @@ def score_request(procedure: str) -> Optional[dict]:
     """Keyword arguments the model's forward gets for each window: `dinov3` wants scores at the window's size,
     their per-query product taken in bfloat16."""
     if procedure == "dinov3":
-        import torch
-
         return {"scores_at_input_size": True, "score_dtype": torch.bfloat16}
     return None

@@ -19,9 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..data.classes import ADE20K_CLASSES, ADE20K_PALETTE
+from ..errors import VitsegError
 from .adapter import Extractor, SpatialPriorModule, _geometry, count_indices
-from .msda import MSDeformAttn
 from .dinov3_config import OFFICIAL_TEST
+from .heads.mask2former_d2 import official_head_keys
+from .msda import MSDeformAttn
 
 _NORM_EPS = {"layernorm": 1e-6, "layernormbf16": 1e-5}
 _SWIGLU_ALIGN = {"swiglu": 8, "swiglu32": 32, "swiglu64": 64, "swiglu128": 128}
@@ -392,9 +395,6 @@ def build_dinov3_adapter(section) -> Dinov3Adapter:
 
 def two_file_state(head: dict, backbone: Optional[dict], head_name: str, backbone_name: str) -> tuple[dict, dict]:
     """(state under this family's names, meta) of an official head file plus its backbone file."""
-    from ..errors import VitsegError
-    from .heads.mask2former_d2 import official_head_keys
-
     if backbone is None:
         raise VitsegError(f"{head_name}: the head file of a DINOv3 segmentor holds no ViT weights: give its "
                           "backbone file with --backbone-weights (e.g. dinov3_vit7b16_pretrain_lvd1689m-*.pth)")
@@ -413,8 +413,6 @@ def two_file_state(head: dict, backbone: Optional[dict], head_name: str, backbon
 def release_spec(state: dict) -> tuple[dict, list[str]]:
     """The whole spec of a converted two-file release (`two_file_state`) and what had to be assumed; 150 classes
     are ADE20K's (the released head)."""
-    from ..data.classes import ADE20K_CLASSES, ADE20K_PALETTE
-
     backbone, assumed = infer(state, {})
     part = {k[len("decode_head."):]: v for k, v in state.items() if k.startswith("decode_head.")}
     hidden = part["query_feat.weight"].shape[1]

@@ -98,17 +98,3 @@ FAMILY = Family(
 OFFICIAL_TEST = {"procedure": "dinov3", "short_side": 896, "mode": "slide", "crop_size": [896, 896],
                  "stride": [596, 596], "scales": [0.9, 0.95, 1.0, 1.05, 1.1], "flip": True, "resize": None}
 
-
-def dinov3_presets(ade20k: dict) -> dict[str, dict]:
-    """Whole-spec presets of the DINOv3 releases (`ade20k`: classes, palette, reduce_zero_label of ADE20K)."""
-    return {
-        # ViT-7B/16 (dinov3_vit7b16: embed 4096, 40 blocks, 32 heads, SwiGLU ratio 3 aligned to 64, 4 storage
-        # tokens, layer scale, no qkv bias) + adapter + Mask2Former (hidden_dim 2048), ADE20K
-        "dinov3_vit7b16_ade20k_m2f": {
-            "model": {"backbone": {"type": "dinov3_adapter"},
-                      "decode_head": {"type": "mask2former_d2", "feat_channels": 2048, "out_channels": 2048},
-                      "num_classes": len(ade20k["classes"])},
-            "data": dict(ade20k),
-            "test": dict(OFFICIAL_TEST),
-        },
-    }

@@ -14,7 +14,6 @@ from typing import Any, Optional
 
 from ..data.classes import (ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_STUFF_CLASSES,
                             PASCAL_CONTEXT_59_CLASSES, PASCAL_CONTEXT_59_PALETTE)
-from ..model.dinov3_config import dinov3_presets
 
 IMAGENET_NORM = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 AUGREG_NORM = {"mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5]}  # the AugReg base/large configs
@@ -144,5 +143,17 @@ OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
                                                                         _mask2former("large", 100), **_PASCAL_480),
 }
 
-# Releases of other repositories (DINOv3): presets too, but not ViT-Adapter releases
-OTHER_RELEASE_PRESETS: dict[str, dict[str, Any]] = dinov3_presets(DATASETS["ade20k"])
+# Releases of other repositories: presets too, but not ViT-Adapter releases.
+# DINOv3 ViT-7B/16 (dinov3_vit7b16: embed 4096, 40 blocks, 32 heads, SwiGLU ratio 3 aligned to 64, 4 storage tokens,
+# layer scale, no qkv bias: the dinov3_adapter defaults) + adapter + Mask2Former (hidden_dim 2048), ADE20K, with the
+# official test of configs/config-ade20k-m2f-inference.yaml
+OTHER_RELEASE_PRESETS: dict[str, dict[str, Any]] = {
+    "dinov3_vit7b16_ade20k_m2f": {
+        "model": {"backbone": {"type": "dinov3_adapter"},
+                  "decode_head": {"type": "mask2former_d2", "feat_channels": 2048, "out_channels": 2048},
+                  "num_classes": len(ADE20K_CLASSES)},
+        "data": dict(DATASETS["ade20k"]),
+        "test": {"procedure": "dinov3", "short_side": 896, "mode": "slide", "crop_size": [896, 896],
+                 "stride": [596, 596], "scales": [0.9, 0.95, 1.0, 1.05, 1.1], "flip": True, "resize": None},
+    },
+}
