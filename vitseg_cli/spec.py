@@ -169,6 +169,39 @@ class VitAdapterSpec(_AdapterSpec):
 BackboneSpec = VitAdapterSpec  # the default family, under its historical name
 
 
+class Dinov2AdapterSpec(_AdapterSpec):
+    """ViT-Adapter on DINOv2's ViT (patch 14, cls token carried, SwiGLU, layer scale): DINOv2's `ViTAdapter`."""
+
+    type: Literal["dinov2_adapter"] = "dinov2_adapter"
+    pretrain_size: int = Field(518, gt=0, le=4096)
+    patch_size: int = Field(14, ge=2, le=32)
+    embed_dim: int = Field(1536, gt=0, le=MAX_DIM)
+    depth: int = Field(40, gt=0, le=256)
+    num_heads: int = Field(24, gt=0, le=MAX_DIM)
+    deform_num_heads: int = Field(24, gt=0, le=MAX_DIM)
+    deform_ratio: float = Field(0.5, gt=0, le=64)
+    drop_path_rate: float = Field(0.4, ge=0, lt=1)
+    interaction_indexes: list[Pair] = Field(default_factory=lambda: [(0, 9), (10, 19), (20, 29), (30, 39)])
+    qkv_bias: bool = True
+    layer_scale: bool = True
+    ffn_type: Literal["mlp", "swiglu"] = "swiglu"
+    use_cls: bool = True
+    use_extra_extractor: bool = True
+    freeze_vit: bool = True
+    init_values: float = 0.0
+
+    @model_validator(mode="after")
+    def _check_grid(self) -> "Dinov2AdapterSpec":
+        if self.pretrain_size % self.patch_size:
+            raise ValueError(f"pretrain_size {self.pretrain_size} is not a multiple of patch_size {self.patch_size}")
+        return self
+
+    def summary(self) -> str:
+        return (f"DINOv2 ViT-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} patch "
+                f"{self.patch_size} {self.ffn_type} FFN, deform heads {self.deform_num_heads} ratio "
+                f"{self.deform_ratio}{', ViT frozen' if self.freeze_vit else ''}")
+
+
 class BeitAdapterSpec(_AdapterSpec):
     """BEiT-Adapter (BEiT / BEiTv2 blocks, cls token, relative position bias): official `BEiTAdapter`."""
 
@@ -326,9 +359,9 @@ class AuxHeadSpec(_Strict):
 
 
 BACKBONE_TYPES = {"vit_adapter": VitAdapterSpec, "beit_adapter": BeitAdapterSpec,
-                  "uniperceiver_adapter": UniPerceiverAdapterSpec}
+                  "uniperceiver_adapter": UniPerceiverAdapterSpec, "dinov2_adapter": Dinov2AdapterSpec}
 HEAD_TYPES = {"upernet": UperNetHeadSpec, "mask2former": Mask2FormerHeadSpec}
-AnyBackboneSpec = Annotated[Union[VitAdapterSpec, BeitAdapterSpec, UniPerceiverAdapterSpec],
+AnyBackboneSpec = Annotated[Union[VitAdapterSpec, BeitAdapterSpec, UniPerceiverAdapterSpec, Dinov2AdapterSpec],
                             Field(discriminator="type")]
 AnyHeadSpec = Annotated[Union[UperNetHeadSpec, Mask2FormerHeadSpec], Field(discriminator="type")]
 

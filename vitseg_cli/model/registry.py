@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 # The modules that register families; imported on first use so that importing the spec needs no torch.
-_FAMILY_MODULES = ("vit", "beit", "uniperceiver", "heads.upernet", "heads.fcn", "heads.mask2former")
+_FAMILY_MODULES = ("vit", "beit", "uniperceiver", "dinov2", "heads.upernet", "heads.fcn", "heads.mask2former")
 
 
 @dataclass(frozen=True)
