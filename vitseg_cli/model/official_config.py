@@ -215,7 +215,12 @@ _OFFICIAL_DEFAULTS = {
     "beit_adapter": {**_ADAPTER_DEFAULTS, "img_size": 512, "pretrain_size": 224, "qkv_bias": False,
                      "use_abs_pos_emb": False, "use_rel_pos_bias": True, "use_shared_rel_pos_bias": False},
     "uniperceiver_adapter": {**_ADAPTER_DEFAULTS, "img_size": 224},
+    "dinov2_adapter": {**_ADAPTER_DEFAULTS, "pretrain_size": 224, "use_extra_extractor": True, "layer_scale": True,
+                       "qkv_bias": True, "ffn_type": "mlp", "use_cls": True, "freeze_vit": False},
 }
+# DINOv2's segmentation code registers its own `ViTAdapter` (patch 14, cls token, SwiGLU); these arguments, or a
+# patch other than 16, say a config means that one.
+_DINOV2_ONLY = ("ffn_type", "use_cls", "freeze_vit", "memeff", "pre_norm")
 # Official arguments that change nothing vitseg computes or stores (memory, initialisation, pretrained files).
 _NO_EFFECT = {"type", "pretrained", "with_cp", "use_checkpoint", "init_cfg", "drop_rate", "attn_drop_rate",
               "num_classes", "in_chans"}
@@ -259,21 +264,29 @@ def _backbone(cfg: dict, notes: list[str]) -> dict[str, Any]:
         raise ConfigRefused(f"config: model.backbone.type {_show(official)} is not one vitseg runs "
                             f"({', '.join(_BACKBONE_TYPES)})")
     kind = _BACKBONE_TYPES[official]
+    if official == "ViTAdapter" and (cfg.get("patch_size", 16) != 16 or any(k in cfg for k in _DINOV2_ONLY)):
+        kind = "dinov2_adapter"
     fields = set(BACKBONE_TYPES[kind].model_fields) - {"type", "preset"}
     out: dict[str, Any] = {"type": kind, **_OFFICIAL_DEFAULTS[kind]}
     out["interaction_indexes"] = [list(p) for p in _need(cfg, "interaction_indexes", "model.backbone")]
     for key, value in cfg.items():
         if key in fields:
             out[key] = [list(v) for v in value] if key == "interaction_indexes" else value
-        elif key == "img_size" and kind == "vit_adapter":
+        elif key == "img_size" and kind in ("vit_adapter", "dinov2_adapter"):
             # the official ViT sizes pos_embed by img_size and reads it back on the pretrain_size grid
             if _pair(value) != _pair(cfg.get("pretrain_size", 224)):
                 raise ConfigRefused(f"config: model.backbone.img_size {_show(value)} differs from pretrain_size "
                                     f"{_show(cfg.get('pretrain_size', 224))}; the official ViTAdapter cannot run that")
-        elif key == "window_attn" and kind == "vit_adapter":
+        elif key == "window_attn" and kind in ("vit_adapter", "dinov2_adapter"):
             if any(value if isinstance(value, (list, tuple)) else [value]):
                 raise ConfigRefused("config: model.backbone.window_attn: windowed attention is not supported "
-                                    "by vitseg's vit_adapter")
+                                    f"by vitseg's {kind}")
+        elif key == "pre_norm" and kind == "dinov2_adapter":
+            if value:
+                raise ConfigRefused("config: model.backbone.pre_norm true (a CLIP ViT) is not supported by vitseg's "
+                                    "dinov2_adapter")
+        elif key == "memeff":
+            pass  # memory-efficient attention computes the same attention
         elif key == "qkv_bias" and kind == "vit_adapter":
             if not value:
                 raise ConfigRefused("config: model.backbone.qkv_bias false is not supported by vitseg's vit_adapter")
