@@ -1,4 +1,5 @@
-"""The 22 released official ViT-Adapter semantic-segmentation checkpoints, as plain data (no torch import).
+"""The 22 released official ViT-Adapter semantic-segmentation checkpoints and DINOv2's ViT-Adapter segmentor, as
+plain data (no torch import).
 
 From czczup/ViT-Adapter `segmentation/README.md` (the results tables: method, pretraining, schedule, crop, mIoU
 single-/multi-scale, #Param, download link) and `segmentation/configs/` (the names). A release's name is its config
@@ -30,6 +31,9 @@ class Release:
     size: Optional[str]  # download size, None where not known
     url: str  # the official download link (.pth, .pth.tar or .zip holding one .pth)
     lr_schedule: str  # e.g. '160k' iterations
+    # a config file served beside the checkpoint: fetched with it, and the spec is read from it (safely) when present
+    config_url: Optional[str] = None
+    reconstructed: bool = False  # the preset is a reconstruction; the released config is the authority
 
 
 _GH = "https://github.com/czczup/ViT-Adapter/releases/download"
@@ -100,6 +104,15 @@ RELEASES: list[Release] = [
        "pascal_context", 480, "40k", (67.8, 68.2), "568M",
        "v0.2.7/mask2former_beit_adapter_large_480_40k_pascal_context_59.zip"),
 ]
+
+_FB = "https://dl.fbaipublicfiles.com"
+
+# DINOv2 (facebookresearch/dinov2 README, "Semantic segmentation"; its segmentation notebook names the config): the
+# ViT-g/14 + ViT-Adapter + Mask2Former ADE20K segmentor. The README gives no mIoU or schedule for it.
+RELEASES.append(Release(
+    "dinov2_vitg14_ade20k_m2f", "Mask2Former", "ViT-Adapter-g/14", "DINOv2 ViT-g/14 (frozen)", "ade20k", 896, None,
+    None, "1429M", None, f"{_FB}/dinov2/dinov2_vitg14/dinov2_vitg14_ade20k_m2f.pth", "unknown",
+    config_url=f"{_FB}/dinov2/dinov2_vitg14/dinov2_vitg14_ade20k_m2f_config.py", reconstructed=True))
 
 _BY_NAME = {r.name: r for r in RELEASES}
 

@@ -66,6 +66,19 @@ def download_url(release: releases.Release) -> str:
     return f"{mirror.rstrip('/')}/{official_basename(release)}" if mirror else release.url
 
 
+def config_path(release: releases.Release) -> Optional[Path]:
+    """Where the config served beside the checkpoint lives in the cache (None: the release has none)."""
+    if not release.config_url:
+        return None
+    return release_dir(release) / release.config_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def config_download_url(release: releases.Release) -> str:
+    mirror = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    name = release.config_url.rstrip("/").rsplit("/", 1)[-1]
+    return f"{mirror.rstrip('/')}/{name}" if mirror else release.config_url
+
+
 def converted_path(release: releases.Release) -> Path:
     return release_dir(release) / f"{release.name}.safetensors"
 
@@ -122,7 +135,7 @@ def fetch(release: releases.Release) -> Path:
                 check_digest(converted)
                 return converted
             checkpoint = _official_checkpoint(release)
-            _convert(release, checkpoint, converted)
+            _convert(release, checkpoint, converted, _official_config(release))
         except OSError as err:  # the cache itself: full disk, permissions
             raise VitsegError(f"{folder}: cannot use the model cache ({err.strerror or err}); free some space or set "
                               "VITSEG_HOME to another folder") from None
@@ -197,6 +210,19 @@ def _official_checkpoint(release: releases.Release) -> Path:
         download.unlink()
     else:
         _check_torch_file(target, remove=True)
+    record_digest(target)
+    return target
+
+
+def _official_config(release: releases.Release) -> Optional[Path]:
+    """The config file served beside the checkpoint, in the cache (downloaded now if missing); None if none."""
+    target = config_path(release)
+    if target is None:
+        return None
+    if target.is_file():
+        check_digest(target)  # a file placed by hand gets its record now
+        return target
+    _download(config_download_url(release), target)
     record_digest(target)
     return target
 
@@ -327,14 +353,37 @@ def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> 
 # ---------------------------------------------------------------------------------------------------- convert
 
 
-def _convert(release: releases.Release, checkpoint: Path, converted: Path) -> None:
-    """Load the official file with the release's preset (inferred when there is none) and save the vitseg file."""
-    from .checkpoints import load_model, save_model
+def _release_spec(release: releases.Release, config: Optional[Path]) -> tuple["dict | str | None", list[str]]:
+    """The spec to convert a release with, and notes: its config file read safely (when the release serves one and
+    it can be read), else its preset (inferred from the weights when there is none)."""
+    from .model.official_config import ConfigRefused, spec_from_config_text
     from .spec import SPEC_PRESETS
 
-    spec = release.name if release.name in SPEC_PRESETS else None
+    notes = []
+    if config is not None:
+        try:
+            data, config_notes = spec_from_config_text(config.read_text(encoding="utf-8", errors="replace"))
+            return data, [f"spec read from {config.name}, the config served beside the checkpoint", *config_notes]
+        except ConfigRefused as err:
+            notes.append(f"{config.name} was not used: {err}")
+    if release.name not in SPEC_PRESETS:
+        return None, notes
+    if release.reconstructed:
+        notes.append(f"spec: the preset {release.name}, a reconstruction of the released config")
+    return release.name, notes
+
+
+def _convert(release: releases.Release, checkpoint: Path, converted: Path, config: Optional[Path] = None) -> None:
+    """Load the official file with the release's config or preset (inferred when it has neither) and save the vitseg
+    file."""
+    from .checkpoints import load_model, save_model
+
+    spec, notes = _release_spec(release, config)
     model = load_model(checkpoint, spec)
-    save_model(model, converted, source=f"zoo {release.name} ({official_basename(release)})")
+    model.load_notes = [*notes, *model.load_notes]
+    how = next((n for n in notes if n.startswith("spec")), None)
+    save_model(model, converted, source=f"zoo {release.name} ({official_basename(release)}"
+                                        f"{'; ' + how if how else ''})")
     record_digest(converted)
     say = _stderr().print
     for note in model.load_notes:

@@ -54,7 +54,8 @@ def presets_table():
         size = getattr(s.model.backbone, "preset", None)
         backbone = r.backbone if r else s.model.backbone.type + (f" ({size})" if size else "")
         crop = str(s.test.crop_size[0]) if s.test.mode == "slide" else "whole"
-        table.add_row(name, method, backbone, r.dataset if r else "-", crop)
+        table.add_row(name + (" (reconstruction)" if r and r.reconstructed else ""), method, backbone,
+                      r.dataset if r else "-", crop)
     return table
 
 
@@ -77,6 +78,7 @@ def info(
     if weights is None:
         raise VitsegError("info: give a WEIGHTS file or zoo name, or --presets to list the spec presets")
     from ..checkpoints import load_model
+    from ..releases import RELEASES
 
     model = load_model(weights, spec)
     s = model.spec
@@ -101,6 +103,9 @@ def info(
     out.print(table)
     for line in model.load_notes:
         out.print(f"note: {line}", soft_wrap=True)
+    if spec is not None and any(r.reconstructed and r.name == spec for r in RELEASES):
+        out.print(f"note: the preset {spec} is a reconstruction; the config file released beside the checkpoint is "
+                  "the authority", soft_wrap=True)
     if show_spec:
         out.print(s.to_yaml(), markup=False)
 
