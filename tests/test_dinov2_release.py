@@ -151,8 +151,8 @@ def finetune_data(tmp_path_factory) -> Path:
 def test_finetuning_keeps_the_vit_frozen_unless_unfrozen(tmp_path, finetune_data, unfreeze):
     spec = _finetune_spec(tmp_path / "spec.yaml")
     out = tmp_path / "run"
-    res = vitseg("--spec", spec, "--data", finetune_data, "--out", out, "--iters", 1, "--logger", "none", "--init-from", CHECKPOINT,
-                 *(["--unfreeze"] if unfreeze else []))
+    res = vitseg("--spec", spec, "--data", finetune_data, "--out", out, "--iters", 1, "--logger", "none",
+                 "--init-from", CHECKPOINT, *(["--unfreeze"] if unfreeze else []))
     assert res.exit_code == 0, res.output
     assert "predicts 12 classes, this model 6" in res.output
     before = torch.load(CHECKPOINT, weights_only=True)["state_dict"]
