@@ -145,3 +145,26 @@ def test_spec_inferred_from_the_weights_alone_reproduces_the_features(state, cas
     with torch.no_grad():
         feats = model.backbone(case["input"])
     assert max(_max_errors(feats, case["backbone_outputs"])) <= TOL
+
+
+def test_flags_without_cls_swiglu_or_qkv_bias_build_the_official_layout():
+    section = {"type": "dinov2_adapter", "pretrain_size": 56, "patch_size": 14, "embed_dim": 32, "depth": 4,
+               "num_heads": 2, "deform_num_heads": 2, "conv_inplane": 8, "use_cls": False, "ffn_type": "mlp",
+               "qkv_bias": False, "layer_scale": False, "use_extra_extractor": False, "freeze_vit": False,
+               "interaction_indexes": [[0, 0], [1, 1], [2, 2], [3, 3]]}
+    model = build_model({"model": {"backbone": section, "decode_head": None, "auxiliary_head": None}}).eval()
+    state = {f"backbone.{k}": v for k, v in model.backbone.state_dict().items()}
+    assert "backbone.cls_token" not in state and "backbone.blocks.0.attn.qkv.bias" not in state
+    assert "backbone.blocks.0.gamma1" not in state and not any(".extra_extractors." in k for k in state)
+    assert state["backbone.blocks.0.mlp.fc1.weight"].shape == (128, 32)  # mlp_ratio 4
+    assert state["backbone.pos_embed"].shape == (1, 1 + 4 * 4, 32)  # the cls slot stays, unused
+    assert all(p.requires_grad for p in model.parameters())
+    with torch.no_grad():  # 96 px: a 6x6 token grid against the adapter's 6x6 /16 level, 12x12 /8 level
+        feats = model.backbone(torch.randn(1, 3, 96, 128))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(24, 32), (12, 16), (6, 8), (3, 4)]
+    # patch 14 says DINOv2 even without a cls token; the inferred spec has the flags back
+    assert detect_backbone(state).name == "dinov2_adapter"
+    spec, _ = infer_spec_from_weights(state, {})
+    b = spec.model.backbone
+    assert (b.use_cls, b.ffn_type, b.qkv_bias, b.layer_scale, b.use_extra_extractor) == (False, "mlp", False, False,
+                                                                                          False)
