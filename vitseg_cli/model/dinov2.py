@@ -6,7 +6,8 @@ resizes between them), a cls token (with its own position-embedding slot) carrie
 optional SwiGLU FFN with separate `w1`/`w2`/`w3` matrices, optional qkv bias, and `freeze_vit`, which keeps the ViT's
 own weights out of training as the official evaluation does. Key names are the official ones (`cls_token`,
 `pos_embed`, `blocks.i.gamma1`, `blocks.i.mlp.w1`, ...), so released checkpoints load as they are. Beside the modules:
-how an official state dict of this family is recognised and its spec inferred.
+how an official state dict of this family is recognised and its spec inferred (the spec section and the
+official-config translation are in `dinov2_config.py`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ from timm.models.vision_transformer import Attention
 from torch import nn
 
 from .adapter import AdapterBackbone, adapter_args, adapter_layout, conventional_num_heads, infer_adapter_fields
-from .registry import register_backbone
 from .vit import Block, VisionTransformer
 
 
@@ -107,7 +107,7 @@ def is_dinov2_vit(state: dict) -> bool:
             and ("backbone.cls_token" in state or proj.shape[-1] != 16 or "backbone.blocks.0.mlp.w1.weight" in state))
 
 
-def _is_official(state: dict) -> bool:
+def is_official(state: dict) -> bool:
     return is_dinov2_vit(state) and "backbone.interactions.0.injector.gamma" in state
 
 
@@ -137,7 +137,6 @@ def infer_official(state: dict, meta: dict) -> tuple[dict[str, Any], list[str]]:
     return section, assumed
 
 
-@register_backbone("dinov2_adapter", detect=_is_official, infer=infer_official)
 def build_dinov2_adapter(b) -> AdapterBackbone:
     backbone = AdapterBackbone(Dinov2VisionTransformer(b), use_extra_extractor=b.use_extra_extractor,
                                init_values=b.init_values, **adapter_args(b))
