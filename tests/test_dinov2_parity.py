@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from conftest import PARITY
 from vitseg_cli import build_model
-from vitseg_cli.checkpoints import load_model
+from vitseg_cli.loading import load_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import read_image, read_label
 from vitseg_cli.engine.inference import preprocess
