@@ -27,6 +27,7 @@ from .checkpoints import (check_file, is_safetensors, read_safetensors, read_tor
 from .errors import VitsegError
 from .model.dinov3 import is_head_file as is_two_file_head
 from .model.dinov3 import two_file_state
+from .model.official_config import ConfigRefused, spec_from_config_text
 from .model.official import (check_weight_values, infer_spec, init_from_state, load_state_strict, meta_classes,
                              segmentor_state)
 from .model.registry import backbone_family
@@ -53,12 +54,33 @@ def fetch_release(release: Release) -> Path:
     return zoo.fetch(release, convert=_convert_release)
 
 
+def _release_spec(release: Release) -> tuple["dict | str | None", list[str]]:
+    """The spec to convert a release with, and notes: the config file served beside its checkpoint, read safely
+    (when the release has one and it can be read), else its preset (inferred from the weights when there is none)."""
+    notes = []
+    config = zoo.config_path(release)
+    if config is not None and config.is_file():
+        try:
+            data, config_notes = spec_from_config_text(config.read_text(encoding="utf-8", errors="replace"))
+            return data, [f"spec read from {config.name}, the config served beside the checkpoint", *config_notes]
+        except ConfigRefused as err:
+            notes.append(f"{config.name} was not used: {err}")
+    if release.name not in SPEC_PRESETS:
+        return None, notes
+    if release.reconstructed:
+        notes.append(f"spec: the preset {release.name}, a reconstruction of the released config")
+    return release.name, notes
+
+
 def _convert_release(release: Release, checkpoint: Path, converted: Path, backbone: Optional[Path] = None) -> None:
-    """Load the official file (and the backbone file of a two-file release) with the release's preset (inferred
-    when there is none) and save the vitseg file."""
-    spec = release.name if release.name in SPEC_PRESETS else None
+    """Load the official file (and the backbone file of a two-file release) with the release's config or preset
+    (inferred when it has neither) and save the vitseg file."""
+    spec, notes = _release_spec(release)
     model = load_model(checkpoint, spec, backbone_weights=backbone)
-    save_model(model, converted, source=f"zoo {release.name} ({zoo.official_basename(release)})")
+    model.load_notes = [*notes, *model.load_notes]
+    how = next((n for n in notes if n.startswith("spec")), None)
+    save_model(model, converted, source=f"zoo {release.name} ({zoo.official_basename(release)}"
+                                        f"{'; ' + how if how else ''})")
     for note in model.load_notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"converted {checkpoint.name} to {converted} (later runs load this file)", file=sys.stderr)

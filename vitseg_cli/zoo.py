@@ -68,6 +68,19 @@ def download_url(release: releases.Release, url: Optional[str] = None) -> str:
     return f"{mirror.rstrip('/')}/{base}" if mirror else (url or release.url)
 
 
+def config_path(release: releases.Release) -> Optional[Path]:
+    """Where the config served beside the checkpoint lives in the cache (None: the release has none)."""
+    if not release.config_url:
+        return None
+    return release_dir(release) / release.config_url.rstrip("/").rsplit("/", 1)[-1]
+
+
+def config_download_url(release: releases.Release) -> str:
+    mirror = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    name = release.config_url.rstrip("/").rsplit("/", 1)[-1]
+    return f"{mirror.rstrip('/')}/{name}" if mirror else release.config_url
+
+
 def converted_path(release: releases.Release) -> Path:
     return release_dir(release) / f"{release.name}.safetensors"
 
@@ -126,6 +139,7 @@ def fetch(release: releases.Release, convert: Convert) -> Path:
                 check_digest(converted)
                 return converted
             checkpoint = _official_checkpoint(release)
+            _official_config(release)  # a config served beside the checkpoint: `convert` reads it from the cache
             if release.backbone_url:  # a release made of two files: the backbone's own file too
                 convert(release, checkpoint, converted, _official_checkpoint(release, release.backbone_url))
             else:
@@ -206,6 +220,19 @@ def _official_checkpoint(release: releases.Release, url: Optional[str] = None) -
         download.unlink()
     else:
         _check_torch_file(target, remove=True)
+    record_digest(target)
+    return target
+
+
+def _official_config(release: releases.Release) -> Optional[Path]:
+    """The config file served beside the checkpoint, in the cache (downloaded now if missing); None if none."""
+    target = config_path(release)
+    if target is None:
+        return None
+    if target.is_file():
+        check_digest(target)  # a file placed by hand gets its record now
+        return target
+    _download(config_download_url(release), target)
     record_digest(target)
     return target
 

@@ -41,10 +41,10 @@ def presets_table():
     from rich.table import Table
 
     from ..model.registry import head_family
-    from ..releases import RELEASES
     from ..spec import SPEC_PRESETS, load_spec
+    from ..zoo import all_releases
 
-    released = {r.name: r for r in RELEASES}
+    released = {r.name: r for r in all_releases()}
     table = Table(title=f"{len(SPEC_PRESETS)} spec presets (--spec NAME)", title_justify="left")
     for column in ("name", "method", "backbone", "dataset", "crop"):
         table.add_column(column)
@@ -56,7 +56,8 @@ def presets_table():
         size = getattr(s.model.backbone, "preset", None)
         backbone = r.backbone if r else s.model.backbone.type + (f" ({size})" if size else "")
         crop = str(s.test.crop_size[0]) if s.test.mode == "slide" else "whole"
-        table.add_row(name, method, backbone, r.dataset if r else "-", crop)
+        table.add_row(name + (" (reconstruction)" if r and r.reconstructed else ""), method, backbone,
+                      r.dataset if r else "-", crop)
     return table
 
 
@@ -83,6 +84,7 @@ def info(
         raise VitsegError("info: give a WEIGHTS file or zoo name, or --presets to list the spec presets")
     from ..engine.memory import available_bytes, fit_line, weights_bytes
     from ..loading import load_model, resolve_weights
+    from ..zoo import all_releases
 
     files = [resolve_weights(weights), *([resolve_weights(backbone_weights)] if backbone_weights else [])]
     if all(f.is_file() for f in files):  # a missing file is reported by the loader below
@@ -114,6 +116,9 @@ def info(
     out.print(table)
     for line in model.load_notes:
         out.print(f"note: {line}", soft_wrap=True)
+    if spec is not None and any(r.reconstructed and r.name == spec for r in all_releases()):
+        out.print(f"note: the preset {spec} is a reconstruction; the config file released beside the checkpoint is "
+                  "the authority", soft_wrap=True)
     if show_spec:
         out.print(s.to_yaml(), markup=False)
 

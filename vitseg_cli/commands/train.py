@@ -39,6 +39,9 @@ def train(
     backbone_weights: Optional[Path] = typer.Option(None, "--backbone-weights",
                                                     help="With --init-from: the backbone file of a release made of "
                                                          "two files (DINOv3)."),
+    unfreeze: bool = typer.Option(False, "--unfreeze",
+                                  help="Also train the ViT that DINOv2/DINOv3 adapters keep frozen (freeze_vit), "
+                                       "with layer-wise lr decay (same as --set model.backbone.freeze_vit=false)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out where it stopped."),
     device: DeviceOption = "auto",
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA only)."),
@@ -59,7 +62,8 @@ def train(
     """Train ViT-Adapter + UperNet with the official recipe (layer-decay AdamW, warmup + poly, mmseg augmentation)."""
     from ..engine.train import TrainOptions, train as run_training
 
-    opts = TrainOptions(out=out, spec=spec, spec_overrides=list(set_values or []), data=data, fmt=fmt,
+    overrides = [*(set_values or []), *(["model.backbone.freeze_vit=false"] if unfreeze else [])]
+    opts = TrainOptions(out=out, spec=spec, spec_overrides=overrides, data=data, fmt=fmt,
                         val_data=val_data, iters=iters, batch_size=batch_size, crop_size=crop_size, lr=lr, amp=amp,
                         accum=accum, workers=workers, eval_every=eval_every, save_every=save_every, seed=seed,
                         pretrained=pretrained, init_from=init_from, resume=resume, device=device,

@@ -71,6 +71,8 @@ def _details(release) -> str:
     lines = [f"{key}: {value}" for key, value in zoo.dataclasses.asdict(release).items()]
     lines += [f"download from: {zoo.download_url(release)}",
               f"a file downloaded by hand goes to: {zoo.release_dir(release) / zoo.official_basename(release)}",
+              *([f"its config from: {zoo.config_download_url(release)}, by hand to: {zoo.config_path(release)}"]
+                if release.config_url else []),
               f"converted model: {zoo.converted_path(release)}"
               f"{' (cached)' if zoo.converted_path(release).is_file() else ' (not cached yet)'}"]
     return "\n".join(lines)

@@ -159,14 +159,24 @@ def _reference_points(shapes: Shapes, device: torch.device) -> torch.Tensor:
 
 
 class _Geometry:
-    """Token-grid shapes and reference points for one input size, computed once and reused by every interaction."""
+    """Token-grid shapes and reference points for one input size, computed once and reused by every interaction.
 
-    def __init__(self, height: int, width: int, device: torch.device):
-        h, w = height // 16, width // 16
-        self.vit_shapes: Shapes = [(h, w)]
-        self.prior_shapes: Shapes = [(height // 8, width // 8), (h, w), (height // 32, width // 32)]
+    The spatial-prior pyramid is always on the /8, /16, /32 grids; the ViT tokens are on the /patch grid (the patch
+    conv floors), which coincides with the /16 level only for patch 16."""
+
+    def __init__(self, height: int, width: int, device: torch.device, patch: int = 16):
+        self.vit_shapes: Shapes = [(height // patch, width // patch)]
+        self.prior_shapes: Shapes = [(height // 8, width // 8), (height // 16, width // 16),
+                                     (height // 32, width // 32)]
         self.vit_refs = _reference_points(self.vit_shapes, device)
         self.prior_refs = _reference_points(self.prior_shapes, device)
+
+
+def _resized(x: torch.Tensor, size: "torch.Size") -> torch.Tensor:
+    """A token map resized bilinearly (align_corners=False) to a pyramid level; the level of its own size as is."""
+    if x.shape[-2:] == size:
+        return x
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _upsample2x(up: nn.ConvTranspose2d, tokens: torch.Tensor, h: int, w: int) -> torch.Tensor:
@@ -184,10 +194,10 @@ def _upsample2x(up: nn.ConvTranspose2d, tokens: torch.Tensor, h: int, w: int) ->
 
 
 @lru_cache(maxsize=16)
-def _geometry(height: int, width: int, device: torch.device) -> _Geometry:
+def _geometry(height: int, width: int, device: torch.device, patch: int = 16) -> _Geometry:
     # plain tensors even when first built under inference_mode, so a cached entry also serves training
     with torch.inference_mode(False), torch.no_grad():
-        return _Geometry(height, width, device)
+        return _Geometry(height, width, device, patch)
 
 
 class AdapterBackbone(nn.Module):
@@ -200,8 +210,8 @@ class AdapterBackbone(nn.Module):
 
     A stack provides: `embed_dim`, `depth`, `embed(x) -> (tokens, h, w)` (patch tokens with position embedding, no cls
     token), `initial_cls(batch) -> (B, 1, D) or None`, `forward_blocks(x, first, last, h, w)`, `layer_id(name)` (None
-    for a name that is not its own), `no_weight_decay(name) -> bool`, `fixed_input_size` and `adapter_norm_eps`;
-    no buffers of its own outside its submodules.
+    for a name that is not its own), `no_weight_decay(name) -> bool`, `fixed_input_size` and `adapter_norm_eps`,
+    optionally `patch_size` (16 when absent); no buffers of its own outside its submodules.
     """
 
     out_strides = (4, 8, 16, 32)
@@ -214,6 +224,7 @@ class AdapterBackbone(nn.Module):
                  add_vit_feature: bool = True, use_extra_extractor: bool = True, drop_path_rate: float = 0.0):
         super().__init__()
         self._adopt(stack)
+        self.patch_size = getattr(stack, "patch_size", 16)
         self.interaction_indexes = [tuple(p) for p in interaction_indexes]
         self.add_vit_feature = add_vit_feature
         d = self.embed_dim = stack.embed_dim
@@ -286,7 +297,7 @@ class AdapterBackbone(nn.Module):
         if height % 32 or width % 32:
             raise ValueError(f"the adapter needs H and W divisible by 32, got {height}x{width} "
                              "(the segmentor pads for you)")
-        geometry = _geometry(height, width, x.device)
+        geometry = _geometry(height, width, x.device, self.patch_size)
         fast = get_msda_impl() == "fast"  # 'reference' keeps every official form, as the oracle and the baseline
         if fast:
             # channels_last: mkldnn/cuDNN convs run faster and the conv-map -> token flatten becomes a free view
@@ -313,20 +324,18 @@ class AdapterBackbone(nn.Module):
             run = partial(self.stack.forward_blocks, first=first, last=last, h=h, w=w)
             x, c, cls = layer(x, c, cls, run, geometry)
             outs.append(as_map(x, h, w))
+        hc, wc = height // 16, width // 16  # the pyramid's own grid (the token grid too, for patch 16)
         c2, c3, c4 = c.split(sizes, dim=1)
-        up = _upsample2x(self.up, c2, h * 2, w * 2) if fast else None
-        c2 = as_map(c2, h * 2, w * 2)
+        up = _upsample2x(self.up, c2, hc * 2, wc * 2) if fast else None
+        c2 = as_map(c2, hc * 2, wc * 2)
         if up is None:
             up = self.up(c2)
         c1 = up + c1
-        c3 = as_map(c3, h, w)
-        c4 = as_map(c4, h // 2, w // 2)
+        c3 = as_map(c3, hc, wc)
+        c4 = as_map(c4, hc // 2, wc // 2)
         if self.add_vit_feature:
-            x1, x2, x3, x4 = outs
-            c1 = c1 + F.interpolate(x1, scale_factor=4, mode="bilinear", align_corners=False)
-            c2 = c2 + F.interpolate(x2, scale_factor=2, mode="bilinear", align_corners=False)
-            c3 = c3 + x3
-            c4 = c4 + F.interpolate(x4, scale_factor=0.5, mode="bilinear", align_corners=False)
+            c1, c2, c3, c4 = (level + _resized(tokens, level.shape[-2:])
+                              for level, tokens in zip((c1, c2, c3, c4), outs))
         return [self.norm1(c1), self.norm2(c2), self.norm3(c3), self.norm4(c4)]
 
 

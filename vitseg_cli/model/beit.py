@@ -286,7 +286,9 @@ def load_beit_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path:
 
 
 def is_official(state: dict) -> bool:
-    return "backbone.cls_token" in state and "backbone.blocks.0.attn.qkv.weight" in state
+    # BEiT's position information is its relative bias: an absolute `pos_embed` beside the cls token is DINOv2's ViT
+    return ("backbone.cls_token" in state and "backbone.blocks.0.attn.qkv.weight" in state
+            and "backbone.pos_embed" not in state)
 
 
 def _window_of(table: torch.Tensor, index: Optional[torch.Tensor]) -> tuple[Window, Optional[str]]:

@@ -13,6 +13,7 @@ from typing import Any, Optional
 from ..spec_base import BackboneConfig, HeadConfig
 from .beit_config import FAMILY as BEIT_ADAPTER
 from .dinov3_config import FAMILY as DINOV3_ADAPTER
+from .dinov2_config import FAMILY as DINOV2_ADAPTER
 from .family import Family
 from .heads.fcn_config import FAMILY as FCN
 from .heads.mask2former_config import FAMILY as MASK2FORMER
@@ -58,6 +59,7 @@ def unregister(name: str) -> None:
     HEADS.pop(name, None)
 
 
+register_backbone(DINOV2_ADAPTER)  # before vit_adapter: it reads DINOv2's `ViTAdapter` configs, hands on the others
 register_backbone(VIT_ADAPTER)
 register_backbone(BEIT_ADAPTER)
 register_backbone(UNIPERCEIVER_ADAPTER)

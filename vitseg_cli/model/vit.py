@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Optional
+from functools import partial
+from typing import Any, Callable, Optional
 
 import torch
 import torch.nn.functional as F
@@ -69,16 +70,19 @@ class VisionTransformer(nn.Module):
     fixed_input_size = None
 
     def __init__(self, pretrain_size: int = 224, patch_size: int = 16, embed_dim: int = 192, depth: int = 12,
-                 num_heads: int = 3, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, layer_scale: bool = True):
+                 num_heads: int = 3, mlp_ratio: float = 4.0, drop_path_rate: float = 0.0, layer_scale: bool = True,
+                 make_block: Optional[Callable[[float], nn.Module]] = None):
         super().__init__()
+        self.patch_size = patch_size
         self.embed_dim = embed_dim
         self.depth = depth
         self.pretrain_grid = pretrain_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, self.pretrain_grid ** 2 + 1, embed_dim))
         rates = torch.linspace(0, drop_path_rate, depth, device="cpu").tolist()  # cpu: builds under device("meta") too
-        self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio, drop_path=rates[i], layer_scale=layer_scale) for i in range(depth))
+        if make_block is None:  # the plain ViT's block; other families pass theirs (drop-path rate -> block)
+            make_block = partial(Block, embed_dim, num_heads, mlp_ratio, layer_scale=layer_scale)
+        self.blocks = nn.ModuleList(make_block(drop_path=rates[i]) for i in range(depth))
         trunc_normal_(self.pos_embed, std=0.02)
 
     def resized_pos_embed(self, h: int, w: int) -> torch.Tensor:
@@ -150,7 +154,9 @@ def load_vit_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path: 
 
 
 def is_official(state: dict) -> bool:
-    return "backbone.blocks.0.attn.qkv.bias" in state and "backbone.cls_token" not in state
+    proj = state.get("backbone.patch_embed.proj.weight")
+    return ("backbone.blocks.0.attn.qkv.bias" in state and "backbone.cls_token" not in state
+            and "backbone.blocks.0.mlp.w1.weight" not in state and (proj is None or proj.shape[-1] == 16))
 
 
 HEADS_BY_DIM = {192: 3, 384: 6, 768: 12, 1024: 16}  # official ViT convention: head dim 64

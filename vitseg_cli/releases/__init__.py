@@ -1,4 +1,5 @@
-"""The 22 released official ViT-Adapter semantic-segmentation checkpoints, as plain data (no torch import).
+"""The 22 released official ViT-Adapter semantic-segmentation checkpoints and DINOv2's ViT-Adapter segmentor, as
+plain data (no torch import).
 
 From czczup/ViT-Adapter `segmentation/README.md` (the results tables: method, pretraining, schedule, crop, mIoU
 single-/multi-scale, #Param, download link) and `segmentation/configs/` (the names). A release's name is its config
@@ -31,6 +32,9 @@ class Release:
     url: str  # the official download link (.pth, .pth.tar or .zip holding one .pth)
     lr_schedule: str  # e.g. '160k' iterations
     backbone_url: Optional[str] = None  # a release made of two files: the backbone's own file
+    # a config file served beside the checkpoint: fetched with it, and the spec is read from it (safely) when present
+    config_url: Optional[str] = None
+    reconstructed: bool = False  # the preset is a reconstruction; the released config is the authority
 
 
 _GH = "https://github.com/czczup/ViT-Adapter/releases/download"
@@ -106,14 +110,19 @@ RELEASES: list[Release] = [
 # DINOv3 (facebookresearch/dinov3 hub/segmentors.py: base URL + backbone name + file): the head file is public; the
 # backbone file is gated (request access on https://ai.meta.com/resources/models-and-libraries/dinov3-downloads/ and
 # serve the file through VITSEG_ZOO_MIRROR or place it in the cache by hand).
-_DINOV3 = "https://dl.fbaipublicfiles.com/dinov3/dinov3_vit7b16"
+_FB = "https://dl.fbaipublicfiles.com"
+_DINOV3 = f"{_FB}/dinov3/dinov3_vit7b16"
 OTHER_RELEASES: list[Release] = [
     Release("dinov3_vit7b16_ade20k_m2f", "Mask2Former", "DINOv3-Adapter-7B", "DINOv3 ViT-7B/16 LVD-1689M", "ade20k",
             896, None, None, "7643M", None, f"{_DINOV3}/dinov3_vit7b16_ade20k_m2f_head-bf307cb1.pth", "-",
             backbone_url=f"{_DINOV3}/dinov3_vit7b16_pretrain_lvd1689m-a955f4ea.pth"),
+    # DINOv2 (facebookresearch/dinov2 README, "Semantic segmentation"; its segmentation notebook names the config):
+    # the ViT-g/14 + ViT-Adapter + Mask2Former ADE20K segmentor. The README gives no mIoU or schedule for it.
+    Release("dinov2_vitg14_ade20k_m2f", "Mask2Former", "ViT-Adapter-g/14", "DINOv2 ViT-g/14 (frozen)", "ade20k", 896,
+            None, None, "1429M", None, f"{_FB}/dinov2/dinov2_vitg14/dinov2_vitg14_ade20k_m2f.pth", "unknown",
+            config_url=f"{_FB}/dinov2/dinov2_vitg14/dinov2_vitg14_ade20k_m2f_config.py", reconstructed=True),
 ]
-
-_BY_NAME = {r.name: r for r in RELEASES}
+_BY_NAME = {r.name: r for r in [*RELEASES, *OTHER_RELEASES]}
 
 
 def release(name: str) -> Release:

@@ -1,4 +1,5 @@
-"""Whole-spec presets for the 22 released official ViT-Adapter segmentation configs (no torch import).
+"""Whole-spec presets for the 22 released official ViT-Adapter segmentation configs and DINOv2's ViT-Adapter
+release (no torch import).
 
 Each preset is named like its release (the config file stem without `_ss`/`_ms`) and holds, in vitseg's spec schema,
 the model of that config, its official test pipeline (img_scale, keep_ratio, ResizeToMultiple, slide
@@ -51,6 +52,17 @@ def _beit_adapter(size: str, img_size: int) -> dict[str, Any]:
 _UNIPERCEIVER_LARGE = {"type": "uniperceiver_adapter", **_ADAPTER, "embed_dim": 1024, "depth": 24, "num_heads": 16,
                        "deform_num_heads": 16, "deform_ratio": 0.5, "drop_path_rate": 0.4,
                        "interaction_indexes": _LARGE_INDEXES, "window_attn": [False] * 24, "window_size": [None] * 24}
+
+
+# DINOv2's ViT-g/14 under its ViT-Adapter: a reconstruction (the released config file is served beside the checkpoint,
+# not in any repository): ViT-g/14 as DINOv2 trains it (SwiGLU, layer scale, 37x37 position grid), frozen, four
+# interactions of ten blocks, deformable heads at head dim 64; its parameter count matches the official code's.
+_DINOV2_G = {"type": "dinov2_adapter", "pretrain_size": 518, "patch_size": 14, "embed_dim": 1536, "depth": 40,
+             "num_heads": 24, "mlp_ratio": 4.0, "qkv_bias": True, "layer_scale": True, "ffn_type": "swiglu",
+             "drop_path_rate": 0.4, "conv_inplane": 64, "n_points": 4, "deform_num_heads": 24, "init_values": 0.0,
+             "interaction_indexes": [[0, 9], [10, 19], [20, 29], [30, 39]], "with_cffn": True, "cffn_ratio": 0.25,
+             "deform_ratio": 0.5, "add_vit_feature": True, "use_extra_extractor": True, "use_cls": True,
+             "freeze_vit": True}
 
 
 def _upernet(channels: int) -> dict[str, Any]:
@@ -141,6 +153,8 @@ OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
                                                                     **_PASCAL_480),
     "mask2former_beit_adapter_large_480_40k_pascal_context_59": _preset(_beit_adapter("large", 480),
                                                                         _mask2former("large", 100), **_PASCAL_480),
+    # DINOv2 (facebookresearch/dinov2): ViT-g/14 + ViT-Adapter + Mask2Former, ADE20K; reconstructed, see _DINOV2_G
+    "dinov2_vitg14_ade20k_m2f": _preset(_DINOV2_G, _mask2former("large", 200), **_ADE_896),
 }
 
 # Releases of other repositories: presets too, but not ViT-Adapter releases.
