@@ -10,12 +10,12 @@ from ..torchrun import is_main_process
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, friendly_errors, inference_overrides)
+                     console, default_workers, fail, friendly_errors, inference_overrides)
 
 
 @friendly_errors
 def predict(
-    sources: list[str] = typer.Argument(..., metavar="SOURCE...",
+    sources: list[str] = typer.Argument(None, metavar="SOURCE...",
                                         help="Image files, folders (searched recursively), globs or .txt lists."),
     weights: WeightsOption = None,
     backbone_weights: BackboneWeightsOption = None,
@@ -31,7 +31,7 @@ def predict(
     device: DeviceOption = "auto",
     half: HalfOption = False,
     compile_model: CompileOption = False,
-    save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs."),
+    save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs, rle."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs whose outputs exist; replace the outputs "
                                                                  "of a run with other weights or settings."),
@@ -39,12 +39,24 @@ def predict(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Videos: keep every K-th frame."),
+    shard: str = typer.Option(None, "--shard", metavar="I/N",
+                              help="Only shard I of N of the sorted inputs (every N-th from the I-th); writes "
+                                   "OUT/predict-I-of-N.json. Default in a Slurm array: the task's own share."),
+    merge_records: Path = typer.Option(None, "--merge-records", metavar="OUT",
+                                       help="Merge OUT's shard records into OUT/predict.json (no SOURCE); exit 1 "
+                                            "when shards are missing."),
 ) -> None:
-    """Segment every image and video: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/video
-    (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/predict.json.
+    """Segment every image and video: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/rle (COCO
+    RLE lines), OUT/video (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/predict.json.
 
     Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings; unreadable
     files are reported and the exit code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
+    if merge_records is not None:
+        _merge(merge_records, sources)
+        return
+    if not sources:
+        fail("give at least one SOURCE (or --merge-records OUT)")
+    from ..data.shards import resolve_shard
     from ..engine.outputs import parse_save
     from ..engine.predict import PredictOptions, run_predict
 
@@ -52,12 +64,25 @@ def predict(
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
                           spec_overrides=list(set_values or []), device=device, save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend.lower(),
-                          vid_stride=vid_stride, backbone_weights=backbone_weights)
+                          vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard))
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json
     if summary.exit_code and is_main_process():
         raise typer.Exit(summary.exit_code)
+
+
+def _merge(out: Path, sources: list[str]) -> None:
+    from ..engine.records import merge_records
+
+    if sources:
+        fail("--merge-records OUT takes no SOURCE")
+    record, missing = merge_records(out)
+    console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed {record['processed']}, "
+                  f"skipped {record['skipped']}, failed {len(record['failed'])} -> {out / 'predict.json'}",
+                  markup=False)
+    if missing:
+        fail(f"missing shards of {out}: {', '.join(missing)}", code=1)
 
 
 def register(app: typer.Typer) -> None:

@@ -26,8 +26,9 @@ from ..errors import VitsegError, did_you_mean
 from ..viz import colorize
 from ..viz import overlay as blend
 from .fingerprint import check_output_folder, make_fingerprint
+from .rle import RleLog
 
-SAVE_KINDS = ("masks", "color", "overlay", "probs")
+SAVE_KINDS = ("masks", "color", "overlay", "probs", "rle")
 DEFAULT_SAVE = ("masks", "color", "overlay")
 OUTPUT_DIRS = SAVE_KINDS + ("video",)
 _SUFFIX = {"masks": ".png", "color": ".png", "overlay": ".jpg", "probs": ".npz"}
@@ -70,9 +71,9 @@ class Prediction:
              kinds: Sequence[str] = ("masks", "color", "overlay"), alpha: float = 0.5) -> dict[str, Path]:
         """Write what `vitseg predict --save KINDS` writes for this image: `out/<kind>/<name>.<ext>` (name: the
         file's stem, else 'image'). Returns kind -> path."""
-        bad = [k for k in kinds if k not in SAVE_KINDS]
+        bad = [k for k in kinds if k not in _SUFFIX]  # rle is a run's log, not one image's file
         if bad:
-            raise VitsegError(f"save: {', '.join(bad)} is not one of {', '.join(SAVE_KINDS)}")
+            raise VitsegError(f"save: {', '.join(bad)} is not one of {', '.join(_SUFFIX)}")
         if "probs" in kinds and self.probs is None:
             raise VitsegError("save: no probabilities to save (predict with probs=True)")
         name = name or (self.path.stem if self.path else "image")
@@ -108,8 +109,9 @@ def claim_output_folder(out: Path, weights: Path, backend: str, spec: dict[str, 
 
 
 def output_paths(out: Path, rel: str, save: Sequence[str]) -> dict[str, Path]:
+    """The files of an input's outputs (kind -> path); `rle` goes into a shared log instead (`engine/rle.py`)."""
     rel = safe_relpath(rel)  # names from split lists or COCO ids may hold '../'
-    return {kind: out / kind / (rel + _SUFFIX[kind]) for kind in save}
+    return {kind: out / kind / (rel + _SUFFIX[kind]) for kind in save if kind in _SUFFIX}
 
 
 def video_path(out: Path, rel: str) -> Path:
@@ -121,10 +123,13 @@ def frame_paths(out: Path, rel: str, frame: int, save: Sequence[str]) -> dict[st
     return output_paths(out, f"{rel}/{frame:06d}", [k for k in save if k != "overlay"])
 
 
-def is_done(out: Path, item: InputImage, save: Sequence[str]) -> bool:
-    """Whether a run already wrote all of the input's outputs (a video's file exists only once it is whole)."""
+def is_done(out: Path, item: InputImage, save: Sequence[str], rle_done: Optional[set[str]] = None) -> bool:
+    """Whether a run already wrote all of the input's outputs (a video's file exists only once it is whole);
+    `rle_done`: the inputs already in the RLE logs, when `rle` is saved."""
     if item.is_video:
         return video_path(out, item.rel).exists()
+    if "rle" in save and item.rel not in (rle_done or ()):
+        return False
     return all(p.exists() for p in output_paths(out, item.rel, save).values())
 
 
@@ -176,8 +181,9 @@ class OutputWriter:
     kept and re-raised by `check`."""
 
     def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int,
-                 label_offset: int = 0, threads: Optional[int] = None):
+                 label_offset: int = 0, threads: Optional[int] = None, rle: Optional[RleLog] = None):
         self.out, self.save, self.palette, self.alpha = out, tuple(save), palette, alpha
+        self.rle = rle  # images' RLE lines, appended once their files landed
         self.label_offset = label_offset
         self.mask_dtype = mask_dtype(num_classes + label_offset)
         threads = threads or default_writer_threads()
@@ -212,11 +218,13 @@ class OutputWriter:
                       alpha=self.alpha, mask_dtype=self.mask_dtype, label_offset=self.label_offset)
 
     def put(self, pred: Prediction, item: InputImage) -> None:
-        self._submit(self.pool, self._write_image, pred, output_paths(self.out, item.rel, self.save))
+        self._submit(self.pool, self._write_image, pred, output_paths(self.out, item.rel, self.save), item.rel)
         self.submitted += 1
 
-    def _write_image(self, pred: Prediction, paths: dict[str, Path]) -> None:
+    def _write_image(self, pred: Prediction, paths: dict[str, Path], rel: str) -> None:
         self._write_files(pred, paths)
+        if self.rle is not None:
+            self.rle.append(rel, pred.labels)
         with self._count:
             self.written += 1
 
@@ -267,3 +275,5 @@ class OutputWriter:
         self.pool.shutdown(wait=True)
         self.video_pool.shutdown(wait=True)
         self.abort_video()
+        if self.rle is not None:
+            self.rle.close()

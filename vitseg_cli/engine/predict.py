@@ -4,7 +4,8 @@ image and video of a dataset into OUT, resumable, robust to bad files, in one pr
 A run's inputs are listed by `data.inputs`; what it writes, and how, is `engine.outputs`. Bad files are reported and
 counted, and the run goes on. Under torchrun, rank 0 lists the inputs once; each rank takes `inputs[rank::world]` on
 its own device and writes into the same OUT; rank 0 writes the one merged `OUT/predict.json`. One process is the
-world_size = 1 case of the same code.
+world_size = 1 case of the same code. With `--shard I/N` (a Slurm array task) the run takes its share of the inputs
+(`data.shards`) and writes `OUT/predict-<I>-of-<N>.json`, which `engine.records` merges.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from rich.text import Text
 from .._version import __version__
 from ..data.inputs import InputImage, collect_inputs
 from ..data.io import atomic_write_bytes, read_image, refuse_non_folder
+from ..data.shards import Shard, shard_items
 from ..data.video import video_info
 from ..errors import VitsegError, not_one_of
 from .common import default_weights_path, load_inference_model, weights_file
@@ -33,6 +35,8 @@ from .inference import InferenceSettings, iter_predictions, iter_video_predictio
 from .onnx_backend import OnnxSegmentor
 from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done
 from .progress import ProgressReporter
+from .records import record_name
+from .rle import RleLog, done_inputs
 
 
 # ------------------------------------------------------------------------------------------------- one image
@@ -110,6 +114,7 @@ class PredictOptions:
     quiet: bool = False
     backend: str = "torch"
     vid_stride: int = 1
+    shard: Optional[Shard] = None  # this task's share of the sorted inputs; None: all of them
 
 
 @dataclass
@@ -209,19 +214,15 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
     inputs = ctx.broadcast(inputs)
     load_s = time.perf_counter() - t0
 
+    inputs = shard_items(inputs, opts.shard)  # a Slurm array task's share; the ranks split it
     summary = PredictSummary()
-    todo = []
-    for i in ctx.shard(inputs):
-        if not opts.overwrite and is_done(out, inputs[i], opts.save):
-            summary.skipped += 1
-        else:
-            todo.append(inputs[i])
-    images = [item for item in todo if not item.is_video]
-    videos = [item for item in todo if item.is_video]
+    images, videos = _todo(opts, ctx, inputs, summary)
     total = len(images) + sum(_frame_estimate(v.path, opts.vid_stride) for v in videos)
 
-    writer = OutputWriter(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes)
+    rle = RleLog(out, _part(opts.shard, ctx)) if "rle" in opts.save else None
+    writer = OutputWriter(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes, rle=rle)
     where = f" (rank 0 of {ctx.world_size})" if ctx.active else ""
+    where += f" shard {opts.shard}" if opts.shard else ""
     progress = ProgressReporter("predict" + where, total, unit="img", enabled=talk, console=console)
     want_probs, keep_image = "probs" in opts.save, "overlay" in opts.save
     infer_start = time.perf_counter()
@@ -272,6 +273,25 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
                       f"{len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} -> {out}",
                       markup=False)
     return summary
+
+
+def _todo(opts: PredictOptions, ctx: DistContext, inputs: list, summary: PredictSummary) -> tuple[list, list]:
+    """This rank's images and videos still to do; those done before are counted as skipped."""
+    out = Path(opts.out)
+    rle_done = done_inputs(out) if "rle" in opts.save and not opts.overwrite else None
+    todo = []
+    for i in ctx.shard(inputs):
+        if not opts.overwrite and is_done(out, inputs[i], opts.save, rle_done):
+            summary.skipped += 1
+        else:
+            todo.append(inputs[i])
+    return [item for item in todo if not item.is_video], [item for item in todo if item.is_video]
+
+
+def _part(shard: Optional[Shard], ctx: DistContext) -> str:
+    """This process's name among the shards and ranks: its RLE log's."""
+    part = shard.tag if shard else "0-of-1"
+    return part + (f"-rank{ctx.rank}-of-{ctx.world_size}" if ctx.active else "")
 
 
 def _predict_video(model, item: InputImage, settings: InferenceSettings, ctx: DistContext, opts: PredictOptions,
@@ -341,10 +361,11 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
         "frames": summary.frames,
         "failed": summary.failed,
         "world_size": ctx.world_size,
+        **({"shard": {"index": opts.shard.index, "count": opts.shard.count}} if opts.shard else {}),
         "ranks": summary.ranks,
         **({"error": summary.write_error} if summary.write_error else {}),
         "timings": {"total_s": round(summary.elapsed_s, 3), "load_s": round(load_s, 3),
                     "inference_s": round(summary.infer_s, 3),
                     "images_per_s": round(summary.processed / summary.infer_s, 3) if summary.infer_s > 0 else None},
     }
-    atomic_write_bytes(Path(opts.out) / "predict.json", (json.dumps(record, indent=2) + "\n").encode())
+    atomic_write_bytes(Path(opts.out) / record_name(opts.shard), (json.dumps(record, indent=2) + "\n").encode())
