@@ -642,6 +642,8 @@ def with_overrides(spec: Spec, pairs: "list[str] | tuple[str, ...]") -> Spec:
 
 
 # The presets of the released official configs (plain data; nothing they import imports this module).
+from .official_ms_presets import MS_PRESETS  # noqa: E402
 from .official_presets import OFFICIAL_PRESETS  # noqa: E402
 
 SPEC_PRESETS.update(OFFICIAL_PRESETS)
+SPEC_PRESETS.update(MS_PRESETS)
