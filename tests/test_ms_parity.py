@@ -17,7 +17,7 @@ from conftest import PARITY
 from vitseg_cli.checkpoints import load_model
 from vitseg_cli.data.io import read_image, read_label
 from vitseg_cli.engine.inference import InferenceSettings, predict_array, prepare_item, slide_windows
-from vitseg_cli.model.official_config import ConfigRefused, spec_from_config_text
+from vitseg_cli.model.official_config import ConfigRefused, parse_config_text, spec_from_config, spec_from_config_text
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
@@ -75,20 +75,24 @@ def upernet():
     return load_model(PARITY / "mini_full_checkpoint.pth")
 
 
-def _dense_pass(model, image, size, flip, pad, crop_pad, crop, stride):
+def _dense_pass(model, image, size, flip, pad, test, crop, stride):
     """One aug_test pass written out as the official code runs it: resize (and the multiple of 32 as a second
-    resize), flip, raw-pixel pad, normalise, slide with full-size accumulators, cut the padding off (the Aug
-    segmentor), resize to the original size, softmax, flip back."""
+    resize), flip, raw-pixel pad, normalise (or normalise, then pad), slide with full-size accumulators, cut the
+    padding off (the Aug segmentor), resize to the original size, softmax, flip back."""
     resized = image
     for h, w in size:
         resized = cv2.resize(resized, (w, h), interpolation=cv2.INTER_LINEAR)
     if flip:
         resized = resized[:, ::-1]
     h, w = resized.shape[:2]
-    if pad:
-        resized = np.pad(resized, ((0, max(pad - h, 0)), (0, max(pad - w, 0)), (0, 0)))
+    padding = ((0, max(pad - h, 0)), (0, max(pad - w, 0)), (0, 0)) if pad else ((0, 0), (0, 0), (0, 0))
+    if not test.get("pad_normalized"):
+        resized = np.pad(resized, padding)
     mean, std = np.array(model.spec.data.mean, np.float32), np.array(model.spec.data.std, np.float32)
-    x = torch.from_numpy(((resized.astype(np.float32) - mean) / std).transpose(2, 0, 1).copy())[None]
+    normalized = (resized.astype(np.float32) - mean) / std
+    if test.get("pad_normalized"):
+        normalized = np.pad(normalized, padding)
+    x = torch.from_numpy(normalized.transpose(2, 0, 1).copy())[None]
     k = model.spec.model.num_classes
     preds = torch.zeros(1, k, *x.shape[-2:])
     count = torch.zeros(1, 1, *x.shape[-2:])
@@ -98,13 +102,13 @@ def _dense_pass(model, image, size, flip, pad, crop_pad, crop, stride):
         preds += F.pad(logits, (x1, preds.shape[3] - x2, y1, preds.shape[2] - y2))
         count[:, :, y1:y2, x1:x2] += 1
     preds = preds / count
-    if crop_pad:
+    if test.get("crop_pad"):
         preds = preds[:, :, :h, :w]
     out = F.interpolate(preds, size=image.shape[:2], mode="bilinear", align_corners=False).softmax(1)
     return out.flip(3) if flip else out
 
 
-@pytest.mark.parametrize("procedure", ["setr", "pad_crop", "aug_test"])
+@pytest.mark.parametrize("procedure", ["setr", "pad_crop", "pad_normalized", "aug_test"])
 def test_multi_scale_flip_matches_the_dense_official_computation(upernet, procedure):
     image = cv2.resize(read_image(PARITY / "mini_full_image.png"), (120, 90), interpolation=cv2.INTER_AREA)
     base = {"mode": "slide", "crop_size": [64, 64], "stride": [43, 43], "flip": True}
@@ -114,9 +118,10 @@ def test_multi_scale_flip_matches_the_dense_official_computation(upernet, proced
         # 120x90: r=0.5 scale (80, 32) -> t=64, f=64/90 -> (64, int(85.33+.5)) = (64, 85); r=1 the same (64, 85);
         # r=1.5 scale (240, 96) -> t=96, f=96/90 -> (96, 128)
         passes = [([(64, 85)], None), ([(64, 85)], None), ([(96, 128)], None)]
-    elif procedure == "pad_crop":
+    elif procedure.startswith("pad"):
         test = {**base, "resize": {"scale": [160, 64], "size_divisor": 32}, "scales": [0.5, 1.0],
-                "pad_short_side": 64, "crop_pad": True}
+                "pad_short_side": 64, "crop_pad": procedure == "pad_crop",
+                "pad_normalized": procedure == "pad_normalized"}
         # r=0.5 scale (80, 32): f=min(80/120, 32/90) -> (32, int(42.67+.5)) = (32, 43) -> multiple (32, 64) -> pad
         # (64, 64); r=1 scale (160, 64): f=64/90 -> (64, 85) -> (64, 96), no pad
         passes = [([(32, 43), (32, 64)], 64), ([(64, 85), (64, 96)], 64)]
@@ -128,7 +133,7 @@ def test_multi_scale_flip_matches_the_dense_official_computation(upernet, proced
     settings = InferenceSettings.from_spec(upernet.spec.updated(test=test))
     pred = predict_array(upernet, image, settings, CPU, want_probs=True)
     with torch.inference_mode():
-        total = sum(_dense_pass(upernet, image, size, flip, pad, test.get("crop_pad", False), (64, 64), (43, 43))
+        total = sum(_dense_pass(upernet, image, size, flip, pad, test, (64, 64), (43, 43))
                     for size, pad in passes for flip in (False, True)) / (2 * len(passes))
     assert np.abs(pred.probs.astype(np.float32) - total[0].numpy()).max() < 2e-3  # probs are kept in float16
     assert (pred.labels == total[0].argmax(0).numpy()).mean() >= 0.999
@@ -153,8 +158,8 @@ def test_an_untranslatable_setr_pipeline_step_is_an_error(change, words):
 @pytest.mark.parametrize("change,words", [
     (("pad_val=0,", "pad_val=1,"), "pad_val 1"),
     (("type='PadShortSide',", "type='Pad',"), "'Pad' has no vitseg translation"),
-    (("dict(type='Collect', keys=['img'])\n                ])", "dict(type='Collect', keys=['img']),\n"
-      "                    dict(type='PadShortSide', size=128)\n                ])"), "after Normalize"),
+    (("dict(type='RandomFlip'),\n                    dict(\n                        type='PadShortSide',",
+      "dict(\n                        type='PadShortSide',"), "PadShortSide before RandomFlip"),
 ])
 def test_an_untranslatable_pad_pipeline_step_is_an_error(change, words):
     text = (PARITY / "mini_ms_pad_config.py").read_text()
@@ -168,3 +173,17 @@ def test_the_unpadding_segmentor_sets_crop_pad():
                                                                   "type='EncoderDecoderMask2FormerAug'")
     spec, _ = spec_from_config_text(text)
     assert spec["test"]["crop_pad"] is True and spec["test"]["pad_short_side"] == 128
+    assert "pad_normalized" not in spec["test"]
+
+
+def test_padding_after_normalize_pads_normalized_values():
+    """The BEiTv2-L 896 ADE20K _ms config puts PadShortSide after Normalize: its padding is the mean colour."""
+    cfg = parse_config_text((PARITY / "mini_ms_pad_config.py").read_text())
+    for pipeline in (cfg["test_pipeline"], cfg["data"]["test"]["pipeline"]):
+        steps = pipeline[1]["transforms"]
+        kinds = [step["type"] for step in steps]
+        pad = steps.pop(kinds.index("PadShortSide"))
+        steps.insert(kinds.index("Normalize"), pad)  # right after Normalize
+        assert [step["type"] for step in steps][3:5] == ["Normalize", "PadShortSide"]
+    spec, _ = spec_from_config(cfg)
+    assert spec["test"]["pad_normalized"] is True and spec["test"]["pad_short_side"] == 128

@@ -59,6 +59,8 @@ def test_ms_preset_is_the_official_multi_scale_test(name):
     assert (tuple(t.resize.scale), t.scales, t.flip, t.resize_rule, t.min_short_side, t.resize.size_divisor,
             t.pad_short_side) == (scale, ratios, True, rule, min_short, divisor, pad)
     assert t.crop_pad == (pad is not None)  # the PadShortSide configs' segmentor is EncoderDecoderMask2FormerAug
+    # only the BEiTv2 ADE20K config puts PadShortSide after Normalize
+    assert t.pad_normalized == (name == "mask2former_beitv2_adapter_large_896_80k_ade20k")
     # everything else is the single-scale preset's
     assert (t.mode, t.crop_size, t.stride) == (ss.test.mode, ss.test.crop_size, ss.test.stride)
     assert ms.model == ss.model and ms.data == ss.data

@@ -4,8 +4,9 @@ Each `<name>_ms` preset is the release's single-scale preset with the `test` sec
 czczup/ViT-Adapter `segmentation/configs/<dataset>/<name>_ms.py`:
 - SETR_Resize (most BEiT-Adapter configs): ratios 0.5 .. 1.75 (2.0 too for Cityscapes) of img_scale, short side never
   below the crop, no multiple of 32, flip;
-- PadShortSide (the BEiT-L 896 ADE20K and COCO-Stuff-164k configs): a few ratios of img_scale, keep-ratio resize, a
-  multiple of 32, flip, raw-pixel padding to the crop, and (their segmentor `EncoderDecoderMask2FormerAug`) the
+- PadShortSide (the BEiT-L / BEiTv2-L 896 ADE20K and BEiT-L 896 COCO-Stuff-164k configs): a few ratios of
+  img_scale, keep-ratio resize, a multiple of 32, flip, padding to the crop (raw pixel 0 before Normalize; in the
+  BEiTv2 config after it, so 0 in normalized values), and (their segmentor `EncoderDecoderMask2FormerAug`) the
   padded scores cut off before resizing back.
 The UperNet releases of DeiT, AugReg and Uni-Perceiver publish no `_ms` config: their multi-scale numbers come from
 the official `segmentation/test.py --aug-test`, which sets ratios 0.5 .. 1.75 and flip on the single-scale pipeline
@@ -29,8 +30,9 @@ def _setr(min_short: int, ratios: list[float] = _RATIOS) -> dict[str, Any]:
             "resize": {"size_divisor": None}}
 
 
-def _pad(ratios: list[float]) -> dict[str, Any]:
-    return {"scales": ratios, "flip": True, "pad_short_side": 896, "crop_pad": True, "resize": {"size_divisor": 32}}
+def _pad(ratios: list[float], normalized: bool = False) -> dict[str, Any]:
+    return {"scales": ratios, "flip": True, "pad_short_side": 896, "crop_pad": True, "resize": {"size_divisor": 32},
+            "pad_normalized": normalized}
 
 
 _AUG_TEST = {"scales": _RATIOS, "flip": True}  # tools/test.py --aug-test on the single-scale pipeline
@@ -48,8 +50,9 @@ MS_TESTS: dict[str, Optional[tuple[dict[str, Any], str]]] = {
     "mask2former_beit_adapter_large_640_160k_ade20k": (_setr(640), "ade20k/*_ms.py, SETR_Resize"),
     "mask2former_beit_adapter_large_896_80k_ade20k": (_pad([640 / 896, 768 / 896, 1.0]),
                                                       "ade20k/*_ms.py, PadShortSide"),
-    "mask2former_beitv2_adapter_large_896_80k_ade20k": (_pad([800 / 896, 832 / 896, 864 / 896, 1.0]),
-                                                        "ade20k/*_ms.py, PadShortSide"),
+    # its PadShortSide comes after Normalize: the padding is 0 in normalized values, the mean colour
+    "mask2former_beitv2_adapter_large_896_80k_ade20k": (_pad([800 / 896, 832 / 896, 864 / 896, 1.0], True),
+                                                        "ade20k/*_ms.py, PadShortSide after Normalize"),
     "mask2former_beit_adapter_large_896_80k_cityscapes": (_setr(896, _RATIOS + [2.0]),
                                                           "cityscapes/*_ms.py, SETR_Resize"),
     "mask2former_beit_adapter_large_896_80k_mapillary": None,

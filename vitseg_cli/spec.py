@@ -396,6 +396,7 @@ class TestSpec(_Strict):
     min_short_side: Optional[Side] = None  # setr only: the short side's floor (the config's crop_size[0])
     # PadShortSide: after the resize (and the flip), pad bottom/right with raw pixel 0 up to this, before normalizing
     pad_short_side: Optional[Side] = None
+    pad_normalized: bool = False  # pad after normalizing instead (0 = the mean colour), as one released config does
     # slide mode with padding: cut the padded part off the scores before resizing them back
     # (the official EncoderDecoderMask2FormerAug segmentor of the PadShortSide configs)
     crop_pad: bool = False
@@ -417,8 +418,8 @@ class TestSpec(_Strict):
                 raise ValueError("resize_rule setr needs min_short_side (the official SETR_Resize crop_size[0])")
         elif self.min_short_side is not None:
             raise ValueError("min_short_side is read only by resize_rule setr")
-        if self.crop_pad and self.pad_short_side is None:
-            raise ValueError("crop_pad needs pad_short_side (there is no padding to cut off)")
+        if (self.crop_pad or self.pad_normalized) and self.pad_short_side is None:
+            raise ValueError("crop_pad and pad_normalized need pad_short_side (there is no padding)")
         return self
 
 

@@ -6,7 +6,8 @@ Three multi-scale procedures of the released configs, each for one ratio r of Mu
   sides int(side * factor + 0.5)), then optionally `ResizeToMultiple` (each side rounded up to the divisor);
 - ViT-Adapter `SETR_Resize(setr_multi_scale=True)`: target short side max(crop_size[0], short of that scale), the
   long side scaled by the same factor (no cap), through the same `imrescale` rounding;
-- `PadShortSide`: after the resize (and the flip), pad bottom/right with raw pixel 0 up to `size`, before Normalize.
+- `PadShortSide`: after the resize (and the flip), pad bottom/right with 0 up to `size`: raw pixels where it comes
+  before Normalize, normalized values (the mean colour) where it comes after.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def padded_size(h: int, w: int, size: Optional[int]) -> Pair:
 
 
 def pad_bottom_right(image: np.ndarray, size: Optional[int]) -> np.ndarray:
-    """An (H, W, C) raw image padded at the bottom and right with 0 so that each side is at least `size`."""
+    """An (H, W, C) image padded at the bottom and right with 0 so that each side is at least `size`."""
     h, w = image.shape[:2]
     ph, pw = padded_size(h, w, size)
     if (ph, pw) == (h, w):

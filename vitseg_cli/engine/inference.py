@@ -61,6 +61,7 @@ class InferenceSettings:
     min_short_side: Optional[int] = None
     pad_short_side: Optional[int] = None
     crop_pad: bool = False
+    pad_normalized: bool = False
 
     @classmethod
     def from_spec(cls, spec: Spec, **overrides: Any) -> "InferenceSettings":
@@ -68,7 +69,8 @@ class InferenceSettings:
         t = spec.test
         base = cls(mode=t.mode, crop_size=tuple(t.crop_size), stride=tuple(t.stride), flip=t.flip,
                    scales=list(t.scales), resize=t.resize, resize_rule=t.resize_rule,
-                   min_short_side=t.min_short_side, pad_short_side=t.pad_short_side, crop_pad=t.crop_pad)
+                   min_short_side=t.min_short_side, pad_short_side=t.pad_short_side, crop_pad=t.crop_pad,
+                   pad_normalized=t.pad_normalized)
         unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
             raise TypeError(f"unknown inference settings: {', '.join(sorted(unknown))}")
@@ -107,7 +109,7 @@ class InferenceSettings:
         # only where set: the records (and fingerprints) of the plain pipeline stay as they were
         extra = {"resize_rule": self.resize_rule != "mmseg" and self.resize_rule,
                  "min_short_side": self.min_short_side, "pad_short_side": self.pad_short_side,
-                 "crop_pad": self.crop_pad}
+                 "crop_pad": self.crop_pad, "pad_normalized": self.pad_normalized}
         return {**out, **{k: v for k, v in extra.items() if v}}
 
 
@@ -172,9 +174,10 @@ def resized_shape(h: int, w: int, resize: Optional[ResizeSpec], ratio: float = 1
 def preprocess(image: np.ndarray, resize: Optional[ResizeSpec], ratio: float,
                mean: Sequence[float], std: Sequence[float], *, rule: str = "mmseg",
                min_short_side: Optional[int] = None, flip: bool = False,
-               pad_short_side: Optional[int] = None) -> np.ndarray:
+               pad_short_side: Optional[int] = None, pad_normalized: bool = False) -> np.ndarray:
     """RGB uint8 (H, W, 3) -> normalized float32 (3, h, w): resize, resize up to the size divisor, mirror (`flip`),
-    pad the short side with raw 0 (so the padding becomes -mean/std), normalize."""
+    pad the short side with raw 0 (so the padding becomes -mean/std), normalize; `pad_normalized` pads with 0 after
+    normalizing instead."""
     h, w = image.shape[:2]
     nh, nw = resized_shape(h, w, resize, ratio, rule, min_short_side)
     if (nh, nw) != (h, w):
@@ -185,10 +188,13 @@ def preprocess(image: np.ndarray, resize: Optional[ResizeSpec], ratio: float,
             image = cv2.resize(image, (mw, mh), interpolation=cv2.INTER_LINEAR)
     if flip:
         image = image[:, ::-1]
-    image = pad_bottom_right(image, pad_short_side)
+    if not pad_normalized:
+        image = pad_bottom_right(image, pad_short_side)
     x = image.astype(np.float32)
     x -= np.asarray(mean, dtype=np.float32)
     x *= (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32)  # mmcv multiplies by 1/std
+    if pad_normalized:
+        x = pad_bottom_right(x, pad_short_side)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
@@ -229,7 +235,7 @@ def prepare_item(image: np.ndarray, settings: InferenceSettings, mean, std, keep
     each scale's image inside its padding."""
     h, w = image.shape[:2]
     opts = dict(rule=settings.resize_rule, min_short_side=settings.min_short_side,
-                pad_short_side=settings.pad_short_side)
+                pad_short_side=settings.pad_short_side, pad_normalized=settings.pad_normalized)
     inputs = [torch.from_numpy(preprocess(image, settings.resize, r, mean, std, **opts)) for r in settings.scales]
     item = {"index": index, "path": path, "error": None, "inputs": inputs, "size": image.shape[:2],
             "image": image if keep_image else None, "frame": frame}

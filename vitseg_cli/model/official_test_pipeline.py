@@ -2,8 +2,8 @@
 
 Every step of the test pipelines of the released configs, single- and multi-scale, has a translation: LoadImageFromFile
 and one MultiScaleFlipAug (img_scale, img_ratios, flip) whose transforms are mmseg's Resize (keep ratio or not),
-ResizeToMultiple, ViT-Adapter's SETR_Resize, RandomFlip, ViT-Adapter's PadShortSide (raw pixels, before Normalize),
-Normalize (RGB), ImageToTensor and Collect. The segmentor type says whether padded scores are cut off before they are
+ResizeToMultiple, ViT-Adapter's SETR_Resize, RandomFlip, ViT-Adapter's PadShortSide (before Normalize: raw pixels;
+after it: normalized values), Normalize (RGB), ImageToTensor and Collect. The segmentor type says whether padded scores are cut off before they are
 resized back (`EncoderDecoderMask2FormerAug`). Any other step, or one of these with settings or in an order that
 vitseg would compute differently, is an error (`PipelineRefused`), never a note: a spec read from a config
 tests the way the config does or not at all.
@@ -106,12 +106,11 @@ def _setr(step: dict[str, Any], scale: Optional[list[int]], test: dict[str, Any]
     return resize  # without setr_multi_scale it is mmcv's plain keep-ratio imrescale, as Resize
 
 
-def _pad(step: dict[str, Any], seen: set[str]) -> int:
+def _pad(step: dict[str, Any], seen: set[str], test: dict[str, Any]) -> int:
     if step.get("pad_val", 0) != 0:
         raise PipelineRefused(f"config: PadShortSide pad_val {_show(step.get('pad_val'))}: vitseg pads with 0")
     if "Normalize" in seen:
-        raise PipelineRefused("config: PadShortSide after Normalize has no vitseg translation (vitseg pads raw "
-                                  "pixels)")
+        test["pad_normalized"] = True  # the BEiTv2-L 896 ADE20K config: its padding is the mean colour
     if "RandomFlip" not in seen:
         raise PipelineRefused("config: PadShortSide before RandomFlip has no vitseg translation (vitseg pads "
                                   "after the flip)")
@@ -143,7 +142,7 @@ def _transforms(aug: dict[str, Any], scale: Optional[list[int]], test: dict[str,
                                           "vitseg resizes bilinearly")
             resize["size_divisor"] = step.get("size_divisor", 32)
         elif kind == "PadShortSide":
-            test["pad_short_side"] = _pad(step, seen)
+            test["pad_short_side"] = _pad(step, seen, test)
         elif kind == "Normalize":
             if not step.get("to_rgb", True):
                 raise PipelineRefused("config: Normalize with to_rgb=False (a BGR model) is not supported")
