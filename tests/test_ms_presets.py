@@ -9,7 +9,7 @@ from conftest import PARITY
 from vitseg_cli.cli import app
 from vitseg_cli.commands.common import tta_overrides
 from vitseg_cli.errors import VitsegError
-from vitseg_cli.official_ms_presets import MS_TESTS, tta_test
+from vitseg_cli.releases.ms_presets import MS_TESTS, tta_test
 from vitseg_cli.releases import RELEASES
 from vitseg_cli.spec import load_spec, with_overrides
 

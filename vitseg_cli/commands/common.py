@@ -163,7 +163,7 @@ def tta_overrides(tta: bool, weights: Optional[Path], spec: Optional[str], pairs
         return pairs
     import json
 
-    from ..official_ms_presets import tta_test
+    from ..releases.ms_presets import tta_test
 
     test = tta_test(str(weights) if weights is not None else None, spec)
     return [f"test={json.dumps(test)}"] + pairs

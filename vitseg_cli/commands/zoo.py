@@ -68,7 +68,7 @@ def _table(records: list[dict], cache: str):
 def _details(release) -> str:
     from .. import zoo
 
-    from ..official_ms_presets import ms_source
+    from ..releases.ms_presets import ms_source
 
     lines = [f"{key}: {value}" for key, value in zoo.dataclasses.asdict(release).items()]
     lines.append(f"multi-scale + flip test (--tta): {ms_source(release.name)}")

@@ -5,7 +5,7 @@ and one MultiScaleFlipAug (img_scale, img_ratios, flip) whose transforms are mms
 ResizeToMultiple, ViT-Adapter's SETR_Resize, RandomFlip, ViT-Adapter's PadShortSide (before Normalize: raw pixels;
 after it: normalized values), Normalize (RGB), ImageToTensor and Collect. The segmentor type says whether padded scores are cut off before they are
 resized back (`EncoderDecoderMask2FormerAug`). Any other step, or one of these with settings or in an order that
-vitseg would compute differently, is an error (`PipelineRefused`), never a note: a spec read from a config
+vitseg would compute differently, is an error (`ConfigRefused`), never a note: a spec read from a config
 tests the way the config does or not at all.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import reprlib
 from typing import Any, Optional
 
-from ..errors import VitsegError
+from .official_fields import ConfigRefused
 
 _show = reprlib.repr
 _NO_OPS = {"RandomFlip", "ImageToTensor", "Collect", "DefaultFormatBundle"}
@@ -23,21 +23,17 @@ _OUTER_NO_OPS = {"LoadImageFromFile"}
 _UNPADDING_SEGMENTORS = {"EncoderDecoderMask2FormerAug"}
 
 
-class PipelineRefused(VitsegError):
-    """A test step (or setting) vitseg cannot compute exactly as the official code does."""
-
-
 def _pair(value: Any, where: str) -> list[int]:
     if isinstance(value, int):
         return [value, value]
     if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return list(value)
-    raise PipelineRefused(f"config: {where} {_show(value)} is not an int or a pair of ints")
+    raise ConfigRefused(f"config: {where} {_show(value)} is not an int or a pair of ints")
 
 
 def _dict(value: Any, where: str) -> dict:
     if not isinstance(value, dict):
-        raise PipelineRefused(f"config: {where} must be a dict(...), got {type(value).__name__}")
+        raise ConfigRefused(f"config: {where} must be a dict(...), got {type(value).__name__}")
     return value
 
 
@@ -48,7 +44,7 @@ def test_pipeline(cfg: dict[str, Any]) -> list:
     if pipeline is None:
         pipeline = cfg.get("test_pipeline")
     if not isinstance(pipeline, (list, tuple)):
-        raise PipelineRefused("config: no test pipeline (data.test.pipeline or test_pipeline)")
+        raise ConfigRefused("config: no test pipeline (data.test.pipeline or test_pipeline)")
     return list(pipeline)
 
 
@@ -56,12 +52,12 @@ def _slide(model: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
     test_cfg = model.get("test_cfg") or cfg.get("test_cfg") or {}
     mode = test_cfg.get("mode", "whole")
     if mode not in ("whole", "slide"):
-        raise PipelineRefused(f"config: model.test_cfg.mode {_show(mode)} is not whole or slide")
+        raise ConfigRefused(f"config: model.test_cfg.mode {_show(mode)} is not whole or slide")
     test: dict[str, Any] = {"mode": mode}
     if mode == "slide":
         for key in ("crop_size", "stride"):
             if key not in test_cfg:
-                raise PipelineRefused(f"config: model.test_cfg.{key} is missing")
+                raise ConfigRefused(f"config: model.test_cfg.{key} is missing")
             test[key] = _pair(test_cfg[key], f"model.test_cfg.{key}")
     return test
 
@@ -74,13 +70,13 @@ def _multi_scale_flip(pipeline: list) -> dict[str, Any]:
         if kind == "MultiScaleFlipAug":
             augs.append(step)
         elif kind not in _OUTER_NO_OPS:
-            raise PipelineRefused(f"config: test pipeline step {_show(kind)} has no vitseg translation")
+            raise ConfigRefused(f"config: test pipeline step {_show(kind)} has no vitseg translation")
     if len(augs) != 1:
-        raise PipelineRefused(f"config: the test pipeline has {len(augs)} MultiScaleFlipAug steps, vitseg "
+        raise ConfigRefused(f"config: the test pipeline has {len(augs)} MultiScaleFlipAug steps, vitseg "
                                   "reads one")
     aug = augs[0]
     if aug.get("flip_direction", "horizontal") not in ("horizontal", ["horizontal"]):
-        raise PipelineRefused("config: only horizontal test flips are supported")
+        raise ConfigRefused("config: only horizontal test flips are supported")
     return aug
 
 
@@ -90,33 +86,33 @@ def _scale(aug: dict[str, Any]) -> Optional[list[int]]:
         scale = scale[0]
     if scale is not None and (not isinstance(scale, (list, tuple)) or len(scale) != 2
                               or not all(isinstance(s, int) for s in scale)):
-        raise PipelineRefused(f"config: test img_scale {_show(scale)} is not one (long, short) pair")
+        raise ConfigRefused(f"config: test img_scale {_show(scale)} is not one (long, short) pair")
     return list(scale) if scale is not None else None
 
 
 def _setr(step: dict[str, Any], scale: Optional[list[int]], test: dict[str, Any]) -> dict[str, Any]:
     if not step.get("keep_ratio", True):
-        raise PipelineRefused("config: SETR_Resize with keep_ratio=False has no vitseg translation")
+        raise ConfigRefused("config: SETR_Resize with keep_ratio=False has no vitseg translation")
     resize = {"scale": scale, "keep_ratio": True, "size_divisor": None}
     if step.get("setr_multi_scale", False):
         crop = step.get("crop_size")
         if crop is None:
-            raise PipelineRefused("config: SETR_Resize with setr_multi_scale needs its crop_size")
+            raise ConfigRefused("config: SETR_Resize with setr_multi_scale needs its crop_size")
         test["resize_rule"], test["min_short_side"] = "setr", _pair(crop, "SETR_Resize crop_size")[0]
     return resize  # without setr_multi_scale it is mmcv's plain keep-ratio imrescale, as Resize
 
 
 def _pad(step: dict[str, Any], seen: set[str], test: dict[str, Any]) -> int:
     if step.get("pad_val", 0) != 0:
-        raise PipelineRefused(f"config: PadShortSide pad_val {_show(step.get('pad_val'))}: vitseg pads with 0")
+        raise ConfigRefused(f"config: PadShortSide pad_val {_show(step.get('pad_val'))}: vitseg pads with 0")
     if "Normalize" in seen:
         test["pad_normalized"] = True  # the BEiTv2-L 896 ADE20K config: its padding is the mean colour
     if "RandomFlip" not in seen:
-        raise PipelineRefused("config: PadShortSide before RandomFlip has no vitseg translation (vitseg pads "
+        raise ConfigRefused("config: PadShortSide before RandomFlip has no vitseg translation (vitseg pads "
                                   "after the flip)")
     size = step.get("size")
     if not isinstance(size, int) or size < 1:
-        raise PipelineRefused(f"config: PadShortSide size {_show(size)} is not a positive int")
+        raise ConfigRefused(f"config: PadShortSide size {_show(size)} is not a positive int")
     return size
 
 
@@ -128,7 +124,7 @@ def _transforms(aug: dict[str, Any], scale: Optional[list[int]], test: dict[str,
     for step in aug.get("transforms", []):
         kind = _dict(step, "a test transform").get("type")
         if kind in ("Resize", "SETR_Resize") and ({"RandomFlip", "PadShortSide", "Normalize"} & seen or resize):
-            raise PipelineRefused(f"config: {kind} after another resize, a flip, a pad or Normalize has no "
+            raise ConfigRefused(f"config: {kind} after another resize, a flip, a pad or Normalize has no "
                                       "vitseg translation")
         if kind == "Resize":
             resize = {"scale": scale, "keep_ratio": step.get("keep_ratio", True), "size_divisor": None}
@@ -136,21 +132,21 @@ def _transforms(aug: dict[str, Any], scale: Optional[list[int]], test: dict[str,
             resize = _setr(step, scale, test)
         elif kind == "ResizeToMultiple":
             if resize is None or {"RandomFlip", "PadShortSide", "Normalize"} & seen:
-                raise PipelineRefused("config: ResizeToMultiple must follow the test Resize directly")
+                raise ConfigRefused("config: ResizeToMultiple must follow the test Resize directly")
             if step.get("interpolation") not in (None, "bilinear"):
-                raise PipelineRefused(f"config: ResizeToMultiple interpolation {_show(step['interpolation'])}: "
+                raise ConfigRefused(f"config: ResizeToMultiple interpolation {_show(step['interpolation'])}: "
                                           "vitseg resizes bilinearly")
             resize["size_divisor"] = step.get("size_divisor", 32)
         elif kind == "PadShortSide":
             test["pad_short_side"] = _pad(step, seen, test)
         elif kind == "Normalize":
             if not step.get("to_rgb", True):
-                raise PipelineRefused("config: Normalize with to_rgb=False (a BGR model) is not supported")
+                raise ConfigRefused("config: Normalize with to_rgb=False (a BGR model) is not supported")
             if "mean" not in step or "std" not in step:
-                raise PipelineRefused("config: the test Normalize has no mean/std")
+                raise ConfigRefused("config: the test Normalize has no mean/std")
             data["mean"], data["std"] = list(step["mean"]), list(step["std"])
         elif kind not in _NO_OPS:
-            raise PipelineRefused(f"config: test transform {_show(kind)} has no vitseg translation")
+            raise ConfigRefused(f"config: test transform {_show(kind)} has no vitseg translation")
         seen.add(kind)
     return resize
 
@@ -167,7 +163,7 @@ def test_section(cfg: dict[str, Any], model: dict[str, Any], notes: list[str]) -
     data: dict[str, Any] = {}
     resize = _transforms(aug, scale, test, data)
     if resize is not None and resize["scale"] is None:
-        raise PipelineRefused("config: the test Resize has no img_scale")
+        raise ConfigRefused("config: the test Resize has no img_scale")
     test["resize"] = resize
     if test.get("pad_short_side") and model.get("type") in _UNPADDING_SEGMENTORS:
         test["crop_pad"] = True

@@ -18,8 +18,8 @@ from __future__ import annotations
 import copy
 from typing import Any, Optional
 
-from .errors import VitsegError
-from .official_presets import OFFICIAL_PRESETS
+from ..errors import VitsegError
+from .presets import OFFICIAL_PRESETS
 
 MS_SUFFIX = "_ms"
 _RATIOS = [0.5, 0.75, 1.0, 1.25, 1.5, 1.75]
