@@ -21,7 +21,7 @@ from ..data.classes import builtin_classes
 from ..errors import VitsegError
 from ..spec import spec_from_dict
 from .official_fields import ConfigRefused, OfficialContext, as_dict, need, show
-from .official_test_pipeline import test_section
+from .official_test_config import test_section
 from .registry import official_family, official_types
 
 MAX_TEXT_CHARS = 2_000_000
