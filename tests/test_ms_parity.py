@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import PARITY
-from vitseg_cli.checkpoints import load_model
+from vitseg_cli.loading import load_model
 from vitseg_cli.data.io import read_image, read_label
 from vitseg_cli.engine.inference import InferenceSettings, predict_array, prepare_item, slide_windows
 from vitseg_cli.model.official_config import ConfigRefused, parse_config_text, spec_from_config, spec_from_config_text
