@@ -14,8 +14,10 @@ from ..errors import VitsegError, not_one_of
 from ..torchrun import rank_and_world
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
+                     TtaOption,
                      StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, friendly_errors, inference_overrides, note)
+                     console, default_workers, friendly_errors, inference_overrides,
+                     tta_overrides, note)
 
 
 @friendly_errors
@@ -33,6 +35,7 @@ def eval_cmd(
     stride: StrideOption = None,
     flip: FlipOption = None,
     scales: ScalesOption = None,
+    tta: TtaOption = False,
     batch_size: BatchOption = None,
     half: HalfOption = False,
     compile_model: CompileOption = False,
@@ -85,7 +88,8 @@ def eval_cmd(
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
             backbone_weights=backbone_weights,
-            overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
+            overrides=overrides, spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
+            workers=workers,
             save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,
             overwrite=overwrite, quiet=quiet, limit=limit), note=None if quiet else note)
     if result is None or rank != 0:  # other ranks: rank 0 writes

@@ -68,7 +68,10 @@ def _table(records: list[dict], cache: str):
 def _details(release) -> str:
     from .. import zoo
 
+    from ..releases.ms_presets import ms_source
+
     lines = [f"{key}: {value}" for key, value in zoo.dataclasses.asdict(release).items()]
+    lines.append(f"multi-scale + flip test (--tta): {ms_source(release.name)}")
     lines += [f"download from: {zoo.download_url(release)}",
               f"a file downloaded by hand goes to: {zoo.release_dir(release) / zoo.official_basename(release)}",
               *([f"its config from: {zoo.config_download_url(release)}, by hand to: {zoo.config_path(release)}"]
