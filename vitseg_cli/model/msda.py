@@ -171,10 +171,11 @@ def ms_deform_attn_gather(value: torch.Tensor, spatial_shapes: Shapes, sampling_
             rows.append(torch.where(inside, flat, torch.full_like(flat, s)).long())
             taps.append(weight * inside.to(weight.dtype))
         start = start + h * w
-    # (N, Lq, M, P, L*4) -> (N, Lq, M, L*P*4) rows and weights; the attention weights repeat over the four taps of each point
+    # (N, Lq, M, P, L*4) -> (N, Lq, M, L*P*4) rows and weights; each attention weight covers its point's four taps
     rows = torch.stack(rows, -1).view(n, lq, m, n_points, n_levels, 4).transpose(3, 4).reshape(n, lq, m, -1)
     taps = torch.stack(taps, -1).view(n, lq, m, n_points, n_levels, 4).transpose(3, 4).reshape(n, lq, m, -1)
-    taps = taps * attention_weights.unsqueeze(-1).expand(n, lq, m, n_levels, n_points, 4).reshape(n, lq, m, -1)
+    per_tap = attention_weights.unsqueeze(-1).expand(n, lq, m, n_levels, n_points, 4)
+    taps = taps * per_tap.reshape(n, lq, m, -1)
     table = F.pad(value, (0, 0, 0, 0, 0, 1)).permute(0, 2, 1, 3).reshape(-1, dh)  # + the zero row S
     base = (torch.arange(n * m, device=value.device).view(n, 1, m, 1) * (s + 1))
     picked = table.index_select(0, (rows + base).reshape(-1)).view(n, lq, m, -1, dh)
