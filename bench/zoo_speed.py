@@ -38,7 +38,7 @@ REDUCED_DEPTH, REDUCED_DIVISOR = 4, 8
 
 def release_presets() -> list[str]:
     from vitseg_cli.releases import RELEASES
-    from vitseg_cli.spec import SPEC_PRESETS
+    from vitseg_cli.presets import SPEC_PRESETS
 
     names = [r.name for r in RELEASES]
     names += [p for p in SPEC_PRESETS if "dino" in p.lower() and not p.endswith("_ms") and p not in names]
