@@ -1,9 +1,13 @@
 """ONNX at any input size: one exported graph, two input sizes, onnxruntime against torch, for a UperNet and a
 Mask2Former model built from the parity checkpoints; deformable attention is in the graph as gathers (no GridSample);
 `predict --backend onnx` runs the graph on whole images of another size than the one it was captured with.
+
+The torch.export capture takes minutes per model, so these run only with VITSEG_TEST_SLOW=1 (marked slow).
 """
 
 from __future__ import annotations
+
+import os
 
 import pytest
 import torch
@@ -17,6 +21,8 @@ from vitseg_cli.errors import VitsegError
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(os.environ.get("VITSEG_TEST_SLOW") != "1", reason="set VITSEG_TEST_SLOW=1")]
 
 from vitseg_cli.engine.export import export_onnx  # noqa: E402
 from vitseg_cli.engine.onnx_backend import OnnxSegmentor  # noqa: E402
