@@ -3,8 +3,8 @@
 For each official preset (the 22 releases, plus any DINOv2/DINOv3 preset in the registry) at its official crop and
 test mode: seconds per crop (float32 with vitseg's path, float32 with the official per-level deformable attention,
 and half precision: bfloat16 on the CPU, float16 on CUDA), images/s on a 683x512 image through the preset's own test
-pipeline (resize, slide/whole, flip) in float32 and half, and the peak memory of the process (CUDA: peak allocated;
-CPU: peak resident set). Each preset runs in its own subprocess so its peak is its own. Weights are random (speed
+pipeline (resize, slide/whole, flip) in float32 and half (n/a on a CPU without native bfloat16), and the peak
+memory of the process (CUDA: peak allocated; CPU: peak resident set). Each preset runs in its own subprocess so its peak is its own. Weights are random (speed
 does not depend on them); nothing is downloaded.
 
     python bench/zoo_speed.py                     # every preset; on a CPU the reduced set (below)
@@ -130,6 +130,8 @@ def child(name: str, device: str, reduced: bool, repeats: int) -> dict[str, Any]
     runs = {"fp32": lambda: crop_forward("fast", None), "official": lambda: crop_forward("reference", None),
             "half": lambda: crop_forward("fast", half), "img_fp32": lambda: pipeline(False),
             "img_half": lambda: pipeline(True)}
+    if not _native_half(device):  # the pipeline refuses --half here; emulated bf16 would only measure emulation
+        del runs["half"], runs["img_half"]
     times: dict[str, list[float]] = {k: [] for k in runs}
     for fn in runs.values():  # warm-up
         fn()
@@ -140,8 +142,17 @@ def child(name: str, device: str, reduced: bool, repeats: int) -> dict[str, Any]
             times[key].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
     return {"name": name, "crop": crop[0], "mode": spec.test.mode, "flip": spec.test.flip,
-            "fp32": med["fp32"], "official": med["official"], "half": med["half"],
-            "img_fp32": 1 / med["img_fp32"], "img_half": 1 / med["img_half"], "peak_mb": _peak_mb(device)}
+            "fp32": med["fp32"], "official": med["official"], "half": med.get("half"),
+            "img_fp32": 1 / med["img_fp32"], "img_half": 1 / med["img_half"] if "img_half" in med else None,
+            "peak_mb": _peak_mb(device)}
+
+
+def _native_half(device: str) -> bool:
+    import torch
+
+    if device == "cuda":
+        return True
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def run_row(name: str, device: str, reduced: bool, repeats: int, timeout: float) -> dict[str, Any]:
@@ -165,9 +176,11 @@ def table(rows: list[dict[str, Any]], half_name: str) -> str:
             lines.append(f"| {r['name']} | | | {r['error']} | | | | | | |")
             continue
         mode = r["mode"] + ("+flip" if r["flip"] else "")
+        half = "n/a" if r["half"] is None else f"{r['half']:.3f}"
+        img_half = "n/a" if r["img_half"] is None else f"{r['img_half']:.2f}"
         lines.append(f"| {r['name']} | {r['crop']} | {mode} | {r['fp32']:.3f} | {r['official']:.3f} | "
-                     f"{r['official'] / r['fp32']:.2f}x | {r['half']:.3f} | {r['img_fp32']:.2f} | "
-                     f"{r['img_half']:.2f} | {r['peak_mb']:.0f} |")
+                     f"{r['official'] / r['fp32']:.2f}x | {half} | {r['img_fp32']:.2f} | {img_half} | "
+                     f"{r['peak_mb']:.0f} |")
     return "\n".join(lines)
 
 
