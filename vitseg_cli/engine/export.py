@@ -25,7 +25,7 @@ from ..data.io import atomic_write_bytes, check_output_dir, remove_stale_parts
 from ..errors import VitsegError
 from ..model.msda import msda_impl
 from ..model.segmentor import Segmentor
-from .onnx_backend import META_FORMAT, META_HEIGHT, META_SPEC, META_WIDTH, MIN_DYNAMIC_SIDE
+from .onnx_backend import META_FORMAT, META_HEIGHT, META_SPEC, META_WIDTH, MIN_DYNAMIC_SIDE, OnnxSegmentor
 
 DEFAULT_OPSET = 17
 DYNAMIC_OPSET = 18  # the torch.export-based exporter's lowest
@@ -127,8 +127,6 @@ def _export_dynamic(model: Segmentor, path: str, height: int, width: int, opset:
 
 def check_export(model: Segmentor, path: "str | Path", x: Optional[torch.Tensor] = None) -> float:
     """Max abs difference between PyTorch and onnxruntime logits on `x` (random normal input by default)."""
-    from .onnx_backend import OnnxSegmentor
-
     runner = OnnxSegmentor(path)
     if x is None:
         h, w = (runner.height, runner.width) if not runner.dynamic else (320, 256)

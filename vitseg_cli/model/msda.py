@@ -21,6 +21,7 @@ initialisation; under autocast it samples in float32 (half-precision sampling lo
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 from functools import lru_cache
@@ -199,9 +200,8 @@ def _triton_importable() -> bool:
 
 
 def _triton_fn():
-    from .msda_triton import ms_deform_attn_triton  # imports Triton (~1 s): only when this path runs
-
-    return ms_deform_attn_triton
+    # the kernel module imports Triton (~1 s, an optional dependency): loaded by name, only when this path runs
+    return importlib.import_module(f"{__package__}.msda_triton").ms_deform_attn_triton
 
 
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: Shapes, sampling_locations: torch.Tensor,
