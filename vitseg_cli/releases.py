@@ -13,6 +13,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Optional
 
+from .data.formats import RELEASE_FORMATS
 from .errors import VitsegError
 
 
@@ -111,3 +112,17 @@ def release(name: str) -> Release:
     close = difflib.get_close_matches(name, list(_BY_NAME), n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     raise VitsegError(f"unknown official release {name!r}{hint}; `vitseg zoo` lists the {len(RELEASES)} releases")
+
+
+def find_release(name: str) -> Optional[Release]:
+    return _BY_NAME.get(name)
+
+
+def dataset_format(r: Release) -> str:
+    """The `--format` of the data the release's official numbers are measured on."""
+    return RELEASE_FORMATS[r.dataset]
+
+
+def eval_commands(r: Release) -> tuple[str, str]:
+    """The commands that reproduce the release's single-scale and multi-scale mIoU (DATA: the dataset root)."""
+    return f"vitseg eval DATA -w {r.name}", f"vitseg eval DATA -w {r.name} --tta"
