@@ -262,3 +262,64 @@ def test_release_names_pick_their_dataset_format():
     assert default_format(Path("mask2former_beit_adapter_large_896_80k_mapillary"), None) == "cityscapes"
     assert default_format(Path("upernet_deit_adapter_tiny_512_160k_ade20k"), None) == "ade20k"
     assert default_format(Path("model.safetensors"), "nano") == "folder"
+
+
+# ------------------------------------------------------------------------- malformed labels: one line each
+
+
+def _coco(root: Path, images: list[dict], segmentation) -> Path:
+    write_image(root / "val2017" / "a.jpg", np.zeros((20, 30, 3), np.uint8))
+    anns = [{"id": 7, "image_id": 1, "category_id": 1, "area": 80.0, "segmentation": segmentation}]
+    data = {"images": images, "categories": [{"id": 1, "name": "thing"}], "annotations": anns}
+    (root / "annotations").mkdir(parents=True)
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    return root
+
+
+IMAGE = {"id": 1, "file_name": "a.jpg", "height": 20, "width": 30}
+
+
+@pytest.mark.parametrize("images, segmentation, message", [
+    ([IMAGE], {"size": [20, 30], "counts": [10, 20, 30]}, "RLE counts covering 60 pixels, not the image's 600"),
+    ([IMAGE], {"size": [20, 30], "counts": "zzzz"}, "RLE counts that are not valid run lengths"),  # pycocotools
+    ([IMAGE], {"size": [20, 30], "counts": "0000"}, "RLE counts covering 0 pixels"),  # decodes these two anyway
+    ([IMAGE], {"size": [10, 30], "counts": [300]}, "RLE of size 30x10 on a 30x20 image"),
+    ([IMAGE], [[2, 2, 12, 2, 12, 10, 2]], "polygon of 7 coordinates"),
+    ([IMAGE, {**IMAGE, "id": "1"}], [[2, 2, 12, 2, 12, 10]], r"images\[1\] has the same id as another image"),
+    ([{**IMAGE, "height": 65536, "width": 65536}], [[2, 2, 12, 2, 12, 10]], "declares more pixels than the"),
+])
+def test_malformed_coco_annotations_are_one_line_naming_the_file(tmp_path, images, segmentation, message):
+    from vitseg_cli.errors import VitsegError
+
+    root = _coco(tmp_path, images, segmentation)
+    with pytest.raises(VitsegError, match=message) as err:
+        open_dataset(root, "coco", "val").read_label(0)
+    assert str(err.value).startswith(str(root / "annotations" / "instances_val2017.json"))
+    assert "\n" not in str(err.value)
+
+
+def test_coco_compressed_rle_is_read_as_pycocotools_writes_it(tmp_path):
+    from pycocotools import mask as coco_mask
+
+    truth = np.zeros((20, 30), np.uint8)
+    truth[3:9, 4:25] = 1
+    rle = coco_mask.encode(np.asfortranarray(truth))
+    root = _coco(tmp_path, [IMAGE], {"size": [20, 30], "counts": rle["counts"].decode()})
+    label = open_dataset(root, "coco", "val").read_label(0)
+    assert np.array_equal(label == 0, truth == 1) and set(np.unique(label)) == {0, 255}
+
+
+def test_cityscapes_16_bit_label_id_out_of_range(tmp_path):
+    from vitseg_cli.errors import VitsegError
+
+    write_image(tmp_path / "leftImg8bit" / "val" / "x" / "x_0_leftImg8bit.png", np.zeros((4, 5, 3), np.uint8))
+    ids = np.full((4, 5), 7, np.uint16)
+    ids[0, 0] = 263
+    label = tmp_path / "gtFine" / "val" / "x" / "x_0_gtFine_labelIds.png"
+    write_image(label, ids)
+    ds = open_dataset(tmp_path, "cityscapes", "val")
+    with pytest.raises(VitsegError, match="label value 263 outside the 0..255"):
+        ds.read_label(0)
+    ids[0, 0] = 33  # "bicycle": train id 18
+    write_image(label, ids)
+    assert ds.read_label(0)[0, 0] == 18 and ds.read_label(0)[1, 1] == 0

@@ -57,18 +57,29 @@ def _table(records: list[dict], cache: str):
     for column in ("crop", "mIoU SS", "mIoU MS", "params", "size"):
         table.add_column(column, justify="right")
     table.add_column("cached", justify="center")
-    score = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     for row in records:
         table.add_row(row["name"], row["method"], row["backbone"], row["pretrain"], row["dataset"],
-                      str(row["crop_size"]), score(row["miou_ss"]), score(row["miou_ms"]), row["params"],
+                      str(row["crop_size"]), _score(row["miou_ss"]), _score(row["miou_ms"]), row["params"],
                       row["size"] or "-", "yes" if row["cached"] else "")
     return table
+
+
+def _score(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _details(release) -> str:
     from .. import zoo
 
+    from ..data.formats import FORMAT_LAYOUTS
+    from ..releases import dataset_format, eval_commands
+
     lines = [f"{key}: {value}" for key, value in zoo.dataclasses.asdict(release).items()]
+    fmt = dataset_format(release)
+    single, multi = eval_commands(release)
+    lines += [f"test data: --format {fmt}, DATA = {FORMAT_LAYOUTS[fmt]}",
+              f"single-scale mIoU ({_score(release.miou_ss)}): {single}",
+              f"multi-scale mIoU ({_score(release.miou_ms)}): {multi}"]
     lines += [f"download from: {zoo.download_url(release)}",
               f"a file downloaded by hand goes to: {zoo.release_dir(release) / zoo.official_basename(release)}",
               f"converted model: {zoo.converted_path(release)}"

@@ -342,6 +342,7 @@ def _load_coco_json(path: Path) -> dict:
     def bad(what: str, index: int, item: object, problem: str) -> VitsegError:
         return VitsegError(f"{path}: {what}[{index}] {problem} ({_short(item)})")
 
+    sizes: dict[str, tuple[int, int]] = {}
     for i, img in enumerate(data.get("images", [])):
         if not isinstance(img, dict):
             raise bad("images", i, img, "is not an object")
@@ -352,6 +353,13 @@ def _load_coco_json(path: Path) -> dict:
         for side in ("height", "width"):
             if not _is_int(img.get(side)) or not 0 < img[side] <= 1 << 16:
                 raise bad("images", i, img.get(side), f"has no positive integer '{side}'")
+        limit = io.max_pixels()
+        if limit and img["height"] * img["width"] > limit:  # refused before a label of that size is allocated
+            raise bad("images", i, f"{img['width']}x{img['height']}", f"declares more pixels than the {limit} limit "
+                      f"(raise it with {io.MAX_PIXELS_ENV}=N, 0 for none)")
+        if str(img["id"]) in sizes:
+            raise bad("images", i, img["id"], "has the same id as another image (ids 1 and \"1\" are one image)")
+        sizes[str(img["id"])] = (img["height"], img["width"])
     for i, cat in enumerate(data.get("categories", [])):
         if not isinstance(cat, dict) or not _is_int(cat.get("id")):
             raise bad("categories", i, cat, "has no integer 'id'")
@@ -368,7 +376,69 @@ def _load_coco_json(path: Path) -> dict:
             raise bad("annotations", i, ann.get("segmentation"), "has no 'segmentation' (polygons or RLE)")
         if ann.get("area") is not None and not isinstance(ann["area"], (int, float)):
             raise bad("annotations", i, ann.get("area"), "has an 'area' that is not a number")
+        size = sizes.get(str(ann["image_id"]))
+        problem = coco_segmentation_problem(ann["segmentation"], size) if size else None
+        if problem:
+            raise bad("annotations", i, ann.get("id"), problem)
     return data
+
+
+def coco_segmentation_problem(seg: "list | dict", size: tuple[int, int]) -> Optional[str]:
+    """Why a COCO segmentation cannot be rasterised exactly on an image of `size` (H, W), or None.
+
+    Polygons: lists of an even number (at least 6) of numbers. RLE: `size` equal to the image's, and `counts` (a
+    list of run lengths, or COCO's compressed string) that are non-negative and cover the image exactly; pycocotools
+    checks neither and reads past the runs or paints nothing."""
+    if isinstance(seg, list):
+        for poly in seg:
+            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in poly):
+                return "has a polygon that is not a list of numbers"
+            if len(poly) % 2 or len(poly) < 6:
+                return f"has a polygon of {len(poly)} coordinates (an even number, at least 6, is needed)"
+        return None
+    rle_size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(rle_size, list) and len(rle_size) == 2 and all(_is_int(v) for v in rle_size)):
+        return "has an RLE without an integer [height, width] 'size'"
+    if tuple(rle_size) != tuple(size):
+        return f"has an RLE of size {rle_size[1]}x{rle_size[0]} on a {size[1]}x{size[0]} image"
+    if isinstance(counts, list):
+        runs = counts if all(_is_int(v) for v in counts) else None
+    elif isinstance(counts, str):
+        runs = _compressed_rle_runs(counts)
+    else:
+        runs = None
+    if runs is None or any(r < 0 for r in runs):
+        return "has RLE counts that are not valid run lengths"
+    if sum(runs) != size[0] * size[1]:
+        return f"has RLE counts covering {sum(runs)} pixels, not the image's {size[0] * size[1]}"
+    return None
+
+
+def _compressed_rle_runs(text: str) -> Optional[list[int]]:
+    """The run lengths of COCO's compressed RLE string (6-bit groups from ASCII 48, 5 value bits and a continue bit,
+    the last group's bit 4 the sign; from the third run on, each value is a difference to the run two before).
+    None when the text holds characters outside that alphabet or ends inside a number."""
+    runs: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text):
+                return None
+            c = ord(text[pos]) - 48
+            if not 0 <= c < 64:
+                return None
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
 
 
 def _open_coco(root: Path, split: str, coco_json: Optional[Path], unlabeled: str, ignore_index: int) -> SegDataset:
