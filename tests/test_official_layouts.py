@@ -323,3 +323,29 @@ def test_cityscapes_16_bit_label_id_out_of_range(tmp_path):
     ids[0, 0] = 33  # "bicycle": train id 18
     write_image(label, ids)
     assert ds.read_label(0)[0, 0] == 18 and ds.read_label(0)[1, 1] == 0
+
+
+# ------------------------------------------------------------------------------------------------------- train
+
+
+def test_train_applies_and_records_the_label_treatment(tmp_path):
+    import yaml
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        write_image(data / "images" / f"{i}.png", rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+        write_image(data / "masks" / f"{i}.png", rng.integers(0, 4, (32, 32)).astype(np.uint8))  # 0 = unlabelled
+    (data / "classes.yaml").write_text("classes: [a, b, c]\nreduce_zero_label: true\n")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"preset": "nano", "train": {
+        "scale": [32, 32], "crop_size": [32, 32], "warmup_iters": 0, "batch_size": 2, "workers": 0,
+        "photometric": False}}))
+    common = ["train", "--quiet", "--spec", str(spec), "--data", str(data), "--iters", "1", "--device", "cpu"]
+    res = runner.invoke(app, [*common, "--out", str(tmp_path / "bad"), "--set", "data.reduce_zero_label=false"])
+    assert res.exit_code == 2 and not (tmp_path / "bad").exists()
+    assert "states reduce_zero_label: false" in _output(res) and "classes.yaml needs" in _output(res)
+    res = runner.invoke(app, [*common, "--out", str(tmp_path / "run")])
+    assert res.exit_code == 0, res.output
+    saved = yaml.safe_load((tmp_path / "run" / "spec.yaml").read_text())
+    assert saved["data"]["reduce_zero_label"] is True and saved["model"]["num_classes"] == 3
