@@ -32,9 +32,9 @@ import numpy as np
 
 from ..errors import VitsegError, not_one_of
 from ..safe_yaml import MAX_YAML_BYTES, load_yaml, read_regular_file
-from ..spec import MAX_CLASSES, default_palette
+from ..spec import MAX_CLASSES
 from . import io
-from .classes import builtin_classes, check_palette
+from .classes import builtin_classes, check_palette, default_palette
 from .dataset_base import (Palette, Sample, SegDataset, _image_files, _key, _require_dir, check_label,  # noqa: F401
                            check_same_size, match_by_key)
 from .formats import FORMATS

@@ -23,8 +23,7 @@ import numpy as np
 
 from ..errors import VitsegError
 from ..safe_yaml import MAX_YAML_BYTES, load_yaml, read_regular_file
-from ..spec import default_palette
-from .classes import builtin_classes, check_palette
+from .classes import builtin_classes, check_palette, default_palette
 
 Palette = list[tuple[int, int, int]]
 

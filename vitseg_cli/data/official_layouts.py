@@ -25,8 +25,7 @@ import numpy as np
 
 from ..errors import VitsegError
 from ..safe_yaml import read_regular_file
-from ..spec import default_palette
-from .classes import builtin_classes
+from .classes import builtin_classes, default_palette
 from .dataset_base import Sample, SegDataset, _require_dir
 from .label_maps import MAPILLARY_RAW_VALUES, load_label_map
 
