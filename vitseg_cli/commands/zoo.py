@@ -77,7 +77,7 @@ def _details(release) -> str:
     lines = [f"{key}: {value}" for key, value in zoo.dataclasses.asdict(release).items()]
     fmt = dataset_format(release)
     single, multi = eval_commands(release)
-    lines += [f"test data: --format {fmt}, DATA = {FORMAT_LAYOUTS[fmt]}",
+    lines += [f"test data: --format {fmt}, DATA = {FORMAT_LAYOUTS.get(fmt, 'its root')}",
               f"single-scale mIoU ({_score(release.miou_ss)}): {single}",
               f"multi-scale mIoU ({_score(release.miou_ms)}): {multi}"]
     lines += [f"download from: {zoo.download_url(release)}",

@@ -119,8 +119,9 @@ def find_release(name: str) -> Optional[Release]:
 
 
 def dataset_format(r: Release) -> str:
-    """The `--format` of the data the release's official numbers are measured on."""
-    return RELEASE_FORMATS[r.dataset]
+    """The `--format` of the data the release's official numbers are measured on (folder for a dataset no format
+    knows, e.g. a release added by hand)."""
+    return RELEASE_FORMATS.get(r.dataset, "folder")
 
 
 def eval_commands(r: Release) -> tuple[str, str]:
