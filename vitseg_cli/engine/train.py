@@ -31,16 +31,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import __version__
-from ..checkpoints import _is_safetensors, load_pretrained, read_official, read_vitseg, save_model
+from .._version import __version__
 from ..data.label_treatment import open_dataset_for_spec
 from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
-from ..model.official import init_from_state
+from ..loading import init_from_checkpoint, load_pretrained, save_model
+from ..metrics import ConfusionMatrix
 from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, apply_overrides, load_spec, read_spec_data, spec_from_dict, with_overrides
-from ..zoo import resolve_weights
-from .distributed import DistContext, init_distributed, rank_device
+from .device import rank_device
+from .distributed import DistContext, init_distributed
+from .inference import InferenceSettings, iter_predictions
 from .optim import build_optimizer, build_scheduler
 from .loggers import build_loggers, logger_names, metric_names
 from .progress import ProgressReporter
@@ -158,14 +159,6 @@ def micro_batch(spec: Spec, world_size: int, sync_batchnorm: bool = False) -> in
     return micro
 
 
-def init_from_checkpoint(model: Segmentor, path: Path) -> list[str]:
-    """Load a vitseg or official segmentor checkpoint (or zoo release) into `model` (class-dependent layers
-    re-initialised when the class count differs; the model's heads say which those are)."""
-    path = resolve_weights(path)
-    state, _ = read_vitseg(path) if _is_safetensors(path) else read_official(path)
-    return init_from_state(model, state, path)
-
-
 class _TrainForward(nn.Module):
     """What DDP wraps: forward() is the segmentor's loss (a dict of weighted losses)."""
 
@@ -212,9 +205,6 @@ class _StopFlag:
 
 def validate(model: Segmentor, dataset: Any, device: torch.device) -> dict[str, float]:
     """mIoU and friends of `model` on `dataset` through the shared inference and metrics code."""
-    from ..metrics import ConfusionMatrix
-    from .inference import InferenceSettings, iter_predictions
-
     spec = model.spec
     settings = InferenceSettings.from_spec(spec)
     conf = ConfusionMatrix(spec.model.num_classes, dataset.ignore_index)

@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..data.io import atomic_write_bytes, check_output_dir, remove_stale_parts
+from ..data.io import atomic_write_bytes, check_output_dir, refuse_non_folder, remove_stale_parts
 from ..errors import VitsegError
 
 STATE_FORMAT = "vitseg-train-state"
@@ -91,8 +91,7 @@ def check_run_folder(out: Path, resume: bool) -> bool:
     """Whether there is a state to resume from; refuses to train into a used folder without --resume.
     The folder is proved writable here, and the temporary files of a save a kill interrupted are deleted, so that
     they do not block a restart."""
-    if out.exists() and not out.is_dir():
-        raise VitsegError(f"{out}: exists and is not a folder (--out needs a run folder)")
+    refuse_non_folder(out, why="--out needs a run folder")
     check_output_dir(out)
     remove_stale_parts(out)
     has_state = (out / "state.pt").exists()
