@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -13,9 +13,6 @@ from ..errors import VitsegError
 from ..metrics import reduce_zero_label as _reduce_zero_label
 from . import io
 from .label_maps import apply_label_map
-
-if TYPE_CHECKING:
-    from .datasets import CocoLabels
 
 Palette = list[tuple[int, int, int]]
 
@@ -46,7 +43,7 @@ class SegDataset:
     # fixes it, for messages (`label_treatment.apply_label_treatment` checks the two against each other)
     fixed_reduce: Optional[bool] = None
     fixed_by: str = ""
-    coco: Optional["CocoLabels"] = field(default=None, repr=False)
+    coco: Optional[Any] = field(default=None, repr=False)  # a datasets.CocoLabels
 
     @property
     def num_classes(self) -> int:
