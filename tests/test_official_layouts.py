@@ -16,7 +16,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import load_model, save_model
+from vitseg_cli.loading import load_model, save_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.datasets import open_dataset
 from vitseg_cli.data.io import read_image, write_image
