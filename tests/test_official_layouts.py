@@ -50,7 +50,9 @@ def model_file(tmp_path_factory):
 
 def _predict(weights: Path, images: list[Path]) -> list[np.ndarray]:
     model = load_model(weights)
-    return [model.predict(read_image(p)).labels.astype(np.int64) for p in images]
+    from vitseg_cli import predict
+
+    return [predict(model, read_image(p)).labels.astype(np.int64) for p in images]
 
 
 def _images(folder: Path, names: list[str], seed: int, suffix: str = ".jpg") -> list[Path]:
