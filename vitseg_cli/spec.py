@@ -75,7 +75,7 @@ class DataSpec(_Strict):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[Std, Std, Std] = IMAGENET_STD  # 0 would divide by zero: every mask the same class
     ignore_index: int = 255
-    reduce_zero_label: bool = False
+    reduce_zero_label: Optional[bool] = None  # None: the dataset's layout decides (data.label_treatment)
 
 
 class ResizeSpec(_Strict):

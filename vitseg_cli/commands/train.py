@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from ..data.formats import FORMATS
 from ..torchrun import is_main_process
 from .common import DeviceOption, SetOption, console, friendly_errors
 
@@ -23,7 +24,7 @@ def train(
     set_values: SetOption = None,
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Training dataset folder (optional with --resume)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      help="Dataset format: folder, ade20k, cityscapes, voc, coco [folder]."),
+                                      help=f"Dataset format: {', '.join(FORMATS)} [folder]."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="Validation dataset folder (same format)."),
     iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Optimizer steps in the whole run."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,

@@ -21,10 +21,11 @@ import numpy as np
 import torch
 
 from ..data import io
-from ..data.datasets import (SegDataset, check_label, check_same_size, load_classes_file, match_by_key,
-                             open_dataset)
+from ..data.datasets import SegDataset, check_label, check_same_size, load_classes_file, match_by_key
 from ..data.inputs import InputImage
 from ..data.io import refuse_non_folder
+from ..data.label_treatment import open_dataset_for_spec
+from ..data.official_layouts import CustomLayout
 from ..errors import VitsegError
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label, summarize
 from .common import load_inference_model, weights_file
@@ -199,12 +200,16 @@ class ModelEvalOptions:
     overwrite: bool = False  # replace save_predictions made with another fingerprint
     quiet: bool = False
     limit: Optional[int] = None
+    label_map: Optional[str] = None  # mapillary / mmseg: a label map file or built-in name
+    layout: Optional[CustomLayout] = None  # mmseg: img_dir, ann_dir, suffixes, split file
 
 
 def _dataset_for_model(opts: ModelEvalOptions, model) -> SegDataset:
     k = model.spec.model.num_classes
-    ds = open_dataset(opts.dataset, opts.fmt, opts.split, classes_file=opts.classes, coco_json=opts.coco_json,
-                      num_classes=k if opts.fmt == "folder" else None)
+    ds = open_dataset_for_spec(opts.dataset, opts.fmt, opts.split, model.spec,
+                               f"the spec of {opts.weights or 'the default model'}", classes_file=opts.classes,
+                               coco_json=opts.coco_json, num_classes=k if opts.fmt in ("folder", "mmseg") else None,
+                               label_map=opts.label_map, layout=opts.layout)
     if ds.num_classes != k:
         raise VitsegError(f"{opts.dataset}: the {opts.fmt} dataset has {ds.num_classes} classes but the model "
                           f"predicts {k}")

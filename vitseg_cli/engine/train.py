@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..data.datasets import open_dataset
+from ..data.label_treatment import open_dataset_for_spec
 from ..data.io import atomic_write_bytes
 from ..errors import VitsegError
 from ..loading import init_from_checkpoint, load_pretrained, save_model
@@ -446,6 +446,7 @@ def _prepare(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -
     check_dataset(dataset, spec, str(data_root))
     if dataset.ignore_index != spec.data.ignore_index:
         spec = spec.updated(data={"ignore_index": dataset.ignore_index})
+    spec = spec.updated(data={"reduce_zero_label": dataset.reduce_zero_label})  # the model remembers its labels
     val_dataset = None
     if val_root is not None:
         val_dataset, val_own = _open(val_root, fmt, opts.val_split, spec)
@@ -464,10 +465,11 @@ def _open(root: Path, fmt: str, split: str, spec: Spec) -> tuple[Any, bool]:
     """The dataset, and whether it names its own classes (a classes file or the format's list); a folder without a
     classes file takes generic names for the model's classes (check_dataset checks its labels fit)."""
     try:
-        return open_dataset(root, fmt, split), True
+        return open_dataset_for_spec(root, fmt, split, spec), True
     except VitsegError as err:
-        if fmt == "folder" and "no classes file" in str(err):
-            return open_dataset(root, fmt, split, num_classes=spec.model.num_classes), False
+        if fmt in ("folder", "mmseg") and any(
+                text in str(err) for text in ("no classes file", "no class names", "class count from the model")):
+            return open_dataset_for_spec(root, fmt, split, spec, num_classes=spec.model.num_classes), False
         raise
 
 
