@@ -11,7 +11,7 @@ import torch
 from vitseg_cli.model.heads.mask2former import Mask2FormerHead
 from vitseg_cli.model.heads.mask2former_loss import (Mask2FormerLoss, hungarian_match, match_cost,
                                                      semantic_to_instances)
-from vitseg_cli.spec import Mask2FormerHeadSpec, Mask2FormerLossSpec
+from vitseg_cli.model.heads.mask2former_config import Mask2FormerHeadSpec, Mask2FormerLossSpec
 
 IGNORE = 255
 OFFICIAL = Mask2FormerLossSpec()  # the released configs' weights: cls 2, mask 5, dice 5, no-object 0.1

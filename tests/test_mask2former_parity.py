@@ -9,7 +9,7 @@ import torch
 
 from vitseg_cli.model.heads.mask2former import Mask2FormerHead
 from vitseg_cli.model.msda import msda_impl
-from vitseg_cli.spec import Mask2FormerHeadSpec
+from vitseg_cli.model.heads.mask2former_config import Mask2FormerHeadSpec
 
 TOL = 1e-3
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 from vitseg_cli.cli import app
 from vitseg_cli.data.classes import builtin_classes
 from vitseg_cli.errors import VitsegError
-from vitseg_cli.official_presets import OFFICIAL_PRESETS
+from vitseg_cli.releases.presets import OFFICIAL_PRESETS
 from vitseg_cli.releases import RELEASES, release
 from vitseg_cli.spec import SPEC_PRESETS, load_spec
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from vitseg_cli.errors import VitsegError
-from vitseg_cli.spec import default_palette, load_spec
+from vitseg_cli.data.classes import default_palette
+from vitseg_cli.spec import load_spec
 
 
 def test_preset_fills_official_numbers():

@@ -1,8 +1,9 @@
-"""YAML spec -> typed, validated config (DESIGN §3), with the official ViT-Adapter argument names and presets.
+"""YAML spec -> typed, validated config, with the official ViT-Adapter argument names.
 
 A spec is the one description of a model and how to feed it; train, eval and predict all build their model from it.
 `load_spec` takes a YAML path, a dict, a preset name or a `Spec`; unknown keys and bad values raise `VitsegError`
-naming the key path.
+naming the key path. The `model.backbone` / `decode_head` / `auxiliary_head` sections are the classes of
+the families their `type` names (model/registry.py); the presets are in presets.py.
 """
 
 from __future__ import annotations
@@ -10,357 +11,58 @@ from __future__ import annotations
 import copy
 import typing
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, Union
+from typing import Annotated, Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from .data.classes import default_palette
 from .errors import VitsegError, did_you_mean
+from .model.registry import DEFAULT_TYPES, section_types
+from .presets import SPEC_PRESETS
 from .safe_yaml import load_yaml, read_yaml_file
+from .spec_base import MAX_CLASSES, MAX_SIDE, BackboneConfig, HeadConfig, Side, Size
+from .spec_base import Strict as _Strict
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
 
-_STD_INDEXES = [[0, 2], [3, 5], [6, 8], [9, 11]]
-
-# Backbone presets: the official ViT-Adapter numbers, plus `nano`, a CPU-sized model for demos and tests.
-BACKBONE_PRESETS: dict[str, dict[str, Any]] = {
-    "nano": dict(embed_dim=96, depth=4, num_heads=3, deform_num_heads=6, deform_ratio=1.0, drop_path_rate=0.1,
-                 conv_inplane=16, interaction_indexes=[[0, 0], [1, 1], [2, 2], [3, 3]]),
-    "tiny": dict(embed_dim=192, depth=12, num_heads=3, deform_num_heads=6, deform_ratio=1.0, drop_path_rate=0.1,
-                 interaction_indexes=_STD_INDEXES),
-    "small": dict(embed_dim=384, depth=12, num_heads=6, deform_num_heads=6, deform_ratio=1.0, drop_path_rate=0.2,
-                  interaction_indexes=_STD_INDEXES),
-    "base": dict(embed_dim=768, depth=12, num_heads=12, deform_num_heads=12, deform_ratio=0.5, drop_path_rate=0.3,
-                 interaction_indexes=_STD_INDEXES),
-    "large": dict(embed_dim=1024, depth=24, num_heads=16, deform_num_heads=16, deform_ratio=0.5, drop_path_rate=0.4,
-                  interaction_indexes=[[0, 5], [6, 11], [12, 17], [18, 23]]),
-}
-
-# Whole-spec presets: backbone preset + heads + recipe. The big ones follow the official UperNet ADE20K configs.
-SPEC_PRESETS: dict[str, dict[str, Any]] = {
-    name: {
-        "model": {
-            "backbone": {"preset": name},
-            "decode_head": {"type": "upernet", "channels": 1024 if name == "large" else 512},
-            "auxiliary_head": {"type": "fcn", "channels": 256},
-            "num_classes": 150,
-        },
-        "train": {"lr": {"tiny": 12e-5, "small": 12e-5, "base": 6e-5, "large": 2e-5}[name]},
-    }
-    for name in ("tiny", "small", "base", "large")
-}
-SPEC_PRESETS["nano"] = {
-    "model": {
-        "backbone": {"preset": "nano"},
-        "decode_head": {"type": "upernet", "channels": 64},
-        "auxiliary_head": {"type": "fcn", "channels": 64},
-        "num_classes": 6,
-    },
-    "test": {"resize": None, "mode": "whole", "crop_size": [256, 256], "stride": [171, 171]},
-    "train": {"iters": 2000, "batch_size": 8, "crop_size": [256, 256], "lr": 1e-3, "warmup_iters": 100,
-              "scale": [256, 256]},
-}
-
-# A CPU-sized BEiT-Adapter + Mask2Former (like `nano` for UperNet) for demos, tests and the synthetic data. BEiT's
-# relative position bias fixes its input to img_size (128 here, to keep CPU training affordable), so training takes
-# 128 crops and inference slides 128 windows.
-SPEC_PRESETS["nano_mask2former"] = {
-    "model": {
-        "backbone": {"type": "beit_adapter", "img_size": 128, "embed_dim": 96, "depth": 4, "num_heads": 3,
-                     "deform_num_heads": 6, "deform_ratio": 0.5, "conv_inplane": 16, "init_values": 0.1,
-                     "drop_path_rate": 0.1, "interaction_indexes": [[0, 0], [1, 1], [2, 2], [3, 3]]},
-        "decode_head": {"type": "mask2former", "feat_channels": 64, "out_channels": 64, "num_queries": 20,
-                        "pixel_decoder": {"num_layers": 2, "num_heads": 4, "num_points": 4,
-                                          "feedforward_channels": 128, "num_groups": 16},
-                        "transformer_decoder": {"num_layers": 3, "num_heads": 4, "feedforward_channels": 256},
-                        "loss": {"num_points": 2048}},
-        "num_classes": 6,
-    },
-    "test": {"resize": None, "mode": "slide", "crop_size": [128, 128], "stride": [85, 85]},
-    "train": {"iters": 2000, "batch_size": 8, "crop_size": [128, 128], "lr": 5e-4, "warmup_iters": 50,
-              "scale": [256, 256]},
-}
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+_SLOT_BASES = {"backbone": BackboneConfig, "decode_head": HeadConfig, "auxiliary_head": HeadConfig}
 
 
-Pair = tuple[int, int]
-
-# Upper bounds that keep an absurd value (embed_dim: 1e9) a one-line error instead of an allocation failure
-MAX_DIM = 8192  # channels, embed_dim: the largest official models use 1024
-MAX_SIDE = 1 << 16  # image, crop and resize sides, pixels
-MAX_CLASSES = 65535  # masks are stored as uint16 past 255 classes
-Side = Annotated[int, Field(gt=0, le=MAX_SIDE)]
-Size = tuple[Side, Side]
-Channels = Annotated[int, Field(gt=0, le=MAX_DIM)]
+def _unknown_type(slot: str, kind: Any, allowed: dict[str, Any]) -> ValidationError:
+    message = f"unknown type {kind!r}{did_you_mean(str(kind), allowed)} (allowed: {', '.join(allowed)})"
+    error = PydanticCustomError("unknown_type", "{message}", {"message": message})
+    return ValidationError.from_exception_data(slot, [InitErrorDetails(type=error, loc=("type",), input=kind)])
 
 
-def _check_interactions(indexes: list[Pair], depth: int, add_vit_feature: bool) -> None:
-    """What the official adapters accept: block ranges in order inside the stack; exactly four when the ViT features
-    are added to the four pyramid levels (the official forward unpacks four outputs only then)."""
-    if not indexes:
-        raise ValueError("interaction_indexes must hold at least one [first, last] block range")
-    if add_vit_feature and len(indexes) != 4:
-        raise ValueError(f"interaction_indexes must hold 4 [first, last] block ranges when add_vit_feature is true "
-                         f"(one per pyramid level), got {len(indexes)}")
-    previous = -1
-    for first, last in indexes:
-        if first <= previous or last < first or last >= depth:
-            raise ValueError(f"interaction_indexes must be increasing [first, last] block ranges within depth {depth}, "
-                             f"got {[list(p) for p in indexes]}")
-        previous = last
+def _family_section(slot: str, value: Any, handler: Any) -> Any:
+    """A mapping becomes the section class of the family its `type` names (the slot's default family when it has
+    none), looked up in the model registry; errors inside keep their key path."""
+    if not isinstance(value, dict):
+        return handler(value)
+    allowed = section_types(slot)
+    kind = value.get("type", DEFAULT_TYPES[slot])
+    if not isinstance(kind, str) or kind not in allowed:
+        raise _unknown_type(slot, kind, allowed)
+    return allowed[kind].model_validate({**value, "type": kind})
 
 
-class _AdapterSpec(_Strict):
-    """The adapter's own fields (SPM, injector, extractor), shared by every block-stack family."""
-
-    embed_dim: int = Field(192, gt=0, le=MAX_DIM)
-    depth: int = Field(12, gt=0, le=256)
-    num_heads: int = Field(3, gt=0, le=MAX_DIM)
-    mlp_ratio: float = Field(4.0, gt=0, le=64)
-    drop_path_rate: float = Field(0.1, ge=0, lt=1)
-    conv_inplane: int = Field(64, gt=0, le=MAX_DIM)
-    n_points: int = Field(4, gt=0, le=64)
-    deform_num_heads: int = Field(6, gt=0, le=MAX_DIM)
-    cffn_ratio: float = Field(0.25, gt=0, le=64)
-    deform_ratio: float = Field(1.0, gt=0, le=64)
-    interaction_indexes: list[Pair] = Field(default_factory=lambda: [tuple(p) for p in _STD_INDEXES])
-    add_vit_feature: bool = True
-    with_cffn: bool = True
-
-    @model_validator(mode="after")
-    def _check_shapes(self) -> "_AdapterSpec":
-        d = self.embed_dim
-        if d % self.num_heads:
-            raise ValueError(f"embed_dim {d} is not divisible by num_heads {self.num_heads}")
-        value_dim = int(d * self.deform_ratio)
-        if value_dim % self.deform_num_heads:
-            raise ValueError(f"embed_dim*deform_ratio = {value_dim} is not divisible by deform_num_heads "
-                             f"{self.deform_num_heads}")
-        _check_interactions(self.interaction_indexes, self.depth, self.add_vit_feature)
-        return self
-
-
-class VitAdapterSpec(_AdapterSpec):
-    """ViT-Adapter on a plain (DeiT / AugReg) ViT: official `ViTAdapter`."""
-
-    type: Literal["vit_adapter"] = "vit_adapter"
-    preset: Optional[Literal["nano", "tiny", "small", "base", "large"]] = None
-    pretrain_size: int = Field(224, gt=0, le=4096, multiple_of=16)
-    patch_size: Literal[16] = 16
-    use_extra_extractor: bool = True
-    layer_scale: bool = True
-    init_values: float = 0.0
-
-    @model_validator(mode="before")
-    @classmethod
-    def _fill_from_preset(cls, data: Any) -> Any:
-        if isinstance(data, dict) and data.get("preset") in BACKBONE_PRESETS:
-            return {**BACKBONE_PRESETS[data["preset"]], **data}
-        return data
-
-    def summary(self) -> str:
-        return (f"ViT-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
-                f"{self.deform_num_heads} ratio {self.deform_ratio} pretrain {self.pretrain_size}")
-
-
-BackboneSpec = VitAdapterSpec  # the default family, under its historical name
-
-
-class BeitAdapterSpec(_AdapterSpec):
-    """BEiT-Adapter (BEiT / BEiTv2 blocks, cls token, relative position bias): official `BEiTAdapter`."""
-
-    type: Literal["beit_adapter"] = "beit_adapter"
-    img_size: Pair = (512, 512)
-    pretrain_size: int = Field(224, gt=0, le=4096, multiple_of=16)
-    patch_size: Literal[16] = 16
-    embed_dim: int = Field(768, gt=0, le=MAX_DIM)
-    num_heads: int = Field(12, gt=0, le=MAX_DIM)
-    deform_num_heads: int = Field(12, gt=0, le=MAX_DIM)
-    deform_ratio: float = Field(0.5, gt=0, le=64)
-    drop_path_rate: float = Field(0.3, ge=0, lt=1)
-    qkv_bias: bool = True
-    use_abs_pos_emb: bool = False
-    use_rel_pos_bias: bool = True
-    use_shared_rel_pos_bias: bool = False
-    init_values: float = 1e-6  # gamma_1/gamma_2 and the injector's gamma start here (official: a number, never None)
-
-    @field_validator("img_size", mode="before")
-    @classmethod
-    def _square(cls, value: Any) -> Any:
-        return (value, value) if isinstance(value, int) else value
-
-    def summary(self) -> str:
-        bias = ("shared" if self.use_shared_rel_pos_bias else "per block") if self.use_rel_pos_bias else "none"
-        return (f"BEiT-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
-                f"{self.deform_num_heads} ratio {self.deform_ratio} window {self.img_size[1]}x{self.img_size[0]} "
-                f"relative position bias {bias}")
-
-    @model_validator(mode="after")
-    def _check_window(self) -> "BeitAdapterSpec":
-        if any(s <= 0 or s % 32 or s > MAX_SIDE for s in self.img_size):
-            raise ValueError(f"img_size must be positive multiples of 32 up to {MAX_SIDE}, got {list(self.img_size)}")
-        if self.use_abs_pos_emb:
-            raise ValueError("use_abs_pos_emb: true is not supported: the official BEiTAdapter cannot run with it (its "
-                             "forward reshapes the cls-including pos_embed to the pretraining grid); every released "
-                             "config uses the relative position bias instead")
-        return self
-
-
-class UniPerceiverAdapterSpec(_AdapterSpec):
-    """Uni-Perceiver-Adapter (BERT-style layers): official `UniPerceiverAdapter`."""
-
-    type: Literal["uniperceiver_adapter"] = "uniperceiver_adapter"
-    img_size: int = Field(224, gt=0, le=4096, multiple_of=16)
-    patch_size: Literal[16] = 16
-    embed_dim: int = Field(768, gt=0, le=MAX_DIM)
-    num_heads: int = Field(12, gt=0, le=MAX_DIM)
-    deform_num_heads: int = Field(12, gt=0, le=MAX_DIM)
-    deform_ratio: float = Field(0.5, gt=0, le=64)
-    drop_path_rate: float = Field(0.3, ge=0, lt=1)
-    init_values: float = 0.0
-    window_attn: Optional[list[bool]] = None  # per layer; None: global attention everywhere (official default)
-    window_size: Optional[list[Optional[int]]] = None  # per layer; None: 14 everywhere (official default)
-
-    @model_validator(mode="after")
-    def _check_windows(self) -> "UniPerceiverAdapterSpec":
-        for name in ("window_attn", "window_size"):
-            value = getattr(self, name)
-            if value is not None and len(value) != self.depth:
-                raise ValueError(f"{name} must list one value per layer ({self.depth}), got {len(value)}")
-        for i, on in enumerate(self.window_attn or []):
-            size = self.window_size[i] if self.window_size is not None else 14
-            if on and (size is None or size <= 0):
-                raise ValueError(f"window_attn[{i}] is true but window_size[{i}] is {size}: give a positive size")
-        return self
-
-    def summary(self) -> str:
-        windows = sum(bool(w) for w in self.window_attn or [])
-        return (f"Uni-Perceiver-Adapter D{self.embed_dim} depth {self.depth} heads {self.num_heads} deform heads "
-                f"{self.deform_num_heads} ratio {self.deform_ratio} window-attention layers {windows}")
-
-
-class UperNetHeadSpec(_Strict):
-    type: Literal["upernet"] = "upernet"
-    channels: Channels = 512
-    pool_scales: list[Annotated[int, Field(ge=1, le=64)]] = Field(default_factory=lambda: [1, 2, 3, 6], min_length=1)
-    dropout: float = Field(0.1, ge=0, lt=1)
-
-    def summary(self) -> str:
-        return f"UperNet {self.channels} ch"
-
-
-DecodeHeadSpec = UperNetHeadSpec  # the default head, under its historical name
-
-
-class PixelDecoderSpec(_Strict):
-    """Mask2Former's MSDeformAttnPixelDecoder: a deformable-attention encoder over the 1/8..1/32 levels."""
-
-    num_layers: int = Field(6, gt=0, le=256)
-    num_heads: int = Field(8, gt=0, le=MAX_DIM)
-    num_points: int = Field(4, gt=0, le=64)
-    feedforward_channels: Channels = 1024
-    num_groups: int = Field(32, gt=0, le=MAX_DIM)
-
-
-class TransformerDecoderSpec(_Strict):
-    """Mask2Former's masked-attention decoder (DetrTransformerDecoder of DetrTransformerDecoderLayers)."""
-
-    num_layers: int = Field(9, gt=0, le=256)
-    num_heads: int = Field(8, gt=0, le=MAX_DIM)
-    feedforward_channels: Channels = 2048
-
-
-class Mask2FormerLossSpec(_Strict):
-    """The official Mask2Former loss: Hungarian matching on sampled points, deep supervision."""
-
-    cls_weight: float = Field(2.0, ge=0)
-    mask_weight: float = Field(5.0, ge=0)
-    dice_weight: float = Field(5.0, ge=0)
-    no_object_weight: float = Field(0.1, ge=0)
-    num_points: int = Field(12544, gt=0, le=1 << 20)
-    oversample_ratio: float = Field(3.0, ge=1)
-    importance_sample_ratio: float = Field(0.75, ge=0, le=1)
-
-
-class Mask2FormerHeadSpec(_Strict):
-    """Mask2Former (mmdet-style, as the official ViT-Adapter `Mask2FormerHead`): per-query class + mask."""
-
-    type: Literal["mask2former"] = "mask2former"
-    feat_channels: Channels = 256
-    out_channels: Channels = 256
-    num_queries: int = Field(100, gt=0, le=4096)
-    enforce_decoder_input_project: bool = False
-    pixel_decoder: PixelDecoderSpec = Field(default_factory=PixelDecoderSpec)
-    transformer_decoder: TransformerDecoderSpec = Field(default_factory=TransformerDecoderSpec)
-    loss: Mask2FormerLossSpec = Field(default_factory=Mask2FormerLossSpec)
-
-    def summary(self) -> str:
-        return (f"Mask2Former {self.num_queries} queries, {self.feat_channels} ch, pixel decoder "
-                f"{self.pixel_decoder.num_layers} layers, transformer decoder {self.transformer_decoder.num_layers} "
-                f"layers")
-
-    @model_validator(mode="after")
-    def _check_dims(self) -> "Mask2FormerHeadSpec":
-        if self.feat_channels % 2:
-            raise ValueError(f"feat_channels {self.feat_channels} must be even (sine position encoding)")
-        for name, heads in (("pixel_decoder", self.pixel_decoder.num_heads),
-                            ("transformer_decoder", self.transformer_decoder.num_heads)):
-            if self.feat_channels % heads:
-                raise ValueError(f"feat_channels {self.feat_channels} is not divisible by {name}.num_heads {heads}")
-        if self.feat_channels % self.pixel_decoder.num_groups:
-            raise ValueError(f"feat_channels {self.feat_channels} is not divisible by pixel_decoder.num_groups "
-                             f"{self.pixel_decoder.num_groups}")
-        return self
-
-
-class AuxHeadSpec(_Strict):
-    type: Literal["fcn"] = "fcn"
-    channels: Channels = 256
-    in_index: int = Field(2, ge=0, le=3)
-    num_convs: int = Field(1, ge=0, le=16)
-    dropout: float = Field(0.1, ge=0, lt=1)
-    loss_weight: float = Field(0.4, ge=0)
-
-
-BACKBONE_TYPES = {"vit_adapter": VitAdapterSpec, "beit_adapter": BeitAdapterSpec,
-                  "uniperceiver_adapter": UniPerceiverAdapterSpec}
-HEAD_TYPES = {"upernet": UperNetHeadSpec, "mask2former": Mask2FormerHeadSpec}
-AnyBackboneSpec = Annotated[Union[VitAdapterSpec, BeitAdapterSpec, UniPerceiverAdapterSpec],
-                            Field(discriminator="type")]
-AnyHeadSpec = Annotated[Union[UperNetHeadSpec, Mask2FormerHeadSpec], Field(discriminator="type")]
-
-
-def _default_type(section: Any, default: str, allowed: dict[str, Any], where: str) -> Any:
-    """A section without `type` is of the default family; an unknown type names the allowed ones."""
-    if not isinstance(section, dict):
-        return section
-    kind = section.get("type", default)
-    if kind not in allowed:
-        raise ValueError(f"{where}.type: unknown type {kind!r}{did_you_mean(str(kind), allowed)} "
-                         f"(allowed: {', '.join(allowed)})")
-    return {**section, "type": kind}
+def _default_section(slot: str) -> Any:
+    return section_types(slot)[DEFAULT_TYPES[slot]]()
 
 
 class ModelSpec(_Strict):
-    backbone: AnyBackboneSpec = Field(default_factory=VitAdapterSpec)
-    decode_head: Optional[AnyHeadSpec] = None
-    auxiliary_head: Optional[AuxHeadSpec] = None
+    backbone: SerializeAsAny[BackboneConfig] = Field(default_factory=lambda: _default_section("backbone"))
+    decode_head: Optional[SerializeAsAny[HeadConfig]] = None
+    auxiliary_head: Optional[SerializeAsAny[HeadConfig]] = None
     num_classes: int = Field(150, gt=0, le=MAX_CLASSES)
 
-    @model_validator(mode="before")
+    @field_validator("backbone", "decode_head", "auxiliary_head", mode="wrap")
     @classmethod
-    def _default_types(cls, data: Any) -> Any:
-        if not isinstance(data, dict):
-            return data
-        data = dict(data)
-        if "backbone" in data:
-            data["backbone"] = _default_type(data["backbone"], "vit_adapter", BACKBONE_TYPES, "backbone")
-        if data.get("decode_head") is not None:
-            data["decode_head"] = _default_type(data["decode_head"], "upernet", HEAD_TYPES, "decode_head")
-        return data
+    def _by_type(cls, value: Any, handler: Any, info: ValidationInfo) -> Any:
+        return _family_section(info.field_name, value, handler)
 
 
 Channel8 = Annotated[int, Field(ge=0, le=255)]
@@ -465,30 +167,12 @@ class Spec(_Strict):
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-def default_palette(n: int) -> list[tuple[int, int, int]]:
-    """The PASCAL VOC bit-interleaving palette: distinct, deterministic colours for any class count."""
-    out = []
-    for i in range(n):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out.append((r, g, b))
-    return out
-
-
-def _format_error(err: ValidationError, source: str) -> str:
+def _format_error(err: ValidationError, source: str, data: Any = None) -> str:
     first = err.errors()[0]
-    tags = set(BACKBONE_TYPES) | set(HEAD_TYPES)
-    loc = [p for i, p in enumerate(first["loc"])
-           if not (p in tags and i and first["loc"][i - 1] in ("backbone", "decode_head"))]
-    path = ".".join(str(p) for p in loc) or "(top level)"
+    path = ".".join(str(p) for p in first["loc"]) or "(top level)"
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
-        msg = "unknown key" + did_you_mean(str(first["loc"][-1]), _keys_at(first["loc"][:-1]))
+        msg = "unknown key" + did_you_mean(str(first["loc"][-1]), _keys_at(first["loc"][:-1], data))
     more = f" (+{err.error_count() - 1} more problems)" if err.error_count() > 1 else ""
     return f"{source}: {path}: {msg}{more}"
 
@@ -499,13 +183,17 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return [m for arg in typing.get_args(annotation) for m in _models_in(arg)]
 
 
-def _keys_at(loc: tuple) -> list[str]:
-    """The keys a spec allows at `loc` (a pydantic error location), for 'did you mean'; a union tag in the location
-    (a `type` value) narrows nothing and is skipped."""
+def _keys_at(loc: tuple, data: Any) -> list[str]:
+    """The keys a spec allows at `loc` (a pydantic error location), for 'did you mean'; a family section's keys are
+    those of the family its `type` in `data` names."""
     models: list[type[BaseModel]] = [Spec]
     for part in loc:
+        data = data.get(part) if isinstance(data, dict) else None
         inner = [m for model in models if part in model.model_fields
                  for m in _models_in(model.model_fields[part].annotation)]
+        if part in _SLOT_BASES and any(m is _SLOT_BASES[part] for m in inner):
+            kind = data.get("type", DEFAULT_TYPES[part]) if isinstance(data, dict) else DEFAULT_TYPES[part]
+            inner = [section_types(part).get(kind, _SLOT_BASES[part])]
         if inner:
             models = inner
     return sorted({key for model in models for key in model.model_fields})
@@ -534,7 +222,7 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec") -> Spec:
     try:
         return Spec.model_validate(data)
     except ValidationError as err:
-        raise VitsegError(_format_error(err, source)) from None
+        raise VitsegError(_format_error(err, source, data)) from None
 
 
 def load_spec(spec: "Spec | dict | str | Path | None") -> Spec:
@@ -616,9 +304,3 @@ def with_overrides(spec: Spec, pairs: "list[str] | tuple[str, ...]") -> Spec:
     if not pairs:
         return spec
     return spec_from_dict(apply_overrides(spec.to_dict(), pairs), source="--set")
-
-
-# The presets of the released official configs (plain data; nothing they import imports this module).
-from .official_presets import OFFICIAL_PRESETS  # noqa: E402
-
-SPEC_PRESETS.update(OFFICIAL_PRESETS)

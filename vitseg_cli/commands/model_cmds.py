@@ -39,6 +39,7 @@ def presets_table():
     """Every spec preset: the official releases' (with their dataset) and the generic ones (nano..large)."""
     from rich.table import Table
 
+    from ..model.registry import head_family
     from ..releases import RELEASES
     from ..spec import SPEC_PRESETS, load_spec
 
@@ -49,7 +50,7 @@ def presets_table():
     for name in SPEC_PRESETS:
         s = load_spec(name)
         head = s.model.decode_head
-        method = {"upernet": "UperNet", "mask2former": "Mask2Former"}[head.type] if head else "-"
+        method = head_family(head.type).label if head else "-"
         r = released.get(name)
         size = getattr(s.model.backbone, "preset", None)
         backbone = r.backbone if r else s.model.backbone.type + (f" ({size})" if size else "")
@@ -89,7 +90,8 @@ def info(
     table.add_row("backbone", f"{b.type}: {b.summary()}")
     head = s.model.decode_head
     table.add_row("decode head", f"{head.type}: {head.summary()}" if head else "none")
-    table.add_row("aux head", f"FCN {s.model.auxiliary_head.channels} ch" if s.model.auxiliary_head else "none")
+    aux = s.model.auxiliary_head
+    table.add_row("aux head", aux.summary() if aux else "none")
     table.add_row("parameters", f"backbone {count(model.backbone)}, decode head {count(model.decode_head)}, "
                                 f"aux head {count(model.auxiliary_head)}, total {count(model)}")
     names = s.class_names

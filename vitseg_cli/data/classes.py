@@ -3,7 +3,8 @@ Pascal Context 59 and Mapillary Vistas (the official ViT-Adapter list).
 
 `builtin_classes(name)` gives `(names, palette)`; palettes are RGB triples in class order. VOC and COCO-Stuff use the
 bit-interleaved VOC colour map (distinct colours for all 171 classes) rather than mmseg's hand list, which repeats
-colours. Plain data: this module imports nothing of vitseg at import time, so the spec's presets can read it.
+colours. Plain data, with `default_palette` (the VOC colour map for any class count); imports nothing of vitseg but
+the errors, so the spec and its presets can read it.
 """
 
 from __future__ import annotations
@@ -141,11 +142,24 @@ BUILTIN: dict[str, tuple[list[str], Optional[Palette]]] = {
 ALIASES = {"coco_stuff10k": "coco_stuff", "coco_stuff164k": "coco_stuff", "pascal_context": "pascal_context_59"}
 
 
+def default_palette(n: int) -> Palette:
+    """The PASCAL VOC bit-interleaving palette: distinct, deterministic colours for any class count."""
+    out = []
+    for i in range(n):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out.append((r, g, b))
+    return out
+
+
 def builtin_classes(name: str) -> tuple[list[str], Palette]:
     """(class names, palette) of a built-in dataset: ade20k, cityscapes, voc, coco_stuff (coco_stuff10k,
     coco_stuff164k), pascal_context_59 (pascal_context), mapillary."""
-    from ..spec import default_palette  # here, not at import: the spec's presets import this module
-
     key = name.lower().replace("-", "_")
     key = ALIASES.get(key, key)
     if key not in BUILTIN:

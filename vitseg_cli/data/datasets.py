@@ -31,9 +31,9 @@ import numpy as np
 from ..errors import VitsegError, not_one_of
 from ..metrics import reduce_zero_label as _reduce_zero_label
 from ..safe_yaml import MAX_YAML_BYTES, load_yaml, read_regular_file
-from ..spec import MAX_CLASSES, default_palette
+from ..spec import MAX_CLASSES
 from . import io
-from .classes import builtin_classes
+from .classes import builtin_classes, default_palette
 from .formats import FORMATS
 
 Format = Literal["folder", "ade20k", "cityscapes", "voc", "coco"]

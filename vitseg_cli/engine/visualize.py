@@ -23,7 +23,7 @@ from ..data.io import (atomic_write_bytes, check_output_dir, is_image_path, read
                        safe_relpath, write_image)
 from ..errors import VitsegError
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label
-from ..spec import default_palette
+from ..data.classes import default_palette
 from ..viz import colorize, error_map, overlay, panel, thumbnail, with_legend
 from .common import default_weights_path
 from .predict import collect_inputs

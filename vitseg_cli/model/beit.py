@@ -26,7 +26,6 @@ from torch import nn
 from ..errors import VitsegError
 from .adapter import (AdapterBackbone, adapter_args, adapter_layout, conventional_num_heads, infer_adapter_fields,
                       load_stack_pretrained)
-from .registry import register_backbone
 from .vit import PatchEmbed
 
 Window = tuple[int, int]
@@ -286,7 +285,7 @@ def load_beit_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path:
 # ------------------------------------------------------------------------------------------------ the family
 
 
-def _is_official(state: dict) -> bool:
+def is_official(state: dict) -> bool:
     return "backbone.cls_token" in state and "backbone.blocks.0.attn.qkv.weight" in state
 
 
@@ -340,7 +339,6 @@ def infer_official(state: dict, meta: dict) -> tuple[dict[str, Any], list[str]]:
     return section, assumed
 
 
-@register_backbone("beit_adapter", detect=_is_official, infer=infer_official, pretrained=load_beit_pretrained)
 def build_beit_adapter(b) -> AdapterBackbone:
     stack = BEiT(tuple(b.img_size), b.patch_size, b.embed_dim, b.depth, b.num_heads, b.mlp_ratio, b.qkv_bias,
                  b.drop_path_rate, b.init_values, b.use_rel_pos_bias, b.use_shared_rel_pos_bias)

@@ -15,8 +15,9 @@ import torch
 
 from ..errors import VitsegError
 from ..spec import Spec, spec_from_dict
-from .official_config import ConfigRefused, spec_from_config_text
-from .registry import detect_backbone, detect_head, head_family
+from .official_config import spec_from_config_text
+from .official_fields import ConfigRefused
+from .registry import detect_backbone, detect_head
 
 
 def infer_spec(state: dict[str, torch.Tensor], meta: Optional[dict[str, Any]] = None) -> tuple[Spec, list[str]]:
@@ -54,12 +55,11 @@ def infer_spec_from_weights(state: dict[str, torch.Tensor], meta: dict[str, Any]
         raise VitsegError(f"cannot infer the {family.name} spec from these weights ({type(err).__name__}: "
                           f"{str(err)[:120]})") from None
     model: dict[str, Any] = {"backbone": backbone}
-    for prefix, key, find in (("decode_head.", "decode_head", lambda s: detect_head(s, "decode_head.")),
-                              ("auxiliary_head.", "auxiliary_head", lambda s: _aux_family(s))):
-        head = find(state)
+    for key in ("decode_head", "auxiliary_head"):
+        head = detect_head(state, f"{key}.")
         if head is None:
             continue
-        part = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        part = {k[len(key) + 1:]: v for k, v in state.items() if k.startswith(f"{key}.")}
         try:
             section, num_classes, more = head.infer(part, meta)
         except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError) as err:
@@ -70,19 +70,11 @@ def infer_spec_from_weights(state: dict[str, torch.Tensor], meta: dict[str, Any]
         assumed += more
     data = meta_classes(meta, model.get("num_classes"))
     spec: dict[str, Any] = {"model": model, "data": data}
-    window = backbone.get("img_size") if backbone.get("type") == "beit_adapter" else None
-    if window is not None:  # a BEiT window is its one input size: slide windows of exactly that size
-        crop = [window, window] if isinstance(window, int) else list(window)
-        stride = [c * 2 // 3 for c in crop]  # the released configs' ratio (512 -> 341, 640 -> 426)
-        spec["test"] = {"crop_size": crop, "stride": stride}
-        assumed.append(f"test: slide crop {crop} (img_size), stride {stride}")
+    test = family.infer_test(backbone) if family.infer_test else None
+    if test is not None:  # e.g. a backbone that takes one input size slides windows of exactly that size
+        spec["test"], more = test
+        assumed += more
     return spec_from_dict(spec, source="inferred spec"), assumed
-
-
-def _aux_family(state: dict) -> Optional[Any]:
-    part = {k[len("auxiliary_head."):]: v for k, v in state.items() if k.startswith("auxiliary_head.")}
-    fcn = head_family("fcn")
-    return fcn if part and fcn.detect(part) else None
 
 
 def meta_classes(meta: dict[str, Any], num_classes: Optional[int]) -> dict[str, Any]:

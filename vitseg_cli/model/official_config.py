@@ -4,30 +4,29 @@ Checkpoints saved by mmseg runners carry their whole config as Python source. It
 a statement must bind a name to literals, `dict(...)` calls, lists, tuples, names bound earlier in the text, or
 simple arithmetic on those (`[False] * 24`, `80 + 91`); `_base_` is skipped. Anything else (another call, an
 attribute, an import, a lambda, a comprehension, very deep nesting, a huge value) refuses the whole text with one
-line naming where and why (`ConfigRefused`). The reader then maps the official model (`ViTAdapter` / `BEiTAdapter` /
-`UniPerceiverAdapter`, `UPerHead` / `Mask2FormerHead`, `FCNHead`), `test_cfg` and the test pipeline onto the spec's
-fields, which keep the official argument names (DESIGN §3). What the spec cannot hold exactly is refused too, so
-that a spec read from a config never silently computes something else; harmless leftovers become notes.
+line naming where and why (`ConfigRefused`). The official model's backbone, decode head and auxiliary head are
+then translated by the family registered for their official `type` (each family's `from_official_config`), and
+`test_cfg`, the test pipeline and the dataset here, onto the spec's fields, which keep the official argument names.
+What the spec cannot hold exactly is refused too, so that a spec read from a config never silently computes
+something else; harmless leftovers become notes.
 """
 
 from __future__ import annotations
 
 import ast
 import operator
-import reprlib
 from typing import Any, Optional
 
+from ..data.classes import builtin_classes
 from ..errors import VitsegError
+from ..spec import spec_from_dict
+from .official_fields import ConfigRefused, OfficialContext, as_dict, need, pair, show
+from .registry import official_family, official_types
 
 MAX_TEXT_CHARS = 2_000_000
 MAX_DEPTH = 40  # official configs nest about 8 levels deep
 MAX_ITEMS = 1_000_000  # elements and string characters made while reading, all together
 MAX_INT = 2 ** 63
-_show = reprlib.repr  # config values in messages, cut short
-
-
-class ConfigRefused(VitsegError):
-    """The config text is not one vitseg reads safely or can represent exactly; nothing in it was run."""
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -202,23 +201,8 @@ def parse_config_text(text: str) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# Translating: official config dict -> vitseg spec dict.
+# Translating: official config dict -> vitseg spec dict; each model section by the family that reads its `type`.
 
-_BACKBONE_TYPES = {"ViTAdapter": "vit_adapter", "BEiTAdapter": "beit_adapter",
-                   "UniPerceiverAdapter": "uniperceiver_adapter"}
-_ADAPTER_DEFAULTS = dict(patch_size=16, embed_dim=768, depth=12, num_heads=12, mlp_ratio=4.0, drop_path_rate=0.0,
-                         conv_inplane=64, n_points=4, deform_num_heads=6, cffn_ratio=0.25, deform_ratio=1.0,
-                         add_vit_feature=True, with_cffn=True, init_values=0.0)
-# The official constructors' defaults, for the spec fields a config may leave out (they differ from vitseg's).
-_OFFICIAL_DEFAULTS = {
-    "vit_adapter": {**_ADAPTER_DEFAULTS, "pretrain_size": 224, "use_extra_extractor": True, "layer_scale": True},
-    "beit_adapter": {**_ADAPTER_DEFAULTS, "img_size": 512, "pretrain_size": 224, "qkv_bias": False,
-                     "use_abs_pos_emb": False, "use_rel_pos_bias": True, "use_shared_rel_pos_bias": False},
-    "uniperceiver_adapter": {**_ADAPTER_DEFAULTS, "img_size": 224},
-}
-# Official arguments that change nothing vitseg computes or stores (memory, initialisation, pretrained files).
-_NO_EFFECT = {"type", "pretrained", "with_cp", "use_checkpoint", "init_cfg", "drop_rate", "attn_drop_rate",
-              "num_classes", "in_chans"}
 # mmseg datasets: built-in class list and the reduce_zero_label their class fixes (None: the config says).
 _DATASETS = {"ADE20KDataset": ("ade20k", True), "CityscapesDataset": ("cityscapes", False),
              "COCOStuffDataset": ("coco_stuff", None), "PascalContextDataset59": ("pascal_context_59", True),
@@ -226,173 +210,10 @@ _DATASETS = {"ADE20KDataset": ("ade20k", True), "CityscapesDataset": ("cityscape
 _NO_OP_TRANSFORMS = {"LoadImageFromFile", "RandomFlip", "ImageToTensor", "Collect", "DefaultFormatBundle"}
 
 
-def _need(section: Any, key: str, where: str) -> Any:
-    if not isinstance(section, dict) or key not in section:
-        raise ConfigRefused(f"config: {where}.{key} is missing")
-    return section[key]
-
-
-def _dict(value: Any, where: str) -> dict:
-    if not isinstance(value, dict):
-        raise ConfigRefused(f"config: {where} must be a dict(...), got {type(value).__name__}")
-    return value
-
-
-def _first_cfg(value: Any, where: str) -> dict:
-    """mmcv accepts one layer config or a list of equal ones (attn_cfgs, ffn_cfgs)."""
-    if isinstance(value, (list, tuple)):
-        if not value or any(v != value[0] for v in value):
-            raise ConfigRefused(f"config: {where} lists different layer configs; vitseg builds equal layers only")
-        value = value[0]
-    return _dict(value, where)
-
-
-def _pair(value: Any) -> list[int]:
-    return [value, value] if isinstance(value, int) else list(value)
-
-
-def _backbone(cfg: dict, notes: list[str]) -> dict[str, Any]:
-    from ..spec import BACKBONE_TYPES
-
-    official = _need(cfg, "type", "model.backbone")
-    if official not in _BACKBONE_TYPES:
-        raise ConfigRefused(f"config: model.backbone.type {_show(official)} is not one vitseg runs "
-                            f"({', '.join(_BACKBONE_TYPES)})")
-    kind = _BACKBONE_TYPES[official]
-    fields = set(BACKBONE_TYPES[kind].model_fields) - {"type", "preset"}
-    out: dict[str, Any] = {"type": kind, **_OFFICIAL_DEFAULTS[kind]}
-    out["interaction_indexes"] = [list(p) for p in _need(cfg, "interaction_indexes", "model.backbone")]
-    for key, value in cfg.items():
-        if key in fields:
-            out[key] = [list(v) for v in value] if key == "interaction_indexes" else value
-        elif key == "img_size" and kind == "vit_adapter":
-            # the official ViT sizes pos_embed by img_size and reads it back on the pretrain_size grid
-            if _pair(value) != _pair(cfg.get("pretrain_size", 224)):
-                raise ConfigRefused(f"config: model.backbone.img_size {_show(value)} differs from pretrain_size "
-                                    f"{_show(cfg.get('pretrain_size', 224))}; the official ViTAdapter cannot run that")
-        elif key == "window_attn" and kind == "vit_adapter":
-            if any(value if isinstance(value, (list, tuple)) else [value]):
-                raise ConfigRefused("config: model.backbone.window_attn: windowed attention is not supported "
-                                    "by vitseg's vit_adapter")
-        elif key == "qkv_bias" and kind == "vit_adapter":
-            if not value:
-                raise ConfigRefused("config: model.backbone.qkv_bias false is not supported by vitseg's vit_adapter")
-        elif key == "window_size" or (key == "qk_scale" and value is None):
-            pass  # window sizes only matter with window_attn; qk_scale None is the default
-        elif key not in _NO_EFFECT:
-            notes.append(f"config: model.backbone.{key}={_show(value)} has no vitseg field; ignored")
-    if kind == "beit_adapter" and isinstance(out.get("img_size"), (list, tuple)):
-        out["img_size"] = list(out["img_size"])
-    if kind == "uniperceiver_adapter":
-        depth = out["depth"]
-        for key, default in (("window_attn", False), ("window_size", 14)):
-            value = out.get(key, default)
-            out[key] = list(value) if isinstance(value, (list, tuple)) else [value] * depth
-    return out
-
-
-def _check_in_channels(head: dict, backbone: dict, where: str) -> None:
-    expected = [backbone["embed_dim"]] * 4
-    got = head.get("in_channels", expected)
-    if list(got) != expected:
-        raise ConfigRefused(f"config: {where}.in_channels {list(got)} do not match the backbone's {expected}")
-    if list(head.get("in_index", [0, 1, 2, 3])) != [0, 1, 2, 3]:
-        raise ConfigRefused(f"config: {where}.in_index must be [0, 1, 2, 3]")
-    if head.get("align_corners", False):
-        raise ConfigRefused(f"config: {where}.align_corners true is not supported")
-
-
-def _upernet(head: dict, backbone: dict) -> tuple[dict[str, Any], int]:
-    _check_in_channels(head, backbone, "model.decode_head")
-    spec = {"type": "upernet", "channels": _need(head, "channels", "model.decode_head"),
-            "pool_scales": list(head.get("pool_scales", (1, 2, 3, 6))), "dropout": head.get("dropout_ratio", 0.1)}
-    return spec, _need(head, "num_classes", "model.decode_head")
-
-
-def _mask2former(head: dict, backbone: dict, train_cfg: dict) -> tuple[dict[str, Any], int]:
-    where = "model.decode_head"
-    _check_in_channels(head, backbone, where)
-    feat = _need(head, "feat_channels", where)
-    pixel = _dict(_need(head, "pixel_decoder", where), f"{where}.pixel_decoder")
-    encoder = _dict(_need(pixel, "encoder", f"{where}.pixel_decoder"), f"{where}.pixel_decoder.encoder")
-    enc_layer = _dict(_need(encoder, "transformerlayers", f"{where}.pixel_decoder.encoder"),
-                      f"{where}.pixel_decoder.encoder.transformerlayers")
-    enc_attn = _first_cfg(_need(enc_layer, "attn_cfgs", "pixel_decoder.encoder.transformerlayers"),
-                          "pixel_decoder.encoder.transformerlayers.attn_cfgs")
-    enc_ffn = _first_cfg(_need(enc_layer, "ffn_cfgs", "pixel_decoder.encoder.transformerlayers"),
-                         "pixel_decoder.encoder.transformerlayers.ffn_cfgs")
-    decoder = _dict(_need(head, "transformer_decoder", where), f"{where}.transformer_decoder")
-    dec_layer = _dict(_need(decoder, "transformerlayers", f"{where}.transformer_decoder"),
-                      f"{where}.transformer_decoder.transformerlayers")
-    dec_attn = _first_cfg(_need(dec_layer, "attn_cfgs", "transformer_decoder.transformerlayers"),
-                          "transformer_decoder.transformerlayers.attn_cfgs")
-    dec_ffn = dec_layer.get("feedforward_channels") or _need(
-        _first_cfg(_need(dec_layer, "ffn_cfgs", "transformer_decoder.transformerlayers"), "ffn_cfgs"),
-        "feedforward_channels", "transformer_decoder.transformerlayers.ffn_cfgs")
-    levels = {head.get("num_transformer_feat_level", 3), pixel.get("num_outs", 3), enc_attn.get("num_levels", 4)}
-    if levels != {3}:
-        raise ConfigRefused(f"config: {where}: vitseg's Mask2Former uses 3 feature levels, the config {sorted(levels)}")
-    for name, section in (("pixel_decoder", pixel), ("decode_head", head)):
-        encoding = section.get("positional_encoding", {})
-        if isinstance(encoding, dict) and encoding.get("num_feats", feat // 2) != feat // 2:
-            raise ConfigRefused(f"config: {name}.positional_encoding.num_feats must be feat_channels/2 = {feat // 2}")
-    for name, dims in (("pixel_decoder encoder", enc_attn.get("embed_dims", feat)),
-                       ("transformer_decoder", dec_attn.get("embed_dims", feat))):
-        if dims != feat:
-            raise ConfigRefused(f"config: {where}: {name} embed_dims {dims} differ from feat_channels {feat}")
-    norm = pixel.get("norm_cfg", {"type": "GN", "num_groups": 32})
-    if not isinstance(norm, dict) or norm.get("type") != "GN":
-        raise ConfigRefused(f"config: {where}.pixel_decoder.norm_cfg must be GroupNorm (type='GN')")
-    losses = {name: _dict(head.get(f"loss_{name}", {}), f"{where}.loss_{name}") for name in ("cls", "mask", "dice")}
-    class_weight = losses["cls"].get("class_weight")
-    spec = {
-        "type": "mask2former", "feat_channels": feat, "out_channels": _need(head, "out_channels", where),
-        "num_queries": _need(head, "num_queries", where),
-        "enforce_decoder_input_project": head.get("enforce_decoder_input_project", False),
-        "pixel_decoder": {"num_layers": _need(encoder, "num_layers", "pixel_decoder.encoder"),
-                          "num_heads": enc_attn.get("num_heads", 8), "num_points": enc_attn.get("num_points", 4),
-                          "feedforward_channels": _need(enc_ffn, "feedforward_channels", "ffn_cfgs"),
-                          "num_groups": norm.get("num_groups", 32)},
-        "transformer_decoder": {"num_layers": _need(decoder, "num_layers", "transformer_decoder"),
-                                "num_heads": _need(dec_attn, "num_heads", "transformer_decoder attn_cfgs"),
-                                "feedforward_channels": dec_ffn},
-        "loss": {"cls_weight": losses["cls"].get("loss_weight", 2.0),
-                 "mask_weight": losses["mask"].get("loss_weight", 5.0),
-                 "dice_weight": losses["dice"].get("loss_weight", 5.0),
-                 "no_object_weight": class_weight[-1] if class_weight else 0.1,
-                 **{k: train_cfg[k] for k in ("num_points", "oversample_ratio", "importance_sample_ratio")
-                    if k in train_cfg}},
-    }
-    if "num_things_classes" in head or "num_stuff_classes" in head:
-        classes = head.get("num_things_classes", 0) + head.get("num_stuff_classes", 0)
-    else:
-        classes = _need(head, "num_classes", where)
-    return spec, classes
-
-
-def _auxiliary(aux: Any, backbone: dict, classes: int) -> dict[str, Any]:
-    where = "model.auxiliary_head"
-    aux = _dict(aux, where)
-    if aux.get("type") != "FCNHead":
-        raise ConfigRefused(f"config: {where}.type {_show(aux.get('type'))} is not supported (FCNHead only)")
-    if aux.get("concat_input", True) or aux.get("kernel_size", 3) != 3:
-        raise ConfigRefused(f"config: {where}: vitseg's FCN head needs concat_input=False and kernel_size 3")
-    index = aux.get("in_index", -1)
-    if aux.get("in_channels", backbone["embed_dim"]) != backbone["embed_dim"] or not isinstance(index, int):
-        raise ConfigRefused(f"config: {where}: in_channels/in_index do not match one backbone level")
-    if aux.get("num_classes", classes) != classes:
-        raise ConfigRefused(f"config: {where}.num_classes {aux['num_classes']} differs from the decode head's "
-                            f"{classes}")
-    loss = aux.get("loss_decode", {})
-    return {"type": "fcn", "channels": _need(aux, "channels", where), "in_index": index % 4,
-            "num_convs": aux.get("num_convs", 2), "dropout": aux.get("dropout_ratio", 0.1),
-            "loss_weight": loss.get("loss_weight", 1.0) if isinstance(loss, dict) else 1.0}
-
-
 def _data_test(cfg: dict[str, Any]) -> dict[str, Any]:
     """The config's data.test section ({} when there is none)."""
-    data = _dict(cfg.get("data", {}), "data")
-    return _dict(data.get("test", {}), "data.test")
+    data = as_dict(cfg.get("data", {}), "data")
+    return as_dict(data.get("test", {}), "data.test")
 
 
 def _test_pipeline(cfg: dict[str, Any]) -> list:
@@ -410,11 +231,11 @@ def _test(cfg: dict[str, Any], model: dict, notes: list[str]) -> tuple[dict[str,
     test_cfg = model.get("test_cfg") or cfg.get("test_cfg") or {}
     mode = test_cfg.get("mode", "whole")
     if mode not in ("whole", "slide"):
-        raise ConfigRefused(f"config: model.test_cfg.mode {_show(mode)} is not whole or slide")
+        raise ConfigRefused(f"config: model.test_cfg.mode {show(mode)} is not whole or slide")
     test: dict[str, Any] = {"mode": mode}
     if mode == "slide":
-        test["crop_size"] = _pair(_need(test_cfg, "crop_size", "model.test_cfg"))
-        test["stride"] = _pair(_need(test_cfg, "stride", "model.test_cfg"))
+        test["crop_size"] = pair(need(test_cfg, "crop_size", "model.test_cfg"))
+        test["stride"] = pair(need(test_cfg, "stride", "model.test_cfg"))
     augs = [t for t in _test_pipeline(cfg) if isinstance(t, dict) and t.get("type") == "MultiScaleFlipAug"]
     if len(augs) != 1:
         raise ConfigRefused(f"config: the test pipeline has {len(augs)} MultiScaleFlipAug steps, vitseg reads one")
@@ -426,14 +247,14 @@ def _test(cfg: dict[str, Any], model: dict, notes: list[str]) -> tuple[dict[str,
         scale = scale[0]
     if scale is not None and (not isinstance(scale, (list, tuple)) or len(scale) != 2
                               or not all(isinstance(s, int) for s in scale)):
-        raise ConfigRefused(f"config: test img_scale {_show(scale)} is not one (long, short) pair")
+        raise ConfigRefused(f"config: test img_scale {show(scale)} is not one (long, short) pair")
     ratios = aug.get("img_ratios")
     test["scales"] = [float(r) for r in (ratios if isinstance(ratios, (list, tuple)) else [ratios or 1.0])]
     test["flip"] = bool(aug.get("flip", False))
     data: dict[str, Any] = {}
     resize: Optional[dict[str, Any]] = None
     for step in aug.get("transforms", []):
-        kind = _dict(step, "a test transform").get("type")
+        kind = as_dict(step, "a test transform").get("type")
         if kind == "Resize":
             resize = {"scale": list(scale) if scale else None, "keep_ratio": step.get("keep_ratio", True),
                       "size_divisor": None}
@@ -444,9 +265,9 @@ def _test(cfg: dict[str, Any], model: dict, notes: list[str]) -> tuple[dict[str,
         elif kind == "Normalize":
             if not step.get("to_rgb", True):
                 raise ConfigRefused("config: Normalize with to_rgb=False (a BGR model) is not supported")
-            data["mean"], data["std"] = list(_need(step, "mean", "Normalize")), list(_need(step, "std", "Normalize"))
+            data["mean"], data["std"] = list(need(step, "mean", "Normalize")), list(need(step, "std", "Normalize"))
         elif kind not in _NO_OP_TRANSFORMS:
-            notes.append(f"config: test transform {_show(kind)} has no vitseg equivalent; ignored")
+            notes.append(f"config: test transform {show(kind)} has no vitseg equivalent; ignored")
     if resize is not None and resize["scale"] is None:
         raise ConfigRefused("config: the test Resize has no img_scale")
     test["resize"] = resize
@@ -456,13 +277,11 @@ def _test(cfg: dict[str, Any], model: dict, notes: list[str]) -> tuple[dict[str,
 
 
 def _dataset(cfg: dict[str, Any], classes: int, notes: list[str]) -> dict[str, Any]:
-    from ..data.classes import builtin_classes
-
     test = _data_test(cfg)
     kind = test.get("type", cfg.get("dataset_type"))
     out: dict[str, Any] = {}
     if kind not in _DATASETS:
-        notes.append(f"config: dataset {_show(kind)} is not a built-in one; class names not set")
+        notes.append(f"config: dataset {show(kind)} is not a built-in one; class names not set")
         out["reduce_zero_label"] = bool(test.get("reduce_zero_label", False))
         return out
     name, reduce = _DATASETS[kind]
@@ -481,27 +300,31 @@ def spec_from_config(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         return _translate(cfg)
     except (TypeError, ValueError, AttributeError, KeyError, IndexError) as err:
         # a config of the right shape with values of the wrong kinds (interaction_indexes=5, decode_head=[1], ...)
-        raise ConfigRefused(f"config: a value of an unexpected kind ({_show(str(err))})") from None
+        raise ConfigRefused(f"config: a value of an unexpected kind ({show(str(err))})") from None
+
+
+def _section(cfg: Any, slot: str, ctx: OfficialContext) -> Any:
+    """One official model section translated by the family that reads its `type` (model/registry.py)."""
+    cfg = as_dict(cfg, ctx.where)
+    official = need(cfg, "type", ctx.where)
+    family = official_family(official, slot)
+    if family is None:
+        raise ConfigRefused(f"config: {ctx.where}.type {show(official)} is not one vitseg runs "
+                            f"({', '.join(official_types(slot))})")
+    return family.from_official_config(cfg, ctx)
 
 
 def _translate(cfg: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    from ..spec import spec_from_dict
-
     notes: list[str] = []
-    model = _dict(_need(cfg, "model", "(top level)"), "model")
-    backbone = _backbone(_dict(_need(model, "backbone", "model"), "model.backbone"), notes)
-    head = _dict(_need(model, "decode_head", "model"), "model.decode_head")
-    kind = head.get("type")
-    if kind == "UPerHead":
-        decode_head, classes = _upernet(head, backbone)
-    elif kind == "Mask2FormerHead":
-        decode_head, classes = _mask2former(head, backbone, model.get("train_cfg") or {})
-    else:
-        raise ConfigRefused(f"config: model.decode_head.type {_show(kind)} is not one vitseg runs (UPerHead, "
-                            f"Mask2FormerHead)")
+    model = as_dict(need(cfg, "model", "(top level)"), "model")
+    backbone = _section(need(model, "backbone", "model"), "backbone", OfficialContext("model.backbone", model, notes))
+    decode_head, classes = _section(need(model, "decode_head", "model"), "decode_head",
+                                    OfficialContext("model.decode_head", model, notes, backbone))
     spec_model: dict[str, Any] = {"backbone": backbone, "decode_head": decode_head, "num_classes": classes}
     if model.get("auxiliary_head"):
-        spec_model["auxiliary_head"] = _auxiliary(model["auxiliary_head"], backbone, classes)
+        spec_model["auxiliary_head"], _ = _section(
+            model["auxiliary_head"], "auxiliary_head",
+            OfficialContext("model.auxiliary_head", model, notes, backbone, classes))
     test, data = _test(cfg, model, notes)
     spec = {"model": spec_model, "data": {**data, **_dataset(cfg, classes, notes)}, "test": test}
     try:

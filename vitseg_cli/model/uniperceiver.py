@@ -20,7 +20,6 @@ from timm.layers import DropPath
 from torch import nn
 
 from .adapter import AdapterBackbone, adapter_args, adapter_layout, conventional_num_heads, infer_adapter_fields
-from .registry import register_backbone
 
 PATCH = 16  # hard-coded in the official position-embedding resize
 
@@ -144,7 +143,7 @@ class UnifiedBertEncoder(nn.Module):
 # ------------------------------------------------------------------------------------------------ the family
 
 
-def _is_official(state: dict) -> bool:
+def is_official(state: dict) -> bool:
     return "backbone.visual_embed.patch_embed.proj.weight" in state
 
 
@@ -164,7 +163,6 @@ def infer_official(state: dict, meta: dict) -> tuple[dict[str, Any], list[str]]:
     return section, assumed
 
 
-@register_backbone("uniperceiver_adapter", detect=_is_official, infer=infer_official)
 def build_uniperceiver_adapter(b) -> AdapterBackbone:
     stack = UnifiedBertEncoder(b.img_size, b.patch_size, b.embed_dim, b.depth, b.num_heads, b.mlp_ratio,
                                b.drop_path_rate, b.window_attn, b.window_size)

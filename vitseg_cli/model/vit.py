@@ -20,9 +20,8 @@ from timm.models.vision_transformer import Attention
 from torch import nn
 
 from ..errors import VitsegError
-from ..spec import BACKBONE_PRESETS
+from .vit_config import BACKBONE_PRESETS
 from .adapter import AdapterBackbone, adapter_args, adapter_layout, infer_adapter_fields, load_stack_pretrained
-from .registry import register_backbone
 
 
 class Block(nn.Module):
@@ -150,7 +149,7 @@ def load_vit_pretrained(model: nn.Module, state: dict[str, torch.Tensor], path: 
 # ------------------------------------------------------------------------------------------------ the family
 
 
-def _is_official(state: dict) -> bool:
+def is_official(state: dict) -> bool:
     return "backbone.blocks.0.attn.qkv.bias" in state and "backbone.cls_token" not in state
 
 
@@ -178,7 +177,6 @@ def infer_official(state: dict, meta: dict) -> tuple[dict[str, Any], list[str]]:
     return section, assumed
 
 
-@register_backbone("vit_adapter", detect=_is_official, infer=infer_official, pretrained=load_vit_pretrained)
 def build_vit_adapter(b) -> AdapterBackbone:
     stack = VisionTransformer(b.pretrain_size, b.patch_size, b.embed_dim, b.depth, b.num_heads, b.mlp_ratio,
                               b.drop_path_rate, b.layer_scale)

@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from ..adapter import count_indices
-from ..registry import register_head
 from .common import ConvModule, _SegHead
 
 
@@ -24,7 +23,7 @@ class FCNHead(_SegHead):
         return self.cls_seg(self.convs(inputs[self.in_index]))
 
 
-def _is_official(part: dict) -> bool:
+def is_official(part: dict) -> bool:
     return "conv_seg.weight" in part and "psp_modules.0.1.conv.weight" not in part
 
 
@@ -36,7 +35,6 @@ def infer_official(part: dict, meta: dict) -> tuple[dict, int, list[str]]:
     return section, seg.shape[0], ["auxiliary_head.in_index=2"]
 
 
-@register_head("fcn", detect=_is_official, infer=infer_official)
 def build_fcn(section, in_channels: list[int], num_classes: int) -> FCNHead:
     return FCNHead(in_channels[section.in_index], section.channels, num_classes, section.in_index,
                    section.num_convs, section.dropout)

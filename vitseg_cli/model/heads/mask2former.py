@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ...spec import Mask2FormerHeadSpec
+from .mask2former_config import Mask2FormerHeadSpec
 from ..adapter import count_indices
-from ..registry import register_head
 from .mask2former_loss import Mask2FormerLoss
 from .pixel_decoder import FFN, NUM_LEVELS, MSDeformAttnPixelDecoder, caffe2_xavier_init, sine_position_encoding
 
@@ -168,7 +167,7 @@ def semantic_inference(cls_pred: torch.Tensor, mask_pred: torch.Tensor) -> torch
 # ------------------------------------------------------------------------------------------------ the family
 
 
-def _is_official(part: dict) -> bool:
+def is_official(part: dict) -> bool:
     return "query_feat.weight" in part and "cls_embed.weight" in part
 
 
@@ -197,6 +196,5 @@ def infer_official(part: dict, meta: dict) -> tuple[dict, int, list[str]]:
     return section, part["cls_embed.weight"].shape[0] - 1, assumed
 
 
-@register_head("mask2former", detect=_is_official, infer=infer_official)
 def build_mask2former(section, in_channels: list[int], num_classes: int) -> "Mask2FormerHead":
     return Mask2FormerHead(section, in_channels, num_classes)

@@ -22,7 +22,7 @@ import torch
 import torch.distributed as dist
 import torch.nn.functional as F
 
-from ...spec import Mask2FormerLossSpec
+from .mask2former_config import Mask2FormerLossSpec
 
 DICE_EPS = 1.0  # the released configs' DiceLoss / DiceCost eps
 

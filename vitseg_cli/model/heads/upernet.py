@@ -6,7 +6,6 @@ import torch
 from torch import nn
 
 from ..adapter import count_indices
-from ..registry import register_head
 from .common import ConvModule, _resize, _SegHead
 
 
@@ -37,7 +36,7 @@ class UPerHead(_SegHead):
         return self.cls_seg(self.fpn_bottleneck(torch.cat(outs, dim=1)))
 
 
-def _is_official(part: dict) -> bool:
+def is_official(part: dict) -> bool:
     return "psp_modules.0.1.conv.weight" in part and "conv_seg.weight" in part
 
 
@@ -50,6 +49,5 @@ def infer_official(part: dict, meta: dict) -> tuple[dict, int, list[str]]:
     return section, seg.shape[0], [f"decode_head.pool_scales={pool_scales}"]
 
 
-@register_head("upernet", detect=_is_official, infer=infer_official)
 def build_upernet(section, in_channels: list[int], num_classes: int) -> UPerHead:
     return UPerHead(in_channels, section.channels, num_classes, section.pool_scales, section.dropout)

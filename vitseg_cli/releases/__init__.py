@@ -2,7 +2,7 @@
 
 From czczup/ViT-Adapter `segmentation/README.md` (the results tables: method, pretraining, schedule, crop, mIoU
 single-/multi-scale, #Param, download link) and `segmentation/configs/` (the names). A release's name is its config
-file stem without `_ss`/`_ms`, which is also the name of its whole-spec preset (`official_presets.py`). The URLs are
+file stem without `_ss`/`_ms`, which is also the name of its whole-spec preset (`releases/presets.py`). The URLs are
 copied as the README gives them, including two whose file name says `160_` for `160k`. The Mapillary checkpoint is
 listed in the README only as the pretraining of the Cityscapes one; it predicts the 19 Cityscapes classes.
 """
@@ -13,7 +13,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Optional
 
-from .errors import VitsegError
+from ..errors import VitsegError
 
 
 @dataclass(frozen=True)

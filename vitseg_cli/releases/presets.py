@@ -1,19 +1,19 @@
 """Whole-spec presets for the 22 released official ViT-Adapter segmentation configs (no torch import).
 
-Each preset is named like its release (the config file stem without `_ss`/`_ms`) and holds, in vitseg's spec schema
-(DESIGN §3), the model of that config, its official test pipeline (img_scale, keep_ratio, ResizeToMultiple, slide
+Each preset is named like its release (the config file stem without `_ss`/`_ms`) and holds, in vitseg's spec schema,
+the model of that config, its official test pipeline (img_scale, keep_ratio, ResizeToMultiple, slide
 crop/stride, flip) and its dataset's classes, palette, mean/std and reduce_zero_label. Read from
 czczup/ViT-Adapter `segmentation/configs/<dataset>/*.py` merged with their `_base_` files (mmcv semantics: a child's
 `test_pipeline` counts only where it also sets `data.test.pipeline`, which is why the Cityscapes release has no
-ResizeToMultiple). `spec.py` registers them into `SPEC_PRESETS`.
+ResizeToMultiple). `presets.py` adds them to `SPEC_PRESETS`.
 """
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
-from .data.classes import (ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_STUFF_CLASSES,
-                           PASCAL_CONTEXT_59_CLASSES, PASCAL_CONTEXT_59_PALETTE)
+from ..data.classes import (ADE20K_CLASSES, ADE20K_PALETTE, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, COCO_STUFF_CLASSES,
+                            PASCAL_CONTEXT_59_CLASSES, PASCAL_CONTEXT_59_PALETTE)
 
 IMAGENET_NORM = {"mean": [123.675, 116.28, 103.53], "std": [58.395, 57.12, 57.375]}
 AUGREG_NORM = {"mean": [127.5, 127.5, 127.5], "std": [127.5, 127.5, 127.5]}  # the AugReg base/large configs
