@@ -30,8 +30,8 @@ from rich.table import Table
 from vitseg_cli import build_model, save_model
 from vitseg_cli.data.io import read_image, write_image
 from vitseg_cli.engine.common import default_weights_path, load_inference_model
-from vitseg_cli.engine.inference import (InferenceSettings, _model_forward, preprocess, resolve_device,
-                                         slide_windows)
+from vitseg_cli.engine.device import resolve_device
+from vitseg_cli.engine.inference import InferenceSettings, _model_forward, preprocess, slide_windows
 from vitseg_cli.engine.predict import PredictOptions, run_predict
 
 

@@ -8,7 +8,7 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import save_model
+from vitseg_cli.loading import save_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import read_image, read_label, write_image
 from vitseg_cli.model.segmentor import build_model

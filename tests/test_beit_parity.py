@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vitseg_cli import build_model
-from vitseg_cli.checkpoints import load_model, load_pretrained
+from vitseg_cli.loading import load_model, load_pretrained
 from vitseg_cli.engine.optim import param_groups
 from vitseg_cli.errors import VitsegError
 from vitseg_cli.model.msda import msda_impl

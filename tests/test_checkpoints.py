@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from vitseg_cli import build_model, load_model, save_model
-from vitseg_cli.checkpoints import load_vit_pretrained, read_vitseg
+from vitseg_cli.checkpoints import read_vitseg
+from vitseg_cli.loading import load_pretrained
 from vitseg_cli.errors import VitsegError
 
 
@@ -99,7 +100,7 @@ def test_timm_deit_checkpoint_initialises_the_vit(tmp_path):
     state.update({"cls_token": torch.zeros(1, 1, d), "norm.weight": torch.ones(d), "head.weight": torch.zeros(9, d)})
     path = tmp_path / "deit.pth"
     torch.save({"model": state}, path)
-    notes = load_vit_pretrained(model, path)
+    notes = load_pretrained(model, path)
     assert torch.equal(model.backbone.blocks[2].attn.qkv.weight, source.blocks[2].attn.qkv.weight)
     assert torch.equal(model.backbone.pos_embed, source.pos_embed)
     assert torch.equal(model.backbone.blocks[0].gamma1, torch.ones(d))
@@ -113,4 +114,4 @@ def test_timm_checkpoint_with_other_pretrain_size_is_refused(tmp_path):
     path = tmp_path / "deit384.pth"
     torch.save({"model": state}, path)
     with pytest.raises(VitsegError, match="pretrain_size 384"):
-        load_vit_pretrained(model, path)
+        load_pretrained(model, path)

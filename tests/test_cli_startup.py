@@ -95,7 +95,7 @@ def test_brackets_are_printed_literally(tmp_path):
 
 
 def test_device_index_means_cuda():
-    from vitseg_cli.engine.inference import resolve_device
+    from vitseg_cli.engine.device import resolve_device
 
     if torch.cuda.is_available():
         assert resolve_device("0") == torch.device("cuda:0")

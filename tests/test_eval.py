@@ -175,7 +175,7 @@ def test_torchrun_two_ranks_equal_one_process(pred_gt, tmp_path):
 def tiny_model(tmp_path_factory):
     import torch
 
-    from vitseg_cli.checkpoints import save_model
+    from vitseg_cli.loading import save_model
     from vitseg_cli.data.synth import SYNTH_CLASSES, SYNTH_PALETTE
     from vitseg_cli.model.segmentor import Segmentor
     from vitseg_cli.spec import load_spec

@@ -15,7 +15,7 @@ import torch
 import yaml
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import load_model, save_model
+from vitseg_cli.loading import load_model, save_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import read_image, write_image
 from vitseg_cli.data.synth import make_synthetic

@@ -16,7 +16,8 @@ import torch
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import load_model, read_vitseg, save_model
+from vitseg_cli.checkpoints import read_vitseg
+from vitseg_cli.loading import load_model, save_model
 from vitseg_cli.cli import app
 from vitseg_cli.data import io
 from vitseg_cli.data.datasets import load_classes_file, open_dataset
@@ -239,11 +240,12 @@ def test_pred_gt_pair_by_relative_path_and_ambiguity_is_an_error(tmp_path):
 
 
 def test_predict_json_tells_the_truth_after_a_write_failure(weights, tmp_path, monkeypatch):
+    from vitseg_cli.engine import outputs
     from vitseg_cli.engine import predict as predict_engine
 
     for i in range(3):
         noise_image(tmp_path / "in" / f"{i}.png", seed=i)
-    real = predict_engine.write_image
+    real = outputs.write_image
     calls = []
 
     def disk_full_after_one(path, img, *args, **kwargs):
@@ -252,7 +254,7 @@ def test_predict_json_tells_the_truth_after_a_write_failure(weights, tmp_path, m
             raise VitsegError(f"{path}: cannot write (No space left on device)")
         return real(path, img, *args, **kwargs)
 
-    monkeypatch.setattr(predict_engine, "write_image", disk_full_after_one)
+    monkeypatch.setattr(outputs, "write_image", disk_full_after_one)
     out = tmp_path / "out"
     opts = predict_engine.PredictOptions(sources=[str(tmp_path / "in")], out=out, weights=weights, device="cpu",
                                          save=("masks",), workers=0, quiet=True)

@@ -12,8 +12,8 @@ from torch import nn
 from vitseg_cli import build_model
 from vitseg_cli.data.io import write_image
 from vitseg_cli.engine import inference
-from vitseg_cli.engine.inference import (InferenceSettings, iter_predictions, preprocess, resized_shape,
-                                         resolve_device, slide_windows)
+from vitseg_cli.engine.device import resolve_device
+from vitseg_cli.engine.inference import InferenceSettings, iter_predictions, preprocess, resized_shape, slide_windows
 from vitseg_cli.errors import VitsegError
 from vitseg_cli.spec import IMAGENET_MEAN, IMAGENET_STD, ResizeSpec, load_spec
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 from conftest import PARITY
-from vitseg_cli.checkpoints import load_model
+from vitseg_cli.loading import load_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import read_image, read_label
 from vitseg_cli.engine.inference import InferenceSettings, iter_predictions, preprocess

@@ -1,4 +1,4 @@
-"""`model.predict(image)` from Python: the CLI's inference path, on paths, arrays and PIL images."""
+"""`predict(model, image)` from Python: the CLI's inference path, on paths, arrays and PIL images."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 from PIL import Image
 from typer.testing import CliRunner
 
-from vitseg_cli import load_model
-from vitseg_cli.checkpoints import save_model
+from vitseg_cli import load_model, predict
+from vitseg_cli.loading import save_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import read_image, read_label, write_image
 from vitseg_cli.errors import VitsegError
@@ -33,7 +33,7 @@ def model_and_image(tmp_path_factory):
 
 def test_labels_are_the_argmax_of_the_upsampled_logits(model_and_image):
     model, _, image = model_and_image
-    result = model.predict(image)
+    result = predict(model, image)
     # by hand: normalise, forward, bilinear to the image size, argmax (the official whole-mode test path)
     rgb = read_image(image).astype(np.float32)
     x = torch.from_numpy(((rgb - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)).astype(np.float32))
@@ -53,7 +53,7 @@ def test_same_as_the_cli_for_arrays_and_pil(tmp_path, model_and_image):
     cli_mask = read_label(tmp_path / "cli" / "masks" / "street.png")
     rgb = read_image(image)
     for source in (image, str(image), rgb, Image.fromarray(rgb)):
-        result = model.predict(source, flip=True, probs=True)
+        result = predict(model, source, flip=True, probs=True)
         np.testing.assert_array_equal(result.labels, cli_mask)
     assert result.probs.shape == (6, 64, 96)
     np.testing.assert_allclose(result.probs.astype(np.float32).sum(0), 1.0, atol=1e-2)
@@ -69,15 +69,15 @@ def test_same_as_the_cli_for_arrays_and_pil(tmp_path, model_and_image):
 def test_options_and_bad_inputs(model_and_image):
     model, _, image = model_and_image
     model.train()
-    slide = model.predict(image, mode="slide", crop_size=32, stride=16)
+    slide = predict(model, image, mode="slide", crop_size=32, stride=16)
     assert slide.labels.shape == (64, 96)
     assert model.training  # the caller's mode is left as it was
     model.eval()
     with pytest.raises(TypeError, match="unknown inference options: colour"):
-        model.predict(image, colour=True)
+        predict(model, image, colour=True)
     with pytest.raises(VitsegError, match="uint8"):
-        model.predict(np.zeros((8, 8, 3), np.float32))
+        predict(model, np.zeros((8, 8, 3), np.float32))
     with pytest.raises(VitsegError, match="file not found"):
-        model.predict(image.parent / "nope.png")
+        predict(model, image.parent / "nope.png")
     with pytest.raises(VitsegError, match="probs=True"):
-        model.predict(image).save(image.parent / "o", kinds=("probs",))
+        predict(model, image).save(image.parent / "o", kinds=("probs",))

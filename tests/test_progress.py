@@ -13,7 +13,7 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import save_model
+from vitseg_cli.loading import save_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import write_image
 from vitseg_cli.engine.progress import ProgressReporter

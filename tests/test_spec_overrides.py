@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import load_model, save_model
+from vitseg_cli.loading import load_model, save_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import write_image
 from vitseg_cli.errors import VitsegError

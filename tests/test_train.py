@@ -17,7 +17,7 @@ import yaml
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import load_model
+from vitseg_cli.loading import load_model
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import write_image
 from vitseg_cli.data.synth import make_synthetic

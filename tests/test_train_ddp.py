@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from test_train_mask2former import write_m2f_spec
-from vitseg_cli.checkpoints import load_model
+from vitseg_cli.loading import load_model
 from vitseg_cli.data.synth import make_synthetic
 from vitseg_cli.engine.train_state import load_state, read_log
 

@@ -15,7 +15,7 @@ import yaml
 from safetensors.torch import save_file
 from typer.testing import CliRunner
 
-from vitseg_cli.checkpoints import load_vit_pretrained
+from vitseg_cli.loading import load_pretrained
 from vitseg_cli.cli import app
 from vitseg_cli.data.io import write_image
 from vitseg_cli.engine.loggers import _REGISTERED, register_logger
@@ -129,7 +129,7 @@ def test_pretrained_from_a_timm_safetensors_file(tmp_path):
     state = {k: v.contiguous() for k, v in vit.state_dict().items()}
     save_file(state, tmp_path / "model.safetensors")
     model = build_model("nano")
-    notes = load_vit_pretrained(model, tmp_path / "model.safetensors")
+    notes = load_pretrained(model, tmp_path / "model.safetensors")
     assert "model.safetensors" in notes[0]
     own = model.backbone.state_dict()
     for key in ("patch_embed.proj.weight", "pos_embed", "blocks.3.attn.qkv.weight", "blocks.1.mlp.fc2.bias"):

@@ -14,7 +14,7 @@ from safetensors.torch import load_file
 
 from conftest import PARITY
 from test_train import vitseg
-from vitseg_cli.checkpoints import load_model
+from vitseg_cli.loading import load_model
 from vitseg_cli.data.io import read_label
 from vitseg_cli.data.synth import make_synthetic
 from vitseg_cli.engine.train_state import read_log

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from test_beit_parity import assert_reproduces, spec_from_official_config
 from vitseg_cli import build_model
-from vitseg_cli.checkpoints import load_model
+from vitseg_cli.loading import load_model
 from vitseg_cli.errors import VitsegError
 from vitseg_cli.model.uniperceiver import SelfAttention
 

@@ -147,10 +147,11 @@ def test_zoo_name_downloads_converts_caches_and_works_offline(zoo_env, server, t
 
 def test_parallel_first_uses_share_one_download(zoo_env, server, tmp_path):
     from vitseg_cli import zoo
+    from vitseg_cli.loading import fetch_release
 
     release = zoo.find_release(NAME)
     with ThreadPoolExecutor(2) as pool:  # like two torchrun ranks starting at once
-        paths = list(pool.map(lambda _: zoo.fetch(release), range(2)))
+        paths = list(pool.map(lambda _: fetch_release(release), range(2)))
     assert paths[0] == paths[1] == zoo_env / NAME / f"{NAME}.safetensors"
     assert server.requests == [None]
     out = tmp_path / "copy.safetensors"

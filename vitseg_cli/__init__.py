@@ -2,23 +2,23 @@
 
 The Python API that tests, benchmarks and users share with the CLI::
 
-    from vitseg_cli import load_model, build_model
+    from vitseg_cli import build_model, load_model, predict
     model = load_model("model.safetensors")      # or an official .pth (+ spec)
     feats = model.backbone(x)                     # [f1, f2, f3, f4] at 1/4 .. 1/32
     logits = model(x)                             # (B, K, ceil(H/4), ceil(W/4))
-    result = model.predict("image.jpg")           # labels, probs, .overlay(), .save(dir): as `vitseg predict`
+    result = predict(model, "image.jpg")          # labels, probs, .overlay(), .save(dir): as `vitseg predict`
 
     model = load_model("upernet_deit_adapter_tiny_512_160k_ade20k")   # a zoo name: downloaded once, cached
 
 The names are imported on first use (module `__getattr__`), so that `vitseg --help` does not import torch.
 """
 
-__version__ = "0.1.0"
+from ._version import __version__
 
-_LAZY = {"load_model": "checkpoints", "save_model": "checkpoints", "build_model": "model.segmentor",
-         "load_spec": "spec"}
+_LAZY = {"load_model": "loading", "save_model": "loading", "read_spec": "loading", "build_model": "model.segmentor",
+         "load_spec": "spec", "predict": "engine.predict"}
 
-__all__ = ["__version__", "build_model", "load_model", "load_spec", "save_model"]
+__all__ = ["__version__", "build_model", "load_model", "load_spec", "predict", "read_spec", "save_model"]
 
 
 def __getattr__(name: str):

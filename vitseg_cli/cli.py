@@ -17,7 +17,7 @@ try:  # recent typer vendors click; its usage errors derive from TyperException
 except ImportError:  # older typer on click
     from click import ClickException as UsageErrorBase
 
-from . import __version__
+from ._version import __version__
 from .commands import data as data_cmds
 from .commands import eval as eval_cmds
 from .commands import export as export_cmds

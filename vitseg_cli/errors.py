@@ -20,3 +20,10 @@ def not_one_of(what: str, value: str, choices: Iterable[str]) -> VitsegError:
     """`<what> 'value': not one of a, b, c (did you mean b?)`."""
     choices = list(choices)
     return VitsegError(f"{what} {value!r}: not one of {', '.join(map(str, choices))}{did_you_mean(value, choices)}")
+
+
+def first_line(err: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of an exception's message (at most `limit` characters), or the exception's type name
+    when the message is empty: error messages quote it, and an empty message must not raise IndexError."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0] if lines else type(err).__name__)[:limit]

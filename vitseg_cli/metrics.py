@@ -1,4 +1,4 @@
-"""Confusion-matrix segmentation metrics, numerically the same as mmseg's `IoUMetric` (DESIGN §5).
+"""Confusion-matrix segmentation metrics, numerically the same as mmseg's `IoUMetric`.
 
 One int64 K×K matrix `conf[label, pred]` is accumulated over a dataset with `bincount` on flat indices (memory stays
 flat whatever the image size); pixels whose label is `ignore_index` are left out. From it, per class:

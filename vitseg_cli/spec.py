@@ -18,7 +18,7 @@ from pydantic import BaseModel, Field, SerializeAsAny, ValidationError, Validati
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from .data.classes import default_palette
-from .errors import VitsegError, did_you_mean
+from .errors import VitsegError, did_you_mean, first_line
 from .model.registry import DEFAULT_TYPES, section_types
 from .presets import SPEC_PRESETS
 from .safe_yaml import load_yaml, read_yaml_file
@@ -276,7 +276,7 @@ def parse_override(pair: str) -> tuple[list[str], Any]:
     try:
         value = load_yaml(raw, f"--set {key}")
     except VitsegError as err:
-        raise VitsegError(f"--set {key}: value {raw!r} is not valid YAML ({str(err).splitlines()[0]})") from None
+        raise VitsegError(f"--set {key}: value {raw!r} is not valid YAML ({first_line(err, limit=10_000)})") from None
     return [part.strip() for part in parts], value
 
 

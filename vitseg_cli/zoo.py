@@ -1,7 +1,8 @@
 """Named official checkpoints (the model zoo): resolve a release name to a converted vitseg file in a local cache.
 
-`resolve_weights(text)` is the one hook the rest of vitseg calls: an existing path is returned as is; a release name
-(`vitseg zoo` lists them) is downloaded once, checked, converted once, and the converted `.safetensors` returned.
+`release_for(text)` names the release a `--weights` value means (None for an existing path); `fetch(release, convert)`
+downloads it once, checks it, has it converted once by `convert` (the loading module's, which knows models: this
+module does not) and returns the converted `.safetensors`.
 
 Cache (`$VITSEG_HOME`, default `~/.cache/vitseg`), one folder per release:
     <name>/<official basename>            the downloaded checkpoint (a `.zip` release: the one checkpoint inside it)
@@ -9,7 +10,7 @@ Cache (`$VITSEG_HOME`, default `~/.cache/vitseg`), one folder per release:
     <file>.sha256                         beside each, written when the file was made and checked when it is used
 Downloads go to `<file>.part` and are renamed when complete; an interrupted one resumes with an HTTP Range request
 when the server allows it. `VITSEG_ZOO_MIRROR=URL` fetches `URL/<official basename>` instead of the official URL.
-This module imports no torch until a checkpoint has to be converted.
+This module imports no torch.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import urllib.request
 import zipfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 from . import releases
 from .errors import VitsegError, did_you_mean
@@ -93,22 +94,24 @@ def looks_like_zoo_name(text: str) -> bool:
                                                                                   *CHECKPOINT_SUFFIXES))
 
 
-def resolve_weights(path: "str | Path") -> Path:
-    """A local checkpoint file for `path`: the path itself when it exists, else the converted file of the zoo
-    release of that name (fetched and converted on first use). Unknown names get 'did you mean' suggestions."""
+def release_for(path: "str | Path") -> Optional[releases.Release]:
+    """The release a `--weights` value names: None when it is an existing path or no release name (it is then read as
+    a path); a near miss of a release name is an error with 'did you mean' suggestions."""
     text = str(path)
     if Path(text).exists():
-        return Path(text)
+        return None
     release = find_release(text)
-    if release is not None:
-        return fetch(release)
-    if looks_like_zoo_name(text) and (hint := did_you_mean(text, names())):
+    if release is None and looks_like_zoo_name(text) and (hint := did_you_mean(text, names())):
         raise VitsegError(f"{text}: no such file or zoo name{hint} (vitseg zoo lists the names)")
-    return Path(text)
+    return release
 
 
-def fetch(release: releases.Release) -> Path:
-    """The converted vitseg file of `release`, downloading and converting it first if the cache lacks it."""
+Convert = Callable[[releases.Release, Path, Path], None]  # (release, official checkpoint, converted file to write)
+
+
+def fetch(release: releases.Release, convert: Convert) -> Path:
+    """The converted vitseg file of `release`, downloading it and having `convert` write the converted file first if
+    the cache lacks it."""
     folder = release_dir(release)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -122,7 +125,8 @@ def fetch(release: releases.Release) -> Path:
                 check_digest(converted)
                 return converted
             checkpoint = _official_checkpoint(release)
-            _convert(release, checkpoint, converted)
+            convert(release, checkpoint, converted)
+            record_digest(converted)
         except OSError as err:  # the cache itself: full disk, permissions
             raise VitsegError(f"{folder}: cannot use the model cache ({err.strerror or err}); free some space or set "
                               "VITSEG_HOME to another folder") from None
@@ -322,24 +326,6 @@ def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> 
     seconds = time.perf_counter() - start
     console.print(f"downloaded {name}: {(have + received) / 1e6:.1f} MB "
                   f"({received / 1e6 / max(seconds, 1e-9):.1f} MB/s)", soft_wrap=True)
-
-
-# ---------------------------------------------------------------------------------------------------- convert
-
-
-def _convert(release: releases.Release, checkpoint: Path, converted: Path) -> None:
-    """Load the official file with the release's preset (inferred when there is none) and save the vitseg file."""
-    from .checkpoints import load_model, save_model
-    from .spec import SPEC_PRESETS
-
-    spec = release.name if release.name in SPEC_PRESETS else None
-    model = load_model(checkpoint, spec)
-    save_model(model, converted, source=f"zoo {release.name} ({official_basename(release)})")
-    record_digest(converted)
-    say = _stderr().print
-    for note in model.load_notes:
-        say(f"note: {note}", soft_wrap=True)
-    say(f"converted {checkpoint.name} to {converted} (later runs load this file)", soft_wrap=True)
 
 
 def _stderr():

@@ -15,7 +15,8 @@ import typer
 from rich.console import Console
 from rich.text import Text
 
-from ..errors import VitsegError, not_one_of
+from ..errors import VitsegError, first_line, not_one_of
+from ..torchrun import rank_and_world
 
 console = Console(stderr=True, highlight=False, markup=False)
 F = TypeVar("F", bound=Callable)
@@ -30,14 +31,6 @@ def note(message: str) -> None:
     console.print(Text("note: ", style="yellow") + Text(message), soft_wrap=True)
 
 
-def _rank_and_world() -> tuple[int, int]:
-    """This process's rank and the job's size under torchrun (0, 1 otherwise), from torchrun's environment."""
-    try:
-        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 0, 1
-
-
 def _lost_peer(err: BaseException) -> bool:
     """A collective failed because another rank died (its own error line says why)."""
     return type(err).__name__ in ("DistBackendError", "DistNetworkError") or any(
@@ -50,13 +43,13 @@ def end_rank(err: BaseException, code: int) -> None:
     then stops the other ranks, whose collectives with this one fail at once."""
     from ..engine.distributed import SharedFailure  # only reached under torchrun, where torch is loaded anyway
 
-    rank, _ = _rank_and_world()
+    rank, _ = rank_and_world()
     if isinstance(err, VitsegError):
         line = str(err) if isinstance(err, SharedFailure) else f"rank {rank}: {err}"
         quiet = isinstance(err, SharedFailure) and rank != 0
     else:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
-        line = f"rank {rank}: {type(err).__name__}: {first}"
+        text = first_line(err, limit=10_000)
+        line = f"rank {rank}: {type(err).__name__}" + (f": {text}" if text != type(err).__name__ else "")
         quiet = _lost_peer(err)
         if os.environ.get("VITSEG_TRACEBACK"):
             import traceback
@@ -78,7 +71,7 @@ def friendly_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except VitsegError as err:
-            if _rank_and_world()[1] > 1:
+            if rank_and_world()[1] > 1:
                 end_rank(err, 2)
             fail(str(err))
         except KeyboardInterrupt:
@@ -87,7 +80,7 @@ def friendly_errors(fn: F) -> F:
         except (typer.Exit, typer.Abort, click.exceptions.Exit, click.ClickException, SystemExit):
             raise
         except Exception as err:
-            if _rank_and_world()[1] > 1:
+            if rank_and_world()[1] > 1:
                 end_rank(err, 1)
             raise
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Optional
 
@@ -12,6 +11,7 @@ from rich.console import Console
 from ..data.formats import FORMATS
 from ..data.io import check_output_dir
 from ..errors import VitsegError, not_one_of
+from ..torchrun import rank_and_world
 from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
                      ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
@@ -59,7 +59,7 @@ def eval_cmd(
     metrics.json, per_class.csv, per_image.csv, confusion.csv, confusion.png, report.md."""
     from ..engine.evaluate import ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
 
-    rank = int(os.environ.get("RANK", "0"))
+    rank = rank_and_world()[0]
     if pred is not None or gt is not None:
         if pred is None or gt is None:
             raise VitsegError("--pred and --gt go together")

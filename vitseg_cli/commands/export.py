@@ -28,7 +28,7 @@ def export(
         raise not_one_of("--format", fmt, ("onnx",))
     if out.exists() and not overwrite:
         raise VitsegError(f"--out {out}: exists (use --overwrite)")
-    from ..checkpoints import load_model
+    from ..loading import load_model
     from ..engine.export import DEFAULT_OPSET, check_export, export_onnx
 
     opset = opset or DEFAULT_OPSET

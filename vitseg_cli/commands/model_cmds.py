@@ -26,7 +26,7 @@ def convert(
     """Convert an official mmseg ViT-Adapter checkpoint to a self-contained vitseg .safetensors file."""
     if out.exists() and not overwrite:
         raise VitsegError(f"--out {out}: exists (use --overwrite)")
-    from ..checkpoints import load_model, save_model
+    from ..loading import load_model, save_model
 
     model = load_model(checkpoint, spec)
     for line in model.load_notes:
@@ -77,7 +77,7 @@ def info(
         return
     if weights is None:
         raise VitsegError("info: give a WEIGHTS file or zoo name, or --presets to list the spec presets")
-    from ..checkpoints import load_model
+    from ..loading import load_model
 
     model = load_model(weights, spec)
     s = model.spec

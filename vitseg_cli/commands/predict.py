@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import typer
 
+from ..torchrun import is_main_process
 from .common import (BatchOption, CompileOption, CropOption, DeviceOption, FlipOption, HalfOption, ModeOption,
                      ScalesOption, SetOption, SpecOption,
                      StrideOption, WeightsOption, WorkersOption,
@@ -44,7 +44,8 @@ def predict(
 
     Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings; unreadable
     files are reported and the exit code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
-    from ..engine.predict import PredictOptions, parse_save, run_predict
+    from ..engine.outputs import parse_save
+    from ..engine.predict import PredictOptions, run_predict
 
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
@@ -54,7 +55,7 @@ def predict(
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json
-    if summary.exit_code and int(os.environ.get("RANK", "0")) == 0:
+    if summary.exit_code and is_main_process():
         raise typer.Exit(summary.exit_code)
 
 

@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from ..torchrun import is_main_process
 from .common import DeviceOption, SetOption, console, friendly_errors
 
 SPEC_HELP = ("Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section. "
@@ -65,7 +65,7 @@ def train(
     result = run_training(opts, say=lambda msg: console.print(msg, soft_wrap=True, markup=False))
     if result.interrupted:
         sys.exit(130)
-    if int(os.environ.get("RANK", "0")) == 0:
+    if is_main_process():
         best = f", best mIoU {result.best_score:.4f}" if result.best_score is not None else ""
         loss = f", loss {result.last_loss:.4f}" if result.last_loss is not None else ""
         console.print(f"done: iteration {result.iteration}{loss}{best}; weights in {result.out / 'last.safetensors'}",

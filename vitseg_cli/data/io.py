@@ -217,12 +217,19 @@ def remove_stale_parts(folder: "str | Path", name: Optional[str] = None) -> int:
     return removed
 
 
+def refuse_non_folder(path: "str | Path", flag: Optional[str] = None, why: str = "") -> Path:
+    """Refuse, in one line, a path that exists and is not a folder where a folder is expected (`flag`: the option
+    that named it; `why`: what the folder is for)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise VitsegError(f"{flag + ' ' if flag else ''}{path}: exists and is not a folder{f' ({why})' if why else ''}")
+    return path
+
+
 def check_output_dir(path: "str | Path", flag: str = "--out") -> Path:
     """Prove that the output folder can be written (or created) before any work is done, without creating it: a
     read-only mount or a path under /proc fails at once with one line instead of after the whole run."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise VitsegError(f"{flag} {path}: exists and is not a folder")
+    path = refuse_non_folder(path, flag)
     existing = path
     while not existing.exists() and existing.parent != existing:
         existing = existing.parent

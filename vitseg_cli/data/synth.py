@@ -1,4 +1,4 @@
-"""A synthetic labelled segmentation dataset in the `folder` format (DESIGN §6), for demos, training smoke runs and tests.
+"""A synthetic labelled segmentation dataset in the `folder` format, for demos, training smoke runs and tests.
 
 Six classes: background + disc, square, triangle, ring, stripe band. Every object gets its own pair of random colours
 blended by fractal value noise, so colour alone does not tell the class: the model has to look at shape. Objects
@@ -26,8 +26,8 @@ import numpy as np
 import yaml
 
 from ..errors import VitsegError
-from ..engine.workers import worker_init
-from .io import atomic_write_bytes, prepare_output_dir, write_image
+from .io import atomic_write_bytes, prepare_output_dir, refuse_non_folder, write_image
+from .workers import worker_init
 
 SYNTH_CLASSES = ["background", "disc", "square", "triangle", "ring", "stripe"]
 SYNTH_PALETTE = [(0, 0, 0), (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48)]
@@ -191,8 +191,7 @@ def make_synthetic(out: Path, num: int, seed: int, size: tuple[int, int] = (256,
         raise VitsegError(f"--num {num}: must be at least 1")
     if seed < 0:
         raise VitsegError(f"--seed {seed}: must be 0 or more")
-    if out.exists() and not out.is_dir():
-        raise VitsegError(f"{out}: exists and is not a folder")
+    refuse_non_folder(out)
     if out.is_dir() and any(out.iterdir()):
         if not overwrite:
             raise VitsegError(f"{out}: folder is not empty (a dataset may live there); give an empty or new folder, "

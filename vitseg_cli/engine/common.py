@@ -8,17 +8,20 @@ from typing import Callable, Optional, Sequence
 
 import torch
 
-import vitseg_cli
-
-from ..checkpoints import load_model
 from ..errors import VitsegError
+from ..loading import load_model, resolve_weights
 from ..model.segmentor import Segmentor
 
 
 def default_weights_path() -> Path:
     """The shipped default model: package data, `vitseg_cli/weights/default.safetensors` (how it was made:
     weights/README.md at the repository root)."""
-    return Path(vitseg_cli.__file__).resolve().parent / "weights" / "default.safetensors"
+    return Path(__file__).resolve().parents[1] / "weights" / "default.safetensors"
+
+
+def weights_file(weights: "Optional[str | Path]") -> Path:
+    """The weights file a run reads: the given path, a zoo name's cached converted file, or the default model."""
+    return resolve_weights(weights) if weights is not None else default_weights_path()
 
 
 def _note_to_stderr(line: str) -> None:

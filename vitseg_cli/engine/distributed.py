@@ -9,7 +9,6 @@ stops the other ranks, whose collectives with the dead rank fail.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence, TypeVar
 
@@ -18,25 +17,13 @@ import torch
 import torch.distributed as dist
 
 from ..errors import VitsegError
-from .inference import resolve_device
+from ..torchrun import local_rank, rank_and_world
 
 T = TypeVar("T")
 
 
 class SharedFailure(VitsegError):
     """A failure every rank knows of (from `DistContext.agree`): rank 0 reports it, the others exit quietly."""
-
-
-def rank_device(name: str) -> torch.device:
-    """The device for this process: under torchrun, 'auto'/'cuda' mean this rank's own GPU (LOCAL_RANK)."""
-    device = resolve_device(name)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and device.type == "cuda" and device.index is None:
-        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        if local_rank >= torch.cuda.device_count():
-            raise VitsegError(f"local rank {local_rank} has no GPU ({torch.cuda.device_count()} visible)")
-        device = torch.device("cuda", local_rank)
-    return device
 
 
 @dataclass
@@ -121,9 +108,8 @@ class DistContext:
 
 def init_distributed(device: torch.device) -> DistContext:
     """The context of this process; joins the torchrun process group when WORLD_SIZE > 1."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    ctx = DistContext(rank=int(os.environ.get("RANK", "0")), world_size=world,
-                      local_rank=int(os.environ.get("LOCAL_RANK", "0")), device=device)
+    rank, world = rank_and_world()
+    ctx = DistContext(rank=rank, world_size=world, local_rank=local_rank(), device=device)
     if world > 1 and not dist.is_initialized():
         if device.type == "cuda":
             torch.cuda.set_device(device)

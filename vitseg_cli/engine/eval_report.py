@@ -1,4 +1,4 @@
-"""Evaluation reports (DESIGN §4): metrics.json, per_class.csv, per_image.csv, confusion.csv, confusion.png,
+"""Evaluation reports: metrics.json, per_class.csv, per_image.csv, confusion.csv, confusion.png,
 report.md, and the terminal table. Every file is written atomically; NaN is `null` in JSON and empty in CSV."""
 
 from __future__ import annotations

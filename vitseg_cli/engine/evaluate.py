@@ -22,11 +22,17 @@ import torch
 
 from ..data import io
 from ..data.datasets import SegDataset, check_label, load_classes_file, match_by_key, open_dataset
+from ..data.inputs import InputImage
+from ..data.io import refuse_non_folder
 from ..errors import VitsegError
-from .distributed import DistContext, init_distributed, rank_device
-from .progress import ProgressReporter
 from ..metrics import reduce_zero_label
+from .common import load_inference_model, weights_file
+from .device import rank_device
+from .distributed import DistContext, init_distributed
 from .evaluator import SegEvaluator, score_model
+from .inference import InferenceSettings
+from .outputs import DEFAULT_SAVE, OutputWriter, claim_output_folder
+from .progress import ProgressReporter
 
 # (index in the full list, key, predicted labels, ground-truth labels, what to name in errors)
 ScoredPair = tuple[int, str, np.ndarray, np.ndarray, str]
@@ -203,10 +209,6 @@ def _dataset_for_model(opts: ModelEvalOptions, model) -> SegDataset:
 
 def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]] = None) -> Optional[EvalResult]:
     """Run the model over the dataset (this rank's shard) and score it. The result on rank 0, None elsewhere."""
-    from .common import load_inference_model
-    from .inference import InferenceSettings
-    from .predict import InputImage
-
     started = time.perf_counter()
     device = rank_device(opts.device)
     ctx = init_distributed(device)
@@ -259,25 +261,13 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
 
 def _claim_predictions_folder(opts: ModelEvalOptions, model, settings) -> None:
     """predict's fingerprint rule for --save-predictions: refuse a folder of other predictions unless --overwrite."""
-    from .common import default_weights_path
-    from .fingerprint import check_output_folder, make_fingerprint
-    from ..zoo import resolve_weights
-    from .predict import DEFAULT_SAVE, OUTPUT_DIRS
-
-    out = opts.save_predictions
-    if out.exists() and not out.is_dir():
-        raise VitsegError(f"--save-predictions {out}: exists and is not a folder")
-    weights = resolve_weights(opts.weights) if opts.weights else default_weights_path()
-    fingerprint = make_fingerprint(weights, "torch", model.spec.to_dict(), settings.to_dict(), DEFAULT_SAVE, 0.5,
-                                   label_offset=opts.label_offset)
-    check_output_folder(out, fingerprint, opts.overwrite, OUTPUT_DIRS, option="--save-predictions")
+    claim_output_folder(opts.save_predictions, weights_file(opts.weights), "torch", model.spec.to_dict(),
+                        settings.to_dict(), DEFAULT_SAVE, 0.5, opts.overwrite, label_offset=opts.label_offset,
+                        option="--save-predictions")
 
 
 def _prediction_writer(out: Path, ds: SegDataset, label_offset: int = 0):
     """predict's own writer: masks, color and overlay under `<out>/<kind>/<key>.*`; mask values + `label_offset`."""
-    from .predict import DEFAULT_SAVE, OutputWriter
-
-    if out.exists() and not out.is_dir():
-        raise VitsegError(f"--save-predictions {out}: exists and is not a folder")
+    refuse_non_folder(out, "--save-predictions")
     return OutputWriter(out, DEFAULT_SAVE, ds.palette, 0.5, ds.num_classes, label_offset)
 

@@ -2,7 +2,7 @@
 
 Per image: RGB; resize (keep ratio to `resize.scale`, then up to a multiple of `size_divisor`, cv2 INTER_LINEAR on
 uint8); normalize; whole or slide inference; logits resized bilinearly (align_corners=False) to the original size;
-flip / multi-scale TTA average the softmax probabilities; argmax (DESIGN §2).
+flip / multi-scale TTA average the softmax probabilities; argmax.
 
 Memory stays bounded for any image size: nothing of shape (K, H, W) in float32 is ever allocated. Each TTA pass
 produces its class scores at the original size band by band (a few rows at a time, top to bottom): the window logits
@@ -21,7 +21,7 @@ import math
 import time
 import warnings
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Optional, Sequence
 
@@ -31,9 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from ..data.io import read_image
-from ..errors import VitsegError
+from ..data.video import read_frames
+from ..data.workers import worker_init
+from ..errors import VitsegError, first_line
 from ..spec import ResizeSpec, Spec
-from .workers import worker_init
+from .outputs import Prediction
 
 # Bytes one band of float32 class scores may take; bands of rows are sized from it (tests shrink it).
 BAND_BYTES = 64 << 20
@@ -94,43 +96,6 @@ class InferenceSettings:
                 "batch_size": self.batch_size, "half": self.half, "compile": self.compile}
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' (CUDA when available, else CPU), 'cpu', 'cuda', 'cuda:N' or a bare GPU index N (= 'cuda:N')."""
-    name = (name or "auto").strip().lower()
-    if name.isdigit():
-        name = f"cuda:{name}"
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cpu":
-        return torch.device("cpu")
-    if name == "cuda" or name.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise VitsegError(f"device {name}: CUDA is not available on this machine (use --device cpu)")
-        index = name.partition(":")[2]
-        if index:
-            if not index.isdigit():
-                raise VitsegError(f"device {name}: expected cuda:N with N a GPU index")
-            if int(index) >= torch.cuda.device_count():
-                raise VitsegError(f"device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return torch.device(name)
-    raise VitsegError(f"device {name!r}: expected auto, cpu, cuda, cuda:N or a GPU index N")
-
-
-@dataclass
-class Prediction:
-    path: Path
-    labels: Optional[np.ndarray]  # (H, W) class indices at the original size; uint8, uint16 past 255 classes
-    probs: Optional[np.ndarray]  # (K, H, W) float16 averaged softmax, when asked for
-    image: Optional[np.ndarray]  # (H, W, 3) RGB uint8 as read, when asked for
-    error: Optional[str] = None
-    timings: dict[str, float] = field(default_factory=dict)
-    frame: Optional[int] = None  # a video frame's index in the video, counting every frame
-
-    @property
-    def ok(self) -> bool:
-        return self.error is None
-
-
 # ------------------------------------------------------------------------------------------------ preprocessing
 
 
@@ -169,7 +134,7 @@ def preprocess(image: np.ndarray, resize: Optional[ResizeSpec], ratio: float,
 
 
 def _one_line(path: Path, err: BaseException) -> str:
-    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    text = first_line(err, limit=10_000)
     return text if str(path) in text else f"{path}: {text}"
 
 
@@ -215,8 +180,6 @@ class _VideoFrames(torch.utils.data.IterableDataset):
         self.settings, self.mean, self.std, self.keep_image = settings, mean, std, keep_image
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        from ..data.video import read_frames
-
         try:
             for n, (frame, image) in enumerate(read_frames(self.path, self.stride)):
                 yield prepare_item(image, self.settings, self.mean, self.std, self.keep_image, n, self.path, frame)

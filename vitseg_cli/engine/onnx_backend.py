@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from ..errors import VitsegError
+from ..errors import VitsegError, first_line
 from ..safe_yaml import load_yaml
 from ..spec import Spec, load_spec, spec_from_dict
 from .export import META_HEIGHT, META_SPEC, META_WIDTH, logits_size
@@ -40,7 +40,7 @@ class OnnxSegmentor:
             self.session = ort.InferenceSession(str(path), options,
                                                 providers=list(providers or ["CPUExecutionProvider"]))
         except Exception as err:  # onnxruntime raises its own exception types
-            raise VitsegError(f"{path}: not a loadable ONNX model ({str(err).splitlines()[0][:200]})") from None
+            raise VitsegError(f"{path}: not a loadable ONNX model ({first_line(err)})") from None
         meta = self.session.get_modelmeta().custom_metadata_map
         if spec is not None:
             self.spec = load_spec(spec)

@@ -1,330 +1,93 @@
-"""`vitseg predict`: segment every image and video of a dataset into OUT, resumable, robust to bad files, in one
-process or across the ranks of a torchrun job.
+"""Prediction: `predict(model, image)` for one image from Python, and `vitseg predict`'s run, which segments every
+image and video of a dataset into OUT, resumable, robust to bad files, in one process or across torchrun ranks.
 
-Inputs (files, folders searched recursively, globs, `.txt` lists) map to `<rel>`, their path relative to their source
-folder without extension; outputs go to `OUT/{masks,color,overlay,probs}/<rel>.*` (DESIGN §4). A video gives
-`OUT/video/<rel>.mp4` (the overlay video) and per frame `OUT/{masks,color,probs}/<rel>/<frame:06d>.*`.
-
-Every file is written atomically by a pool of writer threads (a video under a temporary name, renamed when whole), so
-a killed run leaves only whole files: an input whose outputs all exist is skipped on the next run (resume for free),
-provided the folder's fingerprint (engine/fingerprint.py) says they were made the same way. Bad files are reported
-and counted, and the run goes on.
-
-Under torchrun, rank 0 lists the inputs once; each rank takes `inputs[rank::world]` on its own device and writes into
-the same OUT; rank 0 writes the one merged `OUT/predict.json`. One process is the world_size = 1 case of the same code.
+A run's inputs are listed by `data.inputs`; what it writes, and how, is `engine.outputs`. Bad files are reported and
+counted, and the run goes on. Under torchrun, rank 0 lists the inputs once; each rank takes `inputs[rank::world]` on
+its own device and writes into the same OUT; rank 0 writes the one merged `OUT/predict.json`. One process is the
+world_size = 1 case of the same code.
 """
 
 from __future__ import annotations
 
-import glob
-import io
 import json
 import math
-import os
-import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Optional
 
 import numpy as np
+import torch
 from rich.console import Console
 from rich.text import Text
 
-from .. import __version__
-from ..data.io import atomic_write_bytes, is_image_path, prepare_output_dir, safe_relpath, write_image
-from ..data.video import VideoOutput, is_video_path, video_info
-from ..errors import VitsegError, did_you_mean, not_one_of
-from ..viz import colorize, overlay
-from .common import default_weights_path, load_inference_model
-from .distributed import DistContext, init_distributed, rank_device
-from .fingerprint import check_output_folder, make_fingerprint
-from .inference import InferenceSettings, Prediction, iter_predictions, iter_video_predictions
+from .._version import __version__
+from ..data.inputs import InputImage, collect_inputs
+from ..data.io import atomic_write_bytes, read_image, refuse_non_folder
+from ..data.video import video_info
+from ..errors import VitsegError, not_one_of
+from .common import default_weights_path, load_inference_model, weights_file
+from .device import rank_device, resolve_device
+from .distributed import DistContext, init_distributed
+from .inference import InferenceSettings, iter_predictions, iter_video_predictions, predict_array
+from .onnx_backend import OnnxSegmentor
+from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done
 from .progress import ProgressReporter
 
-SAVE_KINDS = ("masks", "color", "overlay", "probs")
-DEFAULT_SAVE = ("masks", "color", "overlay")
-OUTPUT_DIRS = SAVE_KINDS + ("video",)
-_SUFFIX = {"masks": ".png", "color": ".png", "overlay": ".jpg", "probs": ".npz"}
+
+# ------------------------------------------------------------------------------------------------- one image
 
 
-# ----------------------------------------------------------------------------------------------------- inputs
+def _as_rgb(source: Any) -> tuple[np.ndarray, Optional[Path]]:
+    if isinstance(source, (str, Path)):
+        return read_image(source), Path(source)
+    if hasattr(source, "convert") and hasattr(source, "size"):  # a PIL image, without importing PIL
+        return np.asarray(source.convert("RGB")), None
+    if isinstance(source, np.ndarray):
+        if source.dtype != np.uint8:
+            raise VitsegError(f"predict: expected a uint8 image array, got {source.dtype}")
+        if source.ndim == 2:
+            source = np.repeat(source[..., None], 3, axis=2)
+        if source.ndim != 3 or source.shape[2] != 3 or 0 in source.shape:
+            raise VitsegError(f"predict: expected an RGB array of shape (H, W, 3), got {source.shape}")
+        return np.ascontiguousarray(source), None
+    raise VitsegError(f"predict: expected a path, an RGB uint8 array or a PIL image, got {type(source).__name__}")
 
 
-@dataclass(frozen=True)
-class InputImage:
-    path: Path
-    rel: str  # output name relative to OUT/<kind>/, without extension, '/'-separated
-
-    @property
-    def is_video(self) -> bool:
-        return is_video_path(self.path)
+def _size_pair(value: Any) -> Any:
+    return (int(value), int(value)) if isinstance(value, (int, np.integer)) else value
 
 
-def _has_magic(text: str) -> bool:
-    return any(c in text for c in "*?[")
+def predict(model: Any, source: Any, *, probs: bool = False, device: "str | torch.device | None" = None,
+            **options: Any) -> Prediction:
+    """Segment one image (a path, an RGB uint8 array (H, W, 3) or (H, W) grey, or a PIL image) with `model` through
+    the CLI's own inference path; runs on the model's device unless `device`. Inference options are the fields of
+    `InferenceSettings` (mode, crop_size, stride, flip, scales, batch_size, half, compile) over the spec's `test`
+    section; `probs=True` keeps the averaged softmax.
 
-
-def _glob_base(pattern: Path) -> Path:
-    """The folder part of a glob before its first wildcard: match names are relative to it."""
-    fixed = []
-    for part in pattern.parts:
-        if _has_magic(part):
-            break
-        fixed.append(part)
-    return Path(*fixed) if fixed else Path(".")
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    try:
-        path.resolve().relative_to(folder.resolve())
-        return True
-    except ValueError:
-        return False
-
-
-def _is_input(path: Path, videos: bool) -> bool:
-    return is_image_path(path) or (videos and is_video_path(path))
-
-
-def _folder_images(folder: Path, out_dir: Path, videos: bool) -> list[Path]:
-    found = [p for p in folder.rglob("*") if _is_input(p, videos) and p.is_file() and not _inside(p, out_dir)]
-    return sorted(found)
-
-
-def _list_file(path: Path) -> list[tuple[Path, Path]]:
-    base = path.parent
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise VitsegError(f"{path}: cannot read the list of images ({err})") from None
-    out = []
-    for line in lines:
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        p = Path(line).expanduser()
-        p = p if p.is_absolute() else base / p
-        out.append((p, base if _inside(p, base) else p.parent))
-    return out
-
-
-def collect_inputs(sources: Sequence[str], out_dir: Path, videos: bool = False) -> list[InputImage]:
-    """The images (and videos, if asked) named by the sources, each with its output name; files under `out_dir` are
-    never inputs."""
-    found: list[tuple[Path, Path]] = []  # (file, the folder its name is relative to)
-    for source in sources:
-        path = Path(source).expanduser()
-        _refuse_inside_out(source, _glob_base(path) if _has_magic(source) else path, out_dir)
-        if path.is_dir():
-            found += [(p, path) for p in _folder_images(path, out_dir, videos)]
-        elif path.is_file() and path.suffix.lower() == ".txt":
-            found += _list_file(path)
-        elif path.is_file():
-            found.append((path, path.parent))
-        elif _has_magic(source):
-            base = _glob_base(path)
-            matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True))
-            found += [(m, base) for m in matches if m.is_file() and _is_input(m, videos) and not _inside(m, out_dir)]
-        else:
-            raise VitsegError(f"{source}: no such file or folder")
-    unique: dict[Path, tuple[Path, Path]] = {}
-    for p, base in found:
-        _refuse_inside_out(p, p, out_dir)
-        unique.setdefault(p.resolve(), (p, base))
-    return _name_outputs(list(unique.values()))
-
-
-def _refuse_inside_out(source: "str | Path", path: Path, out_dir: Path) -> None:
-    """Outputs must never land on inputs: `predict DATASET/images --out DATASET` would overwrite its masks/."""
-    if _inside(path, out_dir):
-        raise VitsegError(f"{source}: is inside --out {out_dir}, where outputs could overwrite inputs (a dataset's "
-                          "masks/, say); choose an --out folder outside the sources")
-
-
-def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputImage]:
-    rel_paths = [p.resolve().relative_to(base.resolve()) if _inside(p, base) else Path(p.name) for p, base in found]
-    stems = [r.with_suffix("").as_posix() for r in rel_paths]
-    clashing = {s for s in stems if stems.count(s) > 1}
-    # a.jpg and a.png in one folder would both write masks/a.png: keep their extensions in their names
-    names = [r.as_posix() if s in clashing else s for r, s in zip(rel_paths, stems)]
-    seen: dict[str, Path] = {}
-    for (p, _), name in zip(found, names):
-        if name in seen:
-            raise VitsegError(f"{p} and {seen[name]} would both be written as {name}: give their folders as "
-                              "separate runs with different --out")
-        seen[name] = p
-    # a video's frames are written as <name>/<frame>.*: no other input may be named inside that folder
-    folders = {name.rsplit("/", k)[0]: name for name in names for k in range(1, name.count("/") + 1)}
-    for (p, _), name in zip(found, names):
-        if is_video_path(p) and name in folders:
-            inside = folders[name]
-            raise VitsegError(f"{p}: its frames would be written where {seen[inside]} goes ({inside}): give them "
-                              "as separate runs with different --out")
-    return [InputImage(p, name) for (p, _), name in zip(found, names)]
-
-
-def output_paths(out: Path, rel: str, save: Sequence[str]) -> dict[str, Path]:
-    rel = safe_relpath(rel)  # names from split lists or COCO ids may hold '../'
-    return {kind: out / kind / (rel + _SUFFIX[kind]) for kind in save}
-
-
-def video_path(out: Path, rel: str) -> Path:
-    return out / "video" / (safe_relpath(rel) + ".mp4")
-
-
-def frame_paths(out: Path, rel: str, frame: int, save: Sequence[str]) -> dict[str, Path]:
-    """A video frame's files: the overlay goes into the video instead."""
-    return output_paths(out, f"{rel}/{frame:06d}", [k for k in save if k != "overlay"])
-
-
-def is_done(out: Path, item: InputImage, save: Sequence[str]) -> bool:
-    """Whether a run already wrote all of the input's outputs (a video's file exists only once it is whole)."""
-    if item.is_video:
-        return video_path(out, item.rel).exists()
-    return all(p.exists() for p in output_paths(out, item.rel, save).values())
-
-
-def remove_stale_temporaries(out: Path) -> int:
-    """Delete the temporary files a killed run left (`.<name>.*.part` of `atomic_write_bytes`, `.<stem>.part.mp4`
-    of a video)."""
-    removed = 0
-    for kind in OUTPUT_DIRS:
-        folder = out / kind
-        if folder.is_dir():
-            for tmp in [*folder.rglob(".*.part"), *folder.rglob(".*.part.*")]:
-                tmp.unlink(missing_ok=True)
-                removed += 1
-    return removed
-
-
-# ----------------------------------------------------------------------------------------------------- writing
-
-
-def mask_dtype(num_classes: int) -> type:
-    return np.uint16 if num_classes > 255 else np.uint8
-
-
-def write_outputs(paths: dict[str, Path], labels: np.ndarray, *, image: Optional[np.ndarray],
-                  probs: Optional[np.ndarray], palette, alpha: float, mask_dtype: type, label_offset: int = 0) -> None:
-    """Write one prediction's files (kind -> path, from `output_paths`), each atomically. `label_offset` is added to
-    the mask values only (1: ADE20K's 1-based submission labels)."""
-    if "probs" in paths:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, probs=probs)
-        atomic_write_bytes(paths["probs"], buf.getvalue())
-    if "overlay" in paths:
-        write_image(paths["overlay"], overlay(image, labels, palette, alpha))
-    if "color" in paths:
-        write_image(paths["color"], colorize(labels, palette))
-    if "masks" in paths:
-        masks = labels.astype(mask_dtype, copy=False)
-        write_image(paths["masks"], masks + mask_dtype(label_offset) if label_offset else masks)
-
-
-def default_writer_threads() -> int:
-    """PNG/JPEG encoding releases the GIL: half the cores (at most 4) encode while the others feed the model."""
-    return max(1, min(4, (os.cpu_count() or 2) // 2))
-
-
-class OutputWriter:
-    """Encodes and writes predictions in a pool of threads; at most a few jobs per thread wait, so memory stays
-    bounded. A video's frames go into its overlay video in order, through one more thread. The first failure is
-    kept and re-raised by `check`."""
-
-    def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int,
-                 label_offset: int = 0, threads: Optional[int] = None):
-        self.out, self.save, self.palette, self.alpha = out, tuple(save), palette, alpha
-        self.label_offset = label_offset
-        self.mask_dtype = mask_dtype(num_classes + label_offset)
-        threads = threads or default_writer_threads()
-        self.pool = ThreadPoolExecutor(threads, thread_name_prefix="vitseg-writer")
-        self.video_pool = ThreadPoolExecutor(1, thread_name_prefix="vitseg-video")
-        self.slots = threading.BoundedSemaphore(2 * threads + 2)
-        self.error: Optional[BaseException] = None
-        self.video: Optional[VideoOutput] = None
-        self.video_args: Optional[tuple[InputImage, float]] = None
-        self.video_jobs: list[Future] = []
-        self.submitted = self.written = 0  # images given to put / whose outputs all landed
-        self._count = threading.Lock()
-
-    def _submit(self, pool: ThreadPoolExecutor, job: Callable[..., None], *args) -> Future:
-        self.check()
-        self.slots.acquire()
-        future = pool.submit(self._guarded, job, *args)
-        future.add_done_callback(lambda _: self.slots.release())
-        return future
-
-    def _guarded(self, job: Callable[..., None], *args) -> None:
-        if self.error is not None:
-            return
-        try:
-            job(*args)
-        except BaseException as err:  # reported in the main thread by check()
-            if self.error is None:
-                self.error = err
-
-    def _write_files(self, pred: Prediction, paths: dict[str, Path]) -> None:
-        write_outputs(paths, pred.labels, image=pred.image, probs=pred.probs, palette=self.palette,
-                      alpha=self.alpha, mask_dtype=self.mask_dtype, label_offset=self.label_offset)
-
-    def put(self, pred: Prediction, item: InputImage) -> None:
-        self._submit(self.pool, self._write_image, pred, output_paths(self.out, item.rel, self.save))
-        self.submitted += 1
-
-    def _write_image(self, pred: Prediction, paths: dict[str, Path]) -> None:
-        self._write_files(pred, paths)
-        with self._count:
-            self.written += 1
-
-    # a video: start_video, put_frame for each frame, then finish_video (or abort_video)
-
-    def start_video(self, item: InputImage, fps: float) -> None:
-        self.check()
-        self.video_args, self.video, self.video_jobs = (item, fps), None, []
-
-    def _video_frame(self, pred: Prediction) -> None:
-        if self.video is None:  # sized by the first decoded frame
-            item, fps = self.video_args
-            h, w = pred.image.shape[:2]
-            self.video = VideoOutput(video_path(self.out, item.rel), fps, w, h)
-        self.video.write(overlay(pred.image, pred.labels, self.palette, self.alpha))
-
-    def put_frame(self, pred: Prediction) -> None:
-        item = self.video_args[0]
-        self.video_jobs.append(self._submit(self.pool, self._write_files, pred,
-                                            frame_paths(self.out, item.rel, pred.frame, self.save)))
-        self.video_jobs.append(self._submit(self.video_pool, self._video_frame, pred))
-
-    def finish_video(self) -> None:
-        """Rename the video into place once all its frames' files are written."""
-        wait(self.video_jobs)
-        self.video_jobs = []
-        if self.error is None and self.video is not None:
-            self.video.finish()
-            self.video = None
-        self.abort_video()
-        self.check()
-
-    def abort_video(self) -> None:
-        wait(self.video_jobs)
-        self.video_jobs = []
-        if self.video is not None:
-            self.video.abort()
-            self.video = None
-        self.video_args = None
-
-    def check(self) -> None:
-        if self.error is not None:
-            err = self.error
-            raise VitsegError(f"cannot write outputs: {err}") if not isinstance(err, VitsegError) else err
-
-    def close(self) -> None:
-        """Let every queued file land (they are whole), drop an unfinished video."""
-        self.pool.shutdown(wait=True)
-        self.video_pool.shutdown(wait=True)
-        self.abort_video()
+        result = vitseg_cli.predict(model, "street.jpg", mode="slide", flip=True, probs=True)
+        result.labels, result.probs, result.overlay(0.5), result.save("out")   # as `vitseg predict` writes
+    """
+    unknown = set(options) - set(InferenceSettings.__dataclass_fields__)
+    if unknown:
+        raise TypeError(f"predict() got unknown inference options: {', '.join(sorted(unknown))} (allowed: "
+                        f"{', '.join(InferenceSettings.__dataclass_fields__)})")
+    for key in ("crop_size", "stride"):
+        if key in options:
+            options[key] = _size_pair(options[key])
+    image, path = _as_rgb(source)
+    spec = model.spec
+    settings = InferenceSettings.from_spec(spec, **options)
+    if device is None:
+        first = next(iter(model.parameters()), None) if isinstance(model, torch.nn.Module) else None
+        dev = first.device if first is not None else torch.device("cpu")
+    else:
+        dev = resolve_device(str(device))
+    settings.check_device(dev)
+    pred = predict_array(model, image, settings, dev, want_probs=probs, path=path)
+    if pred.error:
+        raise VitsegError(pred.error)
+    return replace(pred, image=image, path=path, class_names=spec.class_names, palette=spec.palette)
 
 
 # ----------------------------------------------------------------------------------------------------- the run
@@ -370,15 +133,6 @@ class PredictSummary:
                 "failed": list(self.failed), "infer_s": self.infer_s}
 
 
-def parse_save(text: str) -> tuple[str, ...]:
-    kinds = tuple(dict.fromkeys(k.strip().lower() for k in text.split(",") if k.strip()))
-    bad = [k for k in kinds if k not in SAVE_KINDS]
-    if bad or not kinds:
-        raise VitsegError(f"--save: {', '.join(bad) or 'nothing'} is not one of {', '.join(SAVE_KINDS)}"
-                          f"{did_you_mean(bad[0], SAVE_KINDS) if bad else ''}")
-    return kinds
-
-
 def _load_backend(opts: PredictOptions, device, note):
     if opts.backend == "torch":
         return load_inference_model(opts.weights, opts.spec, device, note=note, overrides=opts.spec_overrides)
@@ -392,29 +146,15 @@ def _load_backend(opts: PredictOptions, device, note):
         raise VitsegError("--compile is for --backend torch")
     if opts.spec_overrides:
         raise VitsegError("--set is for --backend torch (an ONNX model's spec was fixed at export)")
-    try:
-        from .onnx_backend import OnnxSegmentor
-    except ImportError as err:
-        raise VitsegError(f"--backend onnx is not available ({err}); install the [onnx] extra or use "
-                          "--backend torch") from None
     providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
     # slide windows at the image edges can be smaller than the exported size: let them be padded
     return OnnxSegmentor(opts.weights, spec=opts.spec, providers=providers, allow_pad=True)
 
 
-def _weights_path(opts: PredictOptions) -> Path:
-    """The weights file of the run (a zoo name resolves to its cached, converted file)."""
-    from ..zoo import resolve_weights
-
-    return resolve_weights(opts.weights) if opts.weights is not None else default_weights_path()
-
-
 def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, InferenceSettings, Optional[list]]:
     """Every rank: the model and settings, checked. Rank 0 also lists the inputs and claims the output folder
     (fingerprint); nothing is written before all of it succeeded."""
-    out = Path(opts.out)
-    if out.exists() and not out.is_dir():
-        raise VitsegError(f"--out {out}: exists and is not a folder")
+    out = refuse_non_folder(opts.out, "--out")
     if not 0.0 <= opts.alpha <= 1.0:
         raise VitsegError(f"--alpha {opts.alpha}: must be between 0 and 1")
     if opts.vid_stride < 1:
@@ -428,11 +168,8 @@ def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, Inferen
     settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
     settings.check_device(ctx.device)
     if ctx.is_main:
-        fingerprint = make_fingerprint(_weights_path(opts), opts.backend, model.spec.to_dict(), settings.to_dict(),
-                                       opts.save, opts.alpha, opts.vid_stride)
-        prepare_output_dir(out)
-        check_output_folder(out, fingerprint, opts.overwrite, OUTPUT_DIRS)
-        remove_stale_temporaries(out)
+        claim_output_folder(out, weights_file(opts.weights), opts.backend, model.spec.to_dict(), settings.to_dict(),
+                            opts.save, opts.alpha, opts.overwrite, vid_stride=opts.vid_stride)
     return model, settings, inputs
 
 

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..data.transforms import train_transform
 from ..errors import VitsegError
-from .workers import worker_init
+from ..data.workers import worker_init
 from ..spec import Spec
 
 Key = tuple[int, int]  # (epoch, sample index)

@@ -20,8 +20,8 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from ..data.io import atomic_write_bytes, check_output_dir, remove_stale_parts
-from ..errors import VitsegError
+from ..data.io import atomic_write_bytes, check_output_dir, refuse_non_folder, remove_stale_parts
+from ..errors import VitsegError, first_line
 
 STATE_FORMAT = "vitseg-train-state"
 STATE_VERSION = 1
@@ -124,8 +124,7 @@ def check_run_folder(out: Path, resume: bool, clean: bool = True) -> bool:
     another live trainer holds. The folder is proved writable here; with `clean`, the temporary files of a save a
     kill interrupted are deleted (only once the folder is accepted), so that they do not block a restart. A trainer
     deletes them itself after taking the lock (`clean=False`)."""
-    if out.exists() and not out.is_dir():
-        raise VitsegError(f"{out}: exists and is not a folder (--out needs a run folder)")
+    refuse_non_folder(out, why="--out needs a run folder")
     check_output_dir(out)
     RunLock(out).check_free()
     has_state = (out / "state.pt").exists()
@@ -255,8 +254,7 @@ def read_log_for_resume(path: Path, start_iter: int) -> tuple[list[str], list[di
             reader = csv.DictReader(f)
             names, rows = list(reader.fieldnames or []), list(reader)
     except (OSError, UnicodeDecodeError, csv.Error) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise VitsegError(f"{path}: damaged log ({first[:160]}); repair or delete it to resume") from None
+        raise VitsegError(f"{path}: damaged log ({first_line(err, 160)}); repair or delete it to resume") from None
     if "iter" not in names:
         raise VitsegError(f"{path}: damaged log (no iter column in its header); repair or delete it to resume")
     for line, row in enumerate(rows, start=2):

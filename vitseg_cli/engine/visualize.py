@@ -22,11 +22,12 @@ from ..data.datasets import load_classes_file
 from ..data.io import (atomic_write_bytes, check_output_dir, is_image_path, read_image, read_label,
                        safe_relpath, write_image)
 from ..errors import VitsegError
+from ..loading import read_spec
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label
 from ..data.classes import default_palette
 from ..viz import colorize, error_map, overlay, panel, thumbnail, with_legend
 from .common import default_weights_path
-from .predict import collect_inputs
+from ..data.inputs import collect_inputs
 
 
 @dataclass
@@ -64,9 +65,7 @@ def class_table(classes: Optional[Path], weights: Optional[Path]) -> tuple[list[
         return names, table["palette"] or default_palette(len(names))
     path = weights if weights is not None else default_weights_path()
     if weights is not None or path.exists():
-        from ..checkpoints import load_model
-
-        spec = load_model(path).spec
+        spec = read_spec(path)
         return spec.class_names, spec.palette
     return [f"class_{i}" for i in range(256)], default_palette(256)
 

@@ -1,14 +1,13 @@
 """ViT-Adapter: Spatial Prior Module, Injector, Extractor, ConvFFN, InteractionBlock and `AdapterBackbone`, which
 composes any block stack (plain ViT, BEiT, Uni-Perceiver) into a four-level pyramid.
 
-Exactly the official architecture (DESIGN §2); names match official checkpoint keys. The ViT token grid is at 1/16,
+Exactly the official architecture; names match official checkpoint keys. The ViT token grid is at 1/16,
 the spatial-prior tokens `c` are the concatenated 1/8, 1/16 and 1/32 maps.
 """
 
 from __future__ import annotations
 
 import math
-import re
 from functools import lru_cache, partial
 from typing import Callable, Optional, Sequence
 
@@ -17,6 +16,8 @@ import torch.nn.functional as F
 from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
+from ..errors import VitsegError
+from .keys import count_indices
 from .msda import MSDeformAttn, get_msda_impl
 
 Shapes = list[tuple[int, int]]
@@ -339,17 +340,9 @@ def adapter_args(b) -> dict:
                 deform_ratio=b.deform_ratio, add_vit_feature=b.add_vit_feature, drop_path_rate=b.drop_path_rate)
 
 
-def count_indices(state: dict, pattern: str) -> int:
-    """How many distinct values the first group of `pattern` takes over the keys of `state`."""
-    rx = re.compile(pattern)
-    return len({m.group(1) for k in state if (m := rx.match(k))})
-
-
 def adapter_layout(state: dict, blocks: str, what: str) -> tuple[int, int, int]:
     """(embed_dim, depth, interactions) of an official backbone state dict whose stack keeps its layers under
     `backbone.<blocks>.<i>.` (`what` names them in the error when they do not split into the interactions)."""
-    from ..errors import VitsegError
-
     dim = state["backbone.level_embed"].shape[1]
     depth = count_indices(state, rf"backbone\.{blocks}\.(\d+)\.norm1\.weight")
     n_inter = count_indices(state, r"backbone\.interactions\.(\d+)\.injector\.gamma")
@@ -392,8 +385,6 @@ def load_stack_pretrained(backbone: nn.Module, src: dict, wanted: list[str], opt
                           family: str) -> int:
     """Load a pretraining file's tensors `src` (already under this backbone's names) into `backbone` for the names
     `wanted`: every one must be there (except `optional`) with the spec's shape. Returns how many were loaded."""
-    from ..errors import VitsegError
-
     own = backbone.state_dict()
     missing = [k for k in wanted if k not in src and k not in optional]
     if missing:

@@ -174,3 +174,14 @@ def init_from_state(model: torch.nn.Module, state: dict[str, torch.Tensor], path
     model.load_state_dict(kept, strict=False)
     notes.append(f"initialised from {path.name}")
     return notes
+
+
+def segmentor_state(state: dict[str, torch.Tensor], path: Path) -> dict[str, torch.Tensor]:
+    """An official ViT-Adapter segmentation state dict as the segmentor names it: a bare backbone state dict (a
+    backbone checkpoint) gets the `backbone.` prefix; anything else is refused in one line naming the file."""
+    if "backbone.level_embed" in state:
+        return state
+    if "level_embed" in state and "spm.stem.0.weight" in state:
+        return {f"backbone.{k}": v for k, v in state.items()}
+    sample = ", ".join(list(state)[:3])
+    raise VitsegError(f"{path}: not a ViT-Adapter checkpoint (no backbone.level_embed; keys look like {sample}, ...)")

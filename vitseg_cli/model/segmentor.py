@@ -1,6 +1,7 @@
 """The segmentor: a backbone + a decode head (+ an auxiliary head), each built from its spec section by its family.
 
-`build_model(spec)` is the one place a model is constructed; checkpoints, train, eval and predict all go through it.
+`build_model(spec)` is the one place a model is constructed; loading, train, eval and predict all go through it.
+Segmenting an image from Python is `vitseg_cli.predict(model, image)` (the engine's; the model knows no engine).
 Any input size works: the input is padded (bottom/right) to the backbone's size divisor, or to the one size a backbone
 accepts (BEiT's relative position bias), and the outputs are cropped back.
 """
@@ -108,12 +109,6 @@ class Segmentor(nn.Module):
             if module is not None:
                 out += [f"{head}.{p}" for p in getattr(module, "class_layers", ())]
         return out
-
-    def predict(self, image, **options):
-        """Segment one image (path, RGB array or PIL image) the way `vitseg predict` does; see engine/result.py."""
-        from ..engine.result import predict  # the engine imports the model: import it only when used
-
-        return predict(self, image, **options)
 
 
 def build_model(spec: "Spec | dict | str | None" = None) -> Segmentor:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..adapter import count_indices
+from ..keys import count_indices
 from .common import ConvModule, _SegHead
 
 

@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..keys import count_indices
 from .mask2former_config import Mask2FormerHeadSpec
-from ..adapter import count_indices
 from .mask2former_loss import Mask2FormerLoss
 from .pixel_decoder import FFN, NUM_LEVELS, MSDeformAttnPixelDecoder, caffe2_xavier_init, sine_position_encoding
 

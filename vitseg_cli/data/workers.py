@@ -1,4 +1,4 @@
-"""DataLoader worker setup shared by inference and training.
+"""DataLoader worker setup shared by inference, training and the synthetic generator.
 
 Ctrl-C in a terminal (and `timeout`, `kill -- -PGID`) signals the whole process group, workers included. A worker
 that dies of it makes the main process fail with "DataLoader worker killed" before it can save its state or finish

@@ -1,0 +1,185 @@
+"""Models from files and back: the one place that joins the file IO (`checkpoints`), the model families and the zoo.
+
+- `load_model(path, spec=None)`: a vitseg `.safetensors` (spec inside) or an official `.pth`/`.pth.tar`/`.zip` (spec
+  given, or read from the checkpoint's config / inferred from the weights by the model families; how it was found is
+  in `model.load_notes`); `path` may also name an official release (`vitseg zoo`), fetched and converted on first use.
+- `read_spec(path, spec=None)`: the spec `load_model` would build, without building the model.
+- `save_model(model, path)`: atomic write of the vitseg format.
+- `load_pretrained(model, path)`: initialise the block stack from a pretraining checkpoint (the family maps keys).
+- `init_from_checkpoint(model, path)`: train's `--init-from`, class-dependent layers re-initialised as needed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import torch
+
+from . import zoo
+from ._version import __version__
+from .checkpoints import (check_file, is_safetensors, read_safetensors, read_torch_file, read_vitseg,
+                          read_vitseg_metadata, unwrap_state_dict, write_vitseg)
+from .errors import VitsegError
+from .model.official import (check_weight_values, infer_spec, init_from_state, load_state_strict, meta_classes,
+                             segmentor_state)
+from .model.registry import backbone_family
+from .model.segmentor import Segmentor
+from .releases import Release
+from .safe_yaml import load_yaml
+from .spec import SPEC_PRESETS, Spec, merge_spec, read_spec_data, spec_from_dict, with_overrides
+
+SpecLike = "Spec | dict | str | Path | None"
+
+
+# -------------------------------------------------------------------------------------------------------- the zoo
+
+
+def resolve_weights(path: "str | Path") -> Path:
+    """A local checkpoint file for `path`: the path itself when it exists, else the converted file of the zoo
+    release of that name (fetched and converted on first use). Unknown names get 'did you mean' suggestions."""
+    release = zoo.release_for(path)
+    return fetch_release(release) if release is not None else Path(path)
+
+
+def fetch_release(release: Release) -> Path:
+    """The converted vitseg file of `release`, downloading and converting it first if the cache lacks it."""
+    return zoo.fetch(release, convert=_convert_release)
+
+
+def _convert_release(release: Release, checkpoint: Path, converted: Path) -> None:
+    """Load the official file with the release's preset (inferred when there is none) and save the vitseg file."""
+    spec = release.name if release.name in SPEC_PRESETS else None
+    model = load_model(checkpoint, spec)
+    save_model(model, converted, source=f"zoo {release.name} ({zoo.official_basename(release)})")
+    for note in model.load_notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"converted {checkpoint.name} to {converted} (later runs load this file)", file=sys.stderr)
+
+
+# ------------------------------------------------------------------------------------------------------- reading
+
+
+def read_official(path: "str | Path") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """State dict and meta of an official (mmcv) ViT-Adapter segmentation or backbone checkpoint."""
+    path = Path(path)
+    state, meta = unwrap_state_dict(read_torch_file(path), path)
+    return segmentor_state(state, path), meta
+
+
+@dataclass
+class _Resolved:
+    spec: Spec
+    state: Optional[dict[str, torch.Tensor]]  # None when only the spec was asked for (a vitseg file)
+    source: str
+    notes: list[str] = field(default_factory=list)
+
+
+def _resolve(path: "str | Path", spec: SpecLike, overrides: Sequence[str], with_state: bool) -> tuple[Path, _Resolved]:
+    """The checkpoint's file, its final spec and (when asked, or needed to infer the spec) its state dict."""
+    # a bad spec is reported before the weights are read
+    partial = None if spec is None or isinstance(spec, Spec) else spec if isinstance(spec, dict) else \
+        read_spec_data(spec)
+    given = spec if isinstance(spec, Spec) else None
+    path = resolve_weights(path)
+    check_file(path)
+    if is_safetensors(path):
+        if with_state:
+            state, metadata = read_vitseg(path)
+        else:
+            state, metadata = None, read_vitseg_metadata(path)
+        resolved = _Resolved(given or _spec_from_metadata(metadata, path), state, metadata.get("source", str(path)))
+        if partial is not None:
+            resolved.spec = merge_spec(resolved.spec, partial, source=f"{spec} (over the spec in {path.name})")
+    else:
+        if partial is not None:
+            given = spec_from_dict(partial, source=str(spec) if not isinstance(spec, dict) else "spec")
+        state, meta = read_official(path)
+        resolved = _Resolved(given, state, f"official checkpoint {path.name}")
+        if given is None:
+            resolved.spec, resolved.notes = infer_spec(state, meta)
+        else:
+            data = meta_classes(meta, given.model.num_classes)
+            if data and not given.data.classes:
+                resolved.spec = given.updated(data=data)
+    resolved.spec = with_overrides(resolved.spec, list(overrides))
+    return path, resolved
+
+
+def _spec_from_metadata(metadata: dict[str, str], path: Path) -> Spec:
+    # size, depth and alias expansion are capped: the metadata is as untrusted as the rest of the file
+    data = load_yaml(metadata["spec"], f"{path} (embedded spec)")
+    return spec_from_dict(data, source=f"{path} (embedded spec)")
+
+
+def read_spec(path: "str | Path", spec: SpecLike = None, overrides: Sequence[str] = ()) -> Spec:
+    """The spec `load_model(path, spec, overrides=overrides)` would build, without building the model (a vitseg
+    file's tensors are not even read)."""
+    return _resolve(path, spec, overrides, with_state=False)[1].spec
+
+
+def load_model(path: "str | Path", spec: SpecLike = None, device: "str | torch.device" = "cpu",
+               overrides: Sequence[str] = ()) -> Segmentor:
+    """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth`/`.zip` (+ optional spec), or the
+    name of an official release (`vitseg zoo`), fetched and converted on first use.
+
+    On a vitseg file a YAML/dict `spec` is merged onto the embedded one (a file that only sets `test.resize` keeps
+    the class names); a `Spec` object replaces it. `overrides` (`key.path=value`, as `--set`) apply last."""
+    path, resolved = _resolve(path, spec, overrides, with_state=True)
+    model = Segmentor(resolved.spec)
+    model.load_notes = resolved.notes + load_state_strict(model, resolved.state, path)
+    model.source = resolved.source
+    return model.to(device).eval()
+
+
+# ------------------------------------------------------------------------------------------------------- writing
+
+
+def save_model(model: Segmentor, path: "str | Path", *, half: bool = False, source: Optional[str] = None) -> Path:
+    """Write the vitseg format atomically: tensors in safetensors, spec/classes/palette/version in its metadata."""
+    spec = model.spec.updated(data={"classes": model.spec.class_names,
+                                    "palette": [list(c) for c in model.spec.palette]})
+    tensors = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().to("cpu")
+        if half and v.is_floating_point():
+            v = v.half()
+        tensors[k] = v.contiguous().clone()
+    metadata = {
+        "vitseg_version": __version__,
+        "spec": spec.to_yaml(),
+        "classes": json.dumps(spec.class_names),
+        "palette": json.dumps([list(c) for c in spec.palette]),
+        "source": source or getattr(model, "source", "vitseg"),
+    }
+    return write_vitseg(path, tensors, metadata)
+
+
+# ------------------------------------------------------------------------------------------ initialising weights
+
+
+def load_pretrained(model: Segmentor, path: "str | Path") -> list[str]:
+    """Initialise the block stack of `model`'s backbone from a pretraining checkpoint (timm/DeiT ViT, BEiT, ...):
+    the file is read here, the keys are matched by the backbone's family."""
+    path = Path(path)
+    check_file(path)
+    if is_safetensors(path):  # e.g. a timm model as the Hugging Face hub ships it (`model.safetensors`)
+        state = unwrap_state_dict(read_safetensors(path), path)[0]
+    else:
+        state, _ = unwrap_state_dict(read_torch_file(path), path)
+    check_weight_values(state, state, path)  # no NaN or infinity in any floating-point tensor
+    family = backbone_family(model.spec.model.backbone.type)
+    if family.pretrained is None:
+        raise VitsegError(f"{path}: the {family.name} backbone cannot be initialised from a pretraining file")
+    return family.pretrained(model, state, path)
+
+
+def init_from_checkpoint(model: Segmentor, path: "str | Path") -> list[str]:
+    """Load a vitseg or official segmentor checkpoint (or zoo release) into `model` (class-dependent layers
+    re-initialised when the class count differs; the model's heads say which those are)."""
+    path = resolve_weights(path)
+    state, _ = read_vitseg(path) if is_safetensors(path) else read_official(path)
+    return init_from_state(model, state, path)
