@@ -333,10 +333,110 @@ class Trainer(TrainerBase):
             self.log = CsvLog(out / "log.csv", columns or list(LOG_COLUMNS), rows)
             self.loggers = build_loggers(run.loggers_wanted, out, _logger_config(self.spec, run.data_root, run.fmt))
 
-from ..data.io import remove_stale_parts
-from .device import rank_device
-from .distributed import DistContext, init_distributed
-from .hooks import CheckpointHook, EvalHook, HookBase, LogHook, PlotHook, StopHook, TrainerBase
+    def _run_info(self) -> dict[str, Any]:
+        run, ctx, t, opts = self.run, self.ctx, self.spec.train, self.opts
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if run.resuming:
+            info = dict(run.run_info)
+            info.setdefault("resumes", []).append(
+                {"iteration": self.start_iter, "time": now, "command": " ".join(opts.command),
+                 "world_size": ctx.world_size, "device": str(ctx.device)})
+            info.update(data=str(run.data_root), val_data=str(run.val_root) if run.val_root else None,
+                        loggers=run.logger_option, amp=bool(t.amp), amp_active=self.use_amp)
+            return info
+        device_name = (torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else
+                       platform.processor() or platform.machine())
+        return {"command": " ".join(opts.command), "started": now, "versions": _versions(),
+                "world_size": ctx.world_size, "seed": t.seed, "device": str(ctx.device), "device_name": device_name,
+                "data": str(run.data_root), "format": run.fmt, "split": opts.split,
+                "val_data": str(run.val_root) if run.val_root else None,
+                "pretrained": str(_absolute(opts.pretrained)) if opts.pretrained else None,
+                "init_from": str(_absolute(opts.init_from)) if opts.init_from else None,
+                "log_every": run.log_every, "loggers": opts.loggers, "batch_size": t.batch_size,
+                "micro_batch": run.micro, "accum": t.accum, "amp": bool(t.amp), "amp_active": self.use_amp,
+                "train_samples": len(run.dataset), "resumes": []}
+
+    def save_checkpoint(self) -> None:
+        """last.safetensors + state.pt at the current iteration (a collective: every rank's RNG state is kept)."""
+        rngs = self.ctx.gather(capture_rng())
+        if self.ctx.is_main:
+            save_model(self.model, self.out / "last.safetensors",
+                       source=f"vitseg train {self.out.name} iter {self.iter}")
+            save_state(self.out / "state.pt", {
+                "iteration": self.iter, "best_score": self.best_score, "best_iter": self.best_iter,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.use_amp else {},
+                "rng": rngs, "world_size": self.ctx.world_size, "spec": self.spec.to_yaml()})
+        self.ctx.barrier()
+
+    def save_best(self) -> None:
+        save_model(self.model, self.out / "best.safetensors",
+                   source=f"vitseg train {self.out.name} iter {self.iter} mIoU {self.best_score:.4f}")
+
+    # ---- the loop
+
+    def run_step(self) -> None:
+        """One optimizer step over `accum` micro-batches; the summed loss terms go to `step_losses`."""
+        t, ctx = self.spec.train, self.ctx
+        self.step_lr = self.scheduler.base_lr
+        sums: dict[str, float] = {}
+        for a in range(t.accum):
+            x, y = _next_batch(self.batches)
+            x = x.to(ctx.device, non_blocking=True)
+            y = y.to(ctx.device, non_blocking=True)
+            sync = contextlib.nullcontext() if (a == t.accum - 1 or not ctx.active) else self.net.no_sync()
+            with sync:
+                with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+                    losses = self.net(x, y)
+                loss = sum(losses.values())
+                self.scaler.scale(loss / t.accum).backward()
+            for key, value in {"loss": loss, **losses}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+        self.step_losses, self.step_count = sums, t.accum
+        if not self.use_amp and not math.isfinite(sums["loss"]):
+            raise VitsegError(f"the loss became {sums['loss']} at iteration {self.iter + 1} (try a lower --lr); the "
+                              f"last good state is in {self.out / 'state.pt'}")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def build_hooks(self, stop_at: int) -> tuple[LogHook, Optional[EvalHook]]:
+        t, main = self.spec.train, self.ctx.is_main
+        val = self.run.val_dataset
+        evaluation = EvalHook(val, t.eval_every) if val is not None else None
+        logging = LogHook(self.log, self.loggers, self.run.log_every, evaluation)
+        plots = PlotHook(self.out / "log.csv", evaluation) if main else None
+        self.register_hooks([StopHook(stop_at), evaluation, logging, CheckpointHook(t.save_every), plots,
+                             *self.opts.hooks])
+        return logging, evaluation
+
+    def fit(self) -> TrainResult:
+        t, ctx, run = self.spec.train, self.ctx, self.run
+        if self.start_iter >= t.iters:
+            self.say(f"{self.out}: already trained to iteration {self.start_iter} (raise --iters to continue)")
+            for logger in self.loggers:
+                logger.close()
+            return TrainResult(self.out, self.start_iter, False, None, self.best_score)
+        if run.resuming:
+            self.say(f"resuming {self.out} at iteration {self.start_iter}/{t.iters}")
+        crops = AugmentedCrops(run.dataset, self.spec)
+        self.batches = batch_loader(crops, run.micro, ctx.rank, ctx.world_size, self.start_iter * t.accum, t.workers,
+                                    pin_memory=ctx.device.type == "cuda")
+        stop_at = min(self.opts.stop_at, t.iters) if self.opts.stop_at else t.iters
+        self.say(f"training {len(run.dataset)} images, {t.iters} iterations, batch {t.batch_size} "
+                 f"({ctx.world_size} x {run.micro} x accum {t.accum}), crop {list(t.crop_size)}, lr {t.lr:g}, "
+                 f"device {ctx.device}{' amp' if self.use_amp else ''}")
+        logging, evaluation = self.build_hooks(stop_at)
+        progress = ProgressReporter("train", t.iters, start=self.start_iter, unit="it",
+                                    enabled=not self.opts.quiet and ctx.is_main, fallback=self.say)
+        with progress as bar, loader_stopped(self.batches):
+            self.progress = bar
+            self.train(self.start_iter, t.iters)
+        if self.interrupted:
+            self.say(f"stopped at iteration {self.iter}: state saved; continue with --resume")
+        metrics = evaluation.last if evaluation is not None else {}
+        return TrainResult(self.out, self.iter, self.interrupted, logging.last_loss, self.best_score, metrics)
 
 
 # ---------------------------------------------------------------------------------------------------- training
