@@ -52,7 +52,7 @@ def train(
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Save state every N iterations."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed."),
     log_every: Optional[int] = typer.Option(None, "--log-every", min=1,
-                                            help="Write a log.csv row every N iterations [50]."),
+                                            help="Write a log.csv row every N iterations [min(50, iters / 20)]."),
     logger: Optional[str] = typer.Option(None, "--logger", help="Metric loggers besides log.csv: tb, mlflow, wandb or "
                                          "a plugin, comma-separated; none for none [tb when installed]."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", min=1,
