@@ -223,6 +223,9 @@ def main(argv: "list[str] | None" = None) -> str:
     out.append(table(rows, half_name))
     text = "\n".join(out)
     print(text)
+    failed = [r["name"] for r in rows if r.get("error") and not r["error"].startswith("not run")]
+    if failed:  # a row that broke is a failure of the script, not a blank in the table
+        sys.exit(f"zoo_speed: {len(failed)} row(s) failed: {', '.join(failed)}")
     return text
 
 
