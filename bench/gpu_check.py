@@ -1,4 +1,5 @@
-"""One short GPU check (< 3 min on an H100): fast MSDA == reference on CUDA (fwd+bwd), parity vectors on CUDA,
+"""One short GPU check (< 3 min on an H100): every MSDA path (packed grid_sample, gather, and the Triton kernel on
+CUDA) == reference (fwd+bwd) with its time per call, parity vectors on the device,
 fp16/bf16 autocast error of `tiny` at 512^2 vs fp32, optional torch.compile, and an images/s table.
 
     python bench/gpu_check.py             # on a CUDA machine
@@ -16,9 +17,9 @@ from pathlib import Path
 import torch
 
 from vitseg_cli import build_model, load_model
-from vitseg_cli.model.msda import ms_deform_attn_fast, ms_deform_attn_reference, msda_impl
+from vitseg_cli.model.msda import ms_deform_attn_fast, ms_deform_attn_gather, ms_deform_attn_reference, msda_impl
 
-PARITY = Path(__file__).resolve().parents[1].parent / "shared" / "parity"
+PARITY = Path(__file__).resolve().parents[1] / "tests" / "data" / "parity"
 
 
 def sync(device):
@@ -26,26 +27,60 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def msda_paths(device) -> dict:
+    paths = {"grid": ms_deform_attn_fast, "gather": ms_deform_attn_gather}
+    if device.type == "cuda":
+        try:
+            from vitseg_cli.model.msda_triton import ms_deform_attn_triton
+        except ImportError as err:
+            print(f"triton: not importable ({err}): FAIL")
+            paths["triton"] = None
+        else:
+            paths["triton"] = ms_deform_attn_triton
+    return paths
+
+
+def _ms_per_call(fn, args, device, repeats: int = 10) -> float:
+    with torch.no_grad():
+        fn(*args)
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            fn(*args)
+        sync(device)
+    return (time.perf_counter() - t0) / repeats * 1e3
+
+
 def check_msda(device) -> bool:
     ok = True
-    for seed, (shapes, n, lq, m, dh, p) in enumerate([([(32, 32), (16, 16), (8, 8)], 2, 300, 6, 32, 4),
-                                                     ([(16, 16)], 1, 500, 6, 32, 4)]):
+    cases = [([(32, 32), (16, 16), (8, 8)], 2, 300, 6, 32, 4), ([(16, 16)], 1, 500, 6, 32, 4)]
+    if device.type == "cuda":  # a tiny-backbone-sized call (512^2 input: injector over the three prior levels)
+        cases.append(([(64, 64), (32, 32), (16, 16)], 1, 1024, 6, 16, 4))
+    for seed, (shapes, n, lq, m, dh, p) in enumerate(cases):
         g = torch.Generator(device="cpu").manual_seed(seed)
         s = sum(h * w for h, w in shapes)
         value = torch.randn(n, s, m, dh, generator=g).to(device).requires_grad_()
         loc = (torch.rand(n, lq, m, len(shapes), p, 2, generator=g) * 1.6 - 0.3).to(device).requires_grad_()
         w = torch.rand(n, lq, m, len(shapes), p, generator=g).to(device).requires_grad_()
-        ref, fast = (fn(value, shapes, loc, w) for fn in (ms_deform_attn_reference, ms_deform_attn_fast))
+        ref = ms_deform_attn_reference(value, shapes, loc, w)
         probe = torch.randn_like(ref)
         gr = torch.autograd.grad((ref * probe).sum(), (value, loc, w))
-        gf = torch.autograd.grad((fast * probe).sum(), (value, loc, w))
         rel = lambda a, b: ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item()  # noqa: E731
-        errs = [rel(fast, ref)] + [rel(b, a) for a, b in zip(gr, gf)]
-        # float32 canvas coordinates differ by ~1e-6 px; location grads jump where a point crosses a pixel edge
-        good = errs[0] < 1e-5 and errs[1] < 1e-5 and errs[3] < 1e-5 and errs[2] < 1e-2
-        ok &= good
-        print(f"msda case {seed}: max rel err: out {errs[0]:.1e} dvalue {errs[1]:.1e} dloc {errs[2]:.1e} "
-              f"dweights {errs[3]:.1e} {'OK' if good else 'FAIL'}")
+        args = (value.detach(), shapes, loc.detach(), w.detach())
+        print(f"msda case {seed}: reference {_ms_per_call(ms_deform_attn_reference, args, device):.3f} ms/call")
+        for name, fn in msda_paths(device).items():
+            if fn is None:
+                ok = False
+                continue
+            out = fn(value, shapes, loc, w)
+            gf = torch.autograd.grad((out * probe).sum(), (value, loc, w))
+            errs = [rel(out, ref)] + [rel(b, a) for a, b in zip(gr, gf)]
+            # float32 coordinates differ by ~1e-6 px; location grads jump where a point crosses a pixel edge
+            good = errs[0] < 1e-5 and errs[1] < 1e-5 and errs[3] < 1e-5 and errs[2] < 1e-2
+            ok &= good
+            print(f"msda case {seed} {name:<7}: max rel err: out {errs[0]:.1e} dvalue {errs[1]:.1e} "
+                  f"dloc {errs[2]:.1e} dweights {errs[3]:.1e} {'OK' if good else 'FAIL'}; "
+                  f"{_ms_per_call(fn, args, device):.3f} ms/call")
     return ok
 
 

@@ -129,11 +129,12 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts to time")
     ap.add_argument("--procs", default=None,
-                    help="comma-separated torchrun process counts (default: 1,2 where more than one GPU exists)")
+                    help="comma-separated torchrun process counts, 0 for none (default: 1,2 where more than one GPU "
+                         "exists)")
     args = ap.parse_args()
     w, h = (int(v) for v in args.size.lower().split("x"))
     device = resolve_device(args.device)
-    procs = ([int(v) for v in args.procs.split(",")] if args.procs else
+    procs = ([int(v) for v in args.procs.split(",") if int(v) > 0] if args.procs else
              [1, 2] if device.type == "cuda" and torch.cuda.device_count() > 1 else [])
     overrides = {"batch_size": args.batch_size, "half": args.half or None, "compile": args.compile or None}
     flags = ["--batch-size", str(args.batch_size), *(["--half"] if args.half else []),

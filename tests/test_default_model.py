@@ -1,7 +1,7 @@
 """The shipped default model (package data: vitseg_cli/weights/default.safetensors) meets its target on synthetic data
 it never saw.
 
-The target, mIoU >= 0.85 on unseen synthetic data, is the product requirement (issue 6), not a number taken from
+The target, mIoU >= 0.85 on unseen synthetic data, is the product requirement, not a number taken from
 the model. Seeds 1 and 2 were its training and validation data; seed 3 never was.
 """
 

@@ -1,4 +1,4 @@
-"""Hostile and careless inputs (issue 14, item 12): nothing written outside --out, no silent wrong result, no hang or
+"""Hostile and careless inputs: nothing written outside --out, no silent wrong result, no hang or
 unbounded allocation, one line instead of a traceback. Each test states the input a user (or an attacker) gave."""
 
 from __future__ import annotations

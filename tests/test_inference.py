@@ -42,7 +42,7 @@ def random_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def test_resize_follows_the_official_pipeline_numbers():
     official = ResizeSpec(scale=(2048, 512), keep_ratio=True, size_divisor=32)
-    # DESIGN §2 / parity README: 600x450 -> 683x512 -> 704x512
+    # the official test pipeline (parity README): 600x450 -> 683x512 -> 704x512
     assert resized_shape(450, 600, official) == (512, 683)
     assert preprocess(np.zeros((450, 600, 3), np.uint8), official, 1.0, IMAGENET_MEAN, IMAGENET_STD).shape == \
         (3, 512, 704)

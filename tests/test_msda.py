@@ -8,8 +8,10 @@ import pytest
 import torch
 
 from vitseg_cli import build_model, load_model
-from vitseg_cli.model.msda import (MSDeformAttn, get_msda_impl, ms_deform_attn_fast, ms_deform_attn_reference,
-                                   msda_impl, set_msda_impl)
+from vitseg_cli.model.msda import (MSDeformAttn, get_msda_impl, ms_deform_attn_fast, ms_deform_attn_gather,
+                                   ms_deform_attn_reference, msda_impl, set_msda_impl)
+
+TORCH_IMPLS = {"fast": ms_deform_attn_fast, "gather": ms_deform_attn_gather}
 
 CASES = [  # (spatial shapes, batch, queries, heads, head dim, points)
     ([(5, 7), (3, 4), (2, 2)], 2, 11, 2, 8, 4),
@@ -29,12 +31,13 @@ def _inputs(shapes, n, lq, m, dh, p, seed, dtype=torch.float64):
     return value, loc, weights
 
 
+@pytest.mark.parametrize("impl", sorted(TORCH_IMPLS))
 @pytest.mark.parametrize("case", range(len(CASES)))
-def test_fast_equals_reference_forward_and_backward(case):
+def test_fast_equals_reference_forward_and_backward(case, impl):
     shapes, *dims = CASES[case]
     value, loc, weights = (t.requires_grad_() for t in _inputs(shapes, *dims, seed=case))
     ref = ms_deform_attn_reference(value, shapes, loc, weights)
-    fast = ms_deform_attn_fast(value, shapes, loc, weights)
+    fast = TORCH_IMPLS[impl](value, shapes, loc, weights)
     assert fast.shape == ref.shape
     assert torch.allclose(fast, ref, atol=1e-10)
     probe = torch.randn_like(ref)
@@ -61,7 +64,8 @@ def test_points_at_level_edges_and_far_outside_read_zero_padding():
     loc = torch.stack([xs.flatten(), ys.flatten()], -1)[None, :, None, None, None, :].expand(1, -1, 1, 2, 1, 2)
     weights = torch.ones(1, loc.shape[1], 1, 2, 1, dtype=torch.float64)
     ref = ms_deform_attn_reference(value, shapes, loc, weights)
-    assert torch.allclose(ms_deform_attn_fast(value, shapes, loc, weights), ref, atol=1e-12)
+    for fn in TORCH_IMPLS.values():
+        assert torch.allclose(fn(value, shapes, loc, weights), ref, atol=1e-12)
 
 
 def test_module_switch_and_autocast_keeps_float32_sampling():
@@ -75,6 +79,8 @@ def test_module_switch_and_autocast_keeps_float32_sampling():
         ref = attn(query, refs, feat, shapes)
     assert get_msda_impl() == "fast"
     assert torch.allclose(attn(query, refs, feat, shapes), ref, atol=1e-10)
+    with msda_impl("gather"):
+        assert torch.allclose(attn(query, refs, feat, shapes), ref, atol=1e-10)
     with pytest.raises(ValueError):
         set_msda_impl("cuda")
     attn = attn.float()

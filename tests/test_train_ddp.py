@@ -66,7 +66,9 @@ def test_torchrun_two_gloo_processes(tmp_path, setup, m2f_spec, head):
     info = json.loads((out / "run.json").read_text())
     assert info["world_size"] == 2 and info["micro_batch"] == 2
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == [
-        "last.safetensors", "log.csv", "run.json", "spec.yaml", "state.pt"]
+        "last.safetensors", "log.csv", "plots", "run.json", "spec.yaml", "state.pt"]
+    assert sorted(p.name for p in (out / "plots").iterdir()) == ["loss.png", "lr.png"]  # rank 0 only, no validation
+    assert not (out / ".vitseg-train.lock").exists()
     assert [r["iter"] for r in read_log(out / "log.csv")] == ["1", "2"]
     state = load_state(out / "state.pt")
     assert state["iteration"] == 2 and state["world_size"] == 2 and len(state["rng"]) == 2

@@ -183,3 +183,21 @@ def nan_to_none(obj):
     if isinstance(obj, (list, tuple)):
         return [nan_to_none(v) for v in obj]
     return obj
+
+
+def shifted_label_warning(conf: np.ndarray) -> Optional[str]:
+    """A one-line warning when the agreement looks like labels shifted by one (a wrong reduce_zero_label): aAcc
+    below a tenth of what reading every label one higher or one lower would give. None otherwise."""
+    conf = np.asarray(conf, np.int64)
+    total = int(conf.sum())
+    if total == 0 or conf.shape[0] < 2:
+        return None
+    acc = float(np.trace(conf)) / total
+    down = float(np.trace(conf, offset=-1)) / total  # label k predicted as k-1: labels read one too high
+    up = float(np.trace(conf, offset=1)) / total  # label k predicted as k+1: labels read one too low
+    shifted = max(down, up)
+    if shifted == 0 or acc >= shifted / 10:
+        return None
+    how = "one too high (reduce_zero_label missing?)" if down >= up else "one too low (reduce_zero_label extra?)"
+    return (f"warning: aAcc {acc:.4f}, but predictions match the labels shifted by one ({shifted:.4f}): the labels "
+            f"look read {how}; check the dataset format and the spec's data.reduce_zero_label")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from .releases.ms_presets import MS_PRESETS
 from .releases.presets import OFFICIAL_PRESETS, OTHER_RELEASE_PRESETS
 
 # Whole-spec presets: backbone preset + heads + recipe. The big ones follow the official UperNet ADE20K configs.
@@ -54,3 +55,4 @@ SPEC_PRESETS["nano_mask2former"] = {
 
 SPEC_PRESETS.update(OFFICIAL_PRESETS)
 SPEC_PRESETS.update(OTHER_RELEASE_PRESETS)
+SPEC_PRESETS.update(MS_PRESETS)

@@ -75,7 +75,7 @@ class DataSpec(_Strict):
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[Std, Std, Std] = IMAGENET_STD  # 0 would divide by zero: every mask the same class
     ignore_index: int = 255
-    reduce_zero_label: bool = False
+    reduce_zero_label: Optional[bool] = None  # None: the dataset's layout decides (data.label_treatment)
 
 
 class ResizeSpec(_Strict):
@@ -94,6 +94,17 @@ class TestSpec(_Strict):
     # `dinov3`: the official DINOv3 test (views by short side at each of `scales`, flips, bf16 window scores)
     procedure: Literal["mmseg", "dinov3"] = "mmseg"
     short_side: Optional[Side] = None
+    # how each scale's size is found: "mmseg" = keep-ratio Resize to resize.scale x ratio (long side capped);
+    # "setr" = ViT-Adapter's SETR_Resize: short side max(min_short_side, int(short of resize.scale x ratio)), aspect
+    # kept, long side uncapped
+    resize_rule: Literal["mmseg", "setr"] = "mmseg"
+    min_short_side: Optional[Side] = None  # setr only: the short side's floor (the config's crop_size[0])
+    # PadShortSide: after the resize (and the flip), pad bottom/right with raw pixel 0 up to this, before normalizing
+    pad_short_side: Optional[Side] = None
+    pad_normalized: bool = False  # pad after normalizing instead (0 = the mean colour), as one released config does
+    # slide mode with padding: cut the padded part off the scores before resizing them back
+    # (the official EncoderDecoderMask2FormerAug segmentor of the PadShortSide configs)
+    crop_pad: bool = False
 
     @model_validator(mode="after")
     def _check_coverage(self) -> "TestSpec":
@@ -103,6 +114,19 @@ class TestSpec(_Strict):
         if self.mode == "slide" and any(s > c for s, c in zip(self.stride, self.crop_size)):
             raise ValueError(f"stride {list(self.stride)} is larger than crop_size {list(self.crop_size)}: the slide "
                              "windows would leave gaps")
+        return self
+
+    @model_validator(mode="after")
+    def _check_multi_scale(self) -> "TestSpec":
+        if self.resize_rule == "setr":
+            if self.resize is None or not self.resize.keep_ratio:
+                raise ValueError("resize_rule setr needs a keep-ratio resize (resize.scale, resize.keep_ratio: true)")
+            if self.min_short_side is None:
+                raise ValueError("resize_rule setr needs min_short_side (the official SETR_Resize crop_size[0])")
+        elif self.min_short_side is not None:
+            raise ValueError("min_short_side is read only by resize_rule setr")
+        if (self.crop_pad or self.pad_normalized) and self.pad_short_side is None:
+            raise ValueError("crop_pad and pad_normalized need pad_short_side (there is no padding)")
         return self
 
 

@@ -97,7 +97,8 @@ def checkpoint_path(release: releases.Release, url: Optional[str] = None) -> Pat
 
 def as_records() -> list[dict]:
     """The table as plain dicts (`vitseg zoo --json`), with whether each converted model is in the cache."""
-    return [{**dataclasses.asdict(r), "cached": converted_path(r).is_file()} for r in all_releases()]
+    return [{**dataclasses.asdict(r), "format": releases.dataset_format(r), "eval_ss": releases.eval_commands(r)[0],
+             "eval_ms": releases.eval_commands(r)[1], "cached": converted_path(r).is_file()} for r in all_releases()]
 
 
 # ------------------------------------------------------------------------------------------------------ the hook

@@ -106,6 +106,9 @@ StrideOption = Annotated[Optional[int], typer.Option("--stride", min=1, help="Sl
 FlipOption = Annotated[Optional[bool], typer.Option("--flip/--no-flip",
                                                     help="Left-right flip test-time augmentation.")]
 ScalesOption = Annotated[Optional[str], typer.Option("--scales", help="Multi-scale TTA ratios, e.g. 0.75,1,1.25.")]
+TtaOption = Annotated[bool, typer.Option(
+    "--tta", help="The release's official multi-scale + flip test (its <name>_ms preset), for a zoo name (--weights) "
+                  "or an official preset (--spec).")]
 BatchOption = Annotated[Optional[int], typer.Option("--batch-size", min=1, help="Windows per forward pass.")]
 DeviceOption = Annotated[str, typer.Option("--device", help="auto, cpu, cuda, cuda:N, or N (= cuda:N).")]
 HalfOption = Annotated[bool, typer.Option(
@@ -147,3 +150,16 @@ def inference_overrides(mode: Optional[str], crop_size: Optional[int], stride: O
         "half": True if half else None,
         "compile": True if compile_model else None,
     }
+
+
+def tta_overrides(tta: bool, weights: Optional[Path], spec: Optional[str], pairs: Optional[list[str]]) -> list[str]:
+    """The `--set` pairs: with --tta first the whole official multi-scale `test` section, then the user's own."""
+    pairs = list(pairs or [])
+    if not tta:
+        return pairs
+    import json
+
+    from ..releases.ms_presets import tta_test
+
+    test = tta_test(str(weights) if weights is not None else None, spec)
+    return [f"test={json.dumps(test)}"] + pairs

@@ -14,14 +14,18 @@ from ..errors import VitsegError, not_one_of
 from ..torchrun import rank_and_world
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
+                     TtaOption,
                      StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, friendly_errors, inference_overrides, note)
+                     console, default_workers, friendly_errors, inference_overrides,
+                     tta_overrides, note)
 
 
 @friendly_errors
 def eval_cmd(
     dataset: Optional[Path] = typer.Argument(None, help="Dataset root (not needed with --pred/--gt)."),
-    fmt: str = typer.Option("folder", "--format", "-f", help=f"Dataset layout: {', '.join(FORMATS)}."),
+    fmt: Optional[str] = typer.Option(None, "--format", "-f",
+                                      help=f"Dataset layout: {', '.join(FORMATS)} [the release's for a zoo name or "
+                                           "official preset, else folder]."),
     split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
     weights: WeightsOption = None,
     backbone_weights: BackboneWeightsOption = None,
@@ -33,6 +37,7 @@ def eval_cmd(
     stride: StrideOption = None,
     flip: FlipOption = None,
     scales: ScalesOption = None,
+    tta: TtaOption = False,
     batch_size: BatchOption = None,
     half: HalfOption = False,
     compile_model: CompileOption = False,
@@ -53,7 +58,17 @@ def eval_cmd(
     num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Class count (--pred/--gt)."),
     ignore_index: int = typer.Option(255, "--ignore-index", help="Label value left out of the metrics (--pred/--gt)."),
     reduce_zero_label: bool = typer.Option(False, "--reduce-zero-label",
-                                           help="Ground truth 0 = ignore, k -> k-1 (ADE20K style; --pred/--gt)."),
+                                           help="Ground truth 0 = ignore, k -> k-1 (ADE20K style). With a DATASET: "
+                                                "the same as --set data.reduce_zero_label=true."),
+    label_map: Optional[str] = typer.Option(None, "--label-map",
+                                            help="mapillary/mmseg: raw label values -> classes, a YAML/JSON file or "
+                                                 "mapillary_to_cityscapes."),
+    img_dir: Optional[str] = typer.Option(None, "--img-dir", help="mmseg format: image folder under DATASET."),
+    ann_dir: Optional[str] = typer.Option(None, "--ann-dir", help="mmseg format: label folder under DATASET."),
+    img_suffix: str = typer.Option(".jpg", "--img-suffix", help="mmseg format: image file ending."),
+    seg_map_suffix: str = typer.Option(".png", "--seg-map-suffix", help="mmseg format: label file ending."),
+    split_file: Optional[str] = typer.Option(None, "--split-file",
+                                             help="mmseg format: file under DATASET listing the image names."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table; errors only."),
 ) -> None:
     """Score a model on a labelled dataset (or --pred masks against --gt masks) and write reports to OUT:
@@ -62,43 +77,91 @@ def eval_cmd(
 
     rank = rank_and_world()[0]
     if pred is not None or gt is not None:
-        if pred is None or gt is None:
-            raise VitsegError("--pred and --gt go together")
-        if num_classes is None:
-            raise VitsegError("--pred/--gt needs --num-classes")
-        if dataset is not None or weights is not None:
-            raise VitsegError("--pred/--gt scores existing masks: give no DATASET or --weights")
+        _check_pair_mode(pred, gt, num_classes, dataset, weights)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_pairs(PairOptions(pred=pred, gt=gt, num_classes=num_classes, ignore_index=ignore_index,
                                             reduce_zero_label=reduce_zero_label, classes=classes, quiet=quiet))
     else:
         if dataset is None:
             raise VitsegError("give a DATASET folder (with --format), or --pred and --gt")
-        if fmt.lower() not in FORMATS:
-            raise not_one_of("--format", fmt, FORMATS)
-        if not dataset.exists():
-            raise VitsegError(f"{dataset}: dataset folder not found")
+        fmt = _dataset_format(dataset, fmt, weights, spec)
         if label_offset and not save_predictions:
             raise VitsegError("--label-offset changes the masks --save-predictions writes: give both")
+        layout = custom_layout(fmt, img_dir, ann_dir, img_suffix, seg_map_suffix, split_file)
+        if reduce_zero_label:
+            set_values = [*(set_values or []), "data.reduce_zero_label=true"]
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
             backbone_weights=backbone_weights,
-            overrides=overrides, spec_overrides=list(set_values or []), device=device, workers=workers,
+            overrides=overrides, spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
+            workers=workers,
             save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,
-            overwrite=overwrite, quiet=quiet, limit=limit), note=None if quiet else note)
+            overwrite=overwrite, quiet=quiet, limit=limit, label_map=label_map, layout=layout),
+            note=None if quiet else note)
     if result is None or rank != 0:  # other ranks: rank 0 writes
         return
     _report(result, out, quiet)
 
 
+def _check_pair_mode(pred, gt, num_classes, dataset, weights) -> None:
+    if pred is None or gt is None:
+        raise VitsegError("--pred and --gt go together")
+    if num_classes is None:
+        raise VitsegError("--pred/--gt needs --num-classes")
+    if dataset is not None or weights is not None:
+        raise VitsegError("--pred/--gt scores existing masks: give no DATASET or --weights")
+
+
+def _dataset_format(dataset: Path, fmt: Optional[str], weights: Optional[Path], spec: Optional[str]) -> str:
+    fmt = fmt or default_format(weights, spec)
+    if fmt.lower() not in FORMATS:
+        raise not_one_of("--format", fmt, FORMATS)
+    if not dataset.exists():
+        raise VitsegError(f"{dataset}: dataset folder not found")
+    return fmt
+
+
+def default_format(weights: Optional[Path], spec: Optional[str]) -> str:
+    """The dataset format of the release named by --spec or --weights (a zoo name), else folder."""
+    from ..releases import dataset_format, find_release
+
+    for name in (spec, str(weights) if weights is not None else None):
+        release = find_release(name) if name else None
+        if release is not None:
+            return dataset_format(release)
+    return "folder"
+
+
+def custom_layout(fmt: str, img_dir, ann_dir, img_suffix: str, seg_map_suffix: str, split_file):
+    """The mmseg format's folders from the options (None for other formats; giving them there is an error)."""
+    from ..data.official_layouts import CustomLayout
+
+    given = [name for name, value in (("--img-dir", img_dir), ("--ann-dir", ann_dir), ("--split-file", split_file),
+                                      ("--img-suffix", img_suffix != ".jpg" or None),
+                                      ("--seg-map-suffix", seg_map_suffix != ".png" or None)) if value]
+    if fmt.lower() != "mmseg":
+        if given:
+            raise VitsegError(f"{given[0]} describes the mmseg format's layout, not {fmt}")
+        return None
+    if not img_dir or not ann_dir:
+        raise VitsegError("--format mmseg needs --img-dir and --ann-dir (folders under DATASET)")
+    return CustomLayout(img_dir, ann_dir, img_suffix, seg_map_suffix, split_file)
+
+
 def _report(result, out: Path, quiet: bool) -> None:
     from ..engine.eval_report import summary_line, terminal_table, write_reports
+    from ..metrics import shifted_label_warning
 
     if out.exists() and not out.is_dir():
         raise VitsegError(f"--out {out}: exists and is not a folder")
+    warning = shifted_label_warning(result.conf)
+    if warning:
+        result.meta["warning"] = warning
     write_reports(out, result.summary, result.conf, result.per_image, result.meta)
+    if warning:  # even with --quiet: a score that is probably wrong must not pass unnoticed
+        console.print(warning, markup=False, soft_wrap=True)
     if quiet:
         return
     stdout = Console(highlight=False, markup=False)

@@ -9,8 +9,10 @@ import typer
 from ..torchrun import is_main_process
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
+                     TtaOption,
                      StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, fail, friendly_errors, inference_overrides)
+                     console, default_workers, fail, friendly_errors, inference_overrides,
+                     tta_overrides)
 
 
 @friendly_errors
@@ -27,6 +29,7 @@ def predict(
     stride: StrideOption = None,
     flip: FlipOption = None,
     scales: ScalesOption = None,
+    tta: TtaOption = False,
     batch_size: BatchOption = None,
     device: DeviceOption = "auto",
     half: HalfOption = False,
@@ -62,7 +65,8 @@ def predict(
 
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
-                          spec_overrides=list(set_values or []), device=device, save=parse_save(save), alpha=alpha,
+                          spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
+                          save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend.lower(),
                           vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard))
     summary = run_predict(opts, console=console)

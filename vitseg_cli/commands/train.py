@@ -9,6 +9,7 @@ from typing import Optional
 
 import typer
 
+from ..data.formats import FORMATS
 from ..torchrun import is_main_process
 from .common import DeviceOption, SetOption, console, friendly_errors
 
@@ -23,7 +24,7 @@ def train(
     set_values: SetOption = None,
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Training dataset folder (optional with --resume)."),
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      help="Dataset format: folder, ade20k, cityscapes, voc, coco [folder]."),
+                                      help=f"Dataset format: {', '.join(FORMATS)} [folder]."),
     val_data: Optional[Path] = typer.Option(None, "--val-data", help="Validation dataset folder (same format)."),
     iters: Optional[int] = typer.Option(None, "--iters", min=1, help="Optimizer steps in the whole run."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1,
@@ -51,7 +52,7 @@ def train(
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Save state every N iterations."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed."),
     log_every: Optional[int] = typer.Option(None, "--log-every", min=1,
-                                            help="Write a log.csv row every N iterations [50]."),
+                                            help="Write a log.csv row every N iterations [min(50, iters / 20)]."),
     logger: Optional[str] = typer.Option(None, "--logger", help="Metric loggers besides log.csv: tb, mlflow, wandb or "
                                          "a plugin, comma-separated; none for none [tb when installed]."),
     stop_at: Optional[int] = typer.Option(None, "--stop-at", min=1,

@@ -57,18 +57,33 @@ def _table(records: list[dict], cache: str):
     for column in ("crop", "mIoU SS", "mIoU MS", "params", "size"):
         table.add_column(column, justify="right")
     table.add_column("cached", justify="center")
-    score = lambda v: "-" if v is None else f"{v:.1f}"  # noqa: E731
     for row in records:
         table.add_row(row["name"], row["method"], row["backbone"], row["pretrain"], row["dataset"],
-                      str(row["crop_size"]), score(row["miou_ss"]), score(row["miou_ms"]), row["params"],
+                      str(row["crop_size"]), _score(row["miou_ss"]), _score(row["miou_ms"]), row["params"],
                       row["size"] or "-", "yes" if row["cached"] else "")
     return table
+
+
+def _score(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
 
 
 def _details(release) -> str:
     from .. import zoo
 
+    from ..data.formats import FORMAT_LAYOUTS
+    from ..releases import dataset_format, eval_commands
+    from ..releases.ms_presets import MS_TESTS, ms_source
+
     lines = [f"{key}: {value}" for key, value in zoo.dataclasses.asdict(release).items()]
+    fmt = dataset_format(release)
+    single, multi = eval_commands(release)
+    if release.name not in MS_TESTS:
+        multi = "none (no official multi-scale test)"
+    lines += [f"test data: --format {fmt}, DATA = {FORMAT_LAYOUTS.get(fmt, 'its root')}",
+              f"single-scale mIoU ({_score(release.miou_ss)}): {single}",
+              f"multi-scale mIoU ({_score(release.miou_ms)}): {multi}",
+              f"multi-scale + flip test (--tta): {ms_source(release.name)}"]
     lines += [f"download from: {zoo.download_url(release)}",
               f"a file downloaded by hand goes to: {zoo.release_dir(release) / zoo.official_basename(release)}",
               *([f"its config from: {zoo.config_download_url(release)}, by hand to: {zoo.config_path(release)}"]

@@ -9,6 +9,7 @@ the errors, so the spec and its presets can read it.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 from ..errors import VitsegError
@@ -166,3 +167,27 @@ def builtin_classes(name: str) -> tuple[list[str], Palette]:
         raise VitsegError(f"unknown built-in class list {name!r} (known: {', '.join([*BUILTIN, *ALIASES])})")
     names, palette = BUILTIN[key]
     return list(names), [tuple(c) for c in palette] if palette is not None else default_palette(len(names))
+
+
+def check_palette(palette: object, num_classes: int, path: "str | Path") -> Palette:
+    def colour(c: object) -> "tuple[int, int, int] | None":
+        if not isinstance(c, (list, tuple)) or len(c) != 3:
+            return None
+        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c):
+            return None
+        return (int(c[0]), int(c[1]), int(c[2]))
+
+    if not isinstance(palette, list):
+        raise VitsegError(f"{path}: palette must be a list of [r, g, b] triples")
+    colours = [colour(c) for c in palette]
+    bad = next((c for c, ok in zip(palette, colours) if ok is None), None)
+    if bad is not None:
+        raise VitsegError(f"{path}: palette colour {_short_repr(bad)} is not [r, g, b] with integers in 0..255")
+    if len(colours) != num_classes:
+        raise VitsegError(f"{path}: palette has {len(colours)} colours for {num_classes} classes")
+    return colours  # type: ignore[return-value]
+
+
+def _short_repr(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -1,4 +1,4 @@
-"""Labelled datasets in the common layouts (DESIGN §6), behind one interface: `open_dataset(root, fmt, split)`.
+"""Labelled datasets in the common layouts, behind one interface: `open_dataset(root, fmt, split)`.
 
 Formats:
 - `folder`: `images/` and `masks/` (optionally `images/<split>/`, `masks/<split>/`), matched by relative path
@@ -13,7 +13,10 @@ Formats:
 - `coco`: an images folder + an instances or stuff JSON; labels rasterised with pycocotools: category ids mapped to
   contiguous ids in id order, larger areas painted first (small objects stay visible), unlabelled pixels = ignore (or
   a `background` class 0 with `coco_unlabeled="background"`).
+- `coco_stuff164k`, `coco_stuff10k`, `pascal_context_59`, `mapillary`, `mmseg`: the layouts mmseg's preparation
+  leaves (`official_layouts`).
 
+Which reduce_zero_label a dataset is read with is decided by `label_treatment` (the model's spec against the layout).
 `SegDataset.read_label(i)` returns int64 (H, W) class indices with reduce_zero_label applied and every value checked
 (`check_label`), so training and evaluation see exactly the same targets.
 """
@@ -22,170 +25,33 @@ from __future__ import annotations
 
 import json
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, Optional, Sequence
+from typing import Literal, Optional
 
 import numpy as np
 
 from ..errors import VitsegError, not_one_of
-from ..metrics import reduce_zero_label as _reduce_zero_label
 from ..safe_yaml import MAX_YAML_BYTES, load_yaml, read_regular_file
 from ..spec import MAX_CLASSES
 from . import io
-from .classes import builtin_classes, default_palette
+from .classes import builtin_classes, check_palette, default_palette
+from .dataset_base import (Palette, Sample, SegDataset, _image_files, _key, _require_dir, check_label,  # noqa: F401
+                           check_same_size, match_by_key)
 from .formats import FORMATS
-
-Format = Literal["folder", "ade20k", "cityscapes", "voc", "coco"]
-Palette = list[tuple[int, int, int]]
+from .official_layouts import (CustomLayout, open_coco_stuff, open_custom, open_mapillary,
+                               open_pascal_context_59)
 
 # Cityscapes labelIds -> trainIds (the 19 evaluated classes); every other id is ignored.
 CITYSCAPES_ID_TO_TRAINID = {7: 0, 8: 1, 11: 2, 12: 3, 13: 4, 17: 5, 19: 6, 20: 7, 21: 8, 22: 9, 23: 10, 24: 11,
                             25: 12, 26: 13, 27: 14, 28: 15, 31: 16, 32: 17, 33: 18}
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One image and its label file (`None` when the label comes from elsewhere, e.g. a COCO JSON)."""
-
-    key: str
-    image: Path
-    label: Optional[Path]
-
-
-@dataclass
-class SegDataset:
-    """A list of samples plus what it takes to read them: class names, palette, ignore index, label decoding."""
-
-    root: Path
-    fmt: str
-    split: str
-    samples: list[Sample]
-    class_names: list[str]
-    palette: Palette
-    ignore_index: int = 255
-    reduce_zero_label: bool = False
-    label_map: Optional[np.ndarray] = field(default=None, repr=False)  # lookup table applied to raw label values
-    coco: Optional["CocoLabels"] = field(default=None, repr=False)
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def __len__(self) -> int:
-        return len(self.samples)
-
-    def read_image(self, i: int) -> np.ndarray:
-        """RGB uint8 (H, W, 3)."""
-        return io.read_image(self.samples[i].image)
-
-    def read_label(self, i: int) -> np.ndarray:
-        """int64 (H, W) class indices in [0, K−1] or ignore_index (reduce_zero_label and id maps applied)."""
-        sample = self.samples[i]
-        if self.coco is not None:
-            return self.coco.rasterize(sample.key)
-        if sample.label is None:
-            raise VitsegError(f"{sample.image}: this dataset has no label for it")
-        raw = io.read_label(sample.label)
-        label = raw.astype(np.int64)
-        if self.label_map is not None:
-            label = self.label_map[np.clip(label, 0, len(self.label_map) - 1)]
-        if self.reduce_zero_label:
-            label = _reduce_zero_label(label, self.ignore_index)
-        check_label(label, self.num_classes, self.ignore_index, sample.label)
-        return label
-
-    def read_pair(self, i: int) -> tuple[np.ndarray, np.ndarray]:
-        """(image, label), with their sizes checked against each other."""
-        image = self.read_image(i)
-        label = self.read_label(i)
-        check_same_size(label, image.shape[:2], self.label_source(i))
-        return image, label
-
-    def label_source(self, i: int) -> str:
-        """What to name in a message about sample i's label."""
-        s = self.samples[i]
-        if self.coco is not None:
-            return f"{self.coco.json_path} (image {s.key})"
-        return str(s.label or s.image)
-
-    def describe(self) -> str:
-        return f"{self.fmt} dataset {self.root} ({self.split}): {len(self)} images, {self.num_classes} classes"
-
-
-# ------------------------------------------------------------------------------------------------------ checks
-
-
-def check_label(label: np.ndarray, num_classes: int, ignore_index: int, path: "str | Path") -> None:
-    """Raise `VitsegError` naming `path` and the value when a label holds a value outside [0, K−1] that isn't ignore."""
-    if label.size == 0:
-        raise VitsegError(f"{path}: empty label map")
-    if int(label.min()) >= 0 and int(label.max()) < num_classes:
-        return
-    bad_mask = ((label < 0) | (label >= num_classes)) & (label != ignore_index)
-    if bad_mask.any():
-        bad = np.unique(label[bad_mask])
-        shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
-        raise VitsegError(f"{path}: label value {shown} outside [0, {num_classes - 1}] and not the ignore index "
-                          f"{ignore_index}")
-
-
-def check_same_size(label: np.ndarray, image_hw: Sequence[int], path: "str | Path") -> None:
-    if tuple(label.shape[:2]) != tuple(image_hw[:2]):
-        raise VitsegError(f"{path}: label is {label.shape[1]}x{label.shape[0]} (WxH) but its image is "
-                          f"{image_hw[1]}x{image_hw[0]}")
-
-
-def _require_dir(path: Path, what: str) -> Path:
-    if not path.is_dir():
-        raise VitsegError(f"{path}: {what} folder not found")
-    return path
-
-
-def _image_files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and io.is_image_path(p) and not p.name.startswith("."))
-
-
-def _key(path: Path, folder: Path) -> str:
-    return path.relative_to(folder).with_suffix("").as_posix()
-
-
-def match_by_key(keys: Sequence[str], files: Sequence[Path], root: Path, what: str) -> list[Optional[Path]]:
-    """For each key (a path relative to its folder, without extension) the file under `root` with the same relative
-    path; failing that, the only file with the key's stem, if no other key has that stem and no key claims the file
-    by path. Anything else that could pair one file with two keys (or two files with one key) is an error."""
-    by_key: dict[str, list[Path]] = {}
-    by_stem: dict[str, list[Path]] = {}
-    for f in files:
-        by_key.setdefault(_key(f, root), []).append(f)
-        by_stem.setdefault(f.stem, []).append(f)
-    claimed = {f for k in keys for f in by_key.get(k, [])}
-    stems: dict[str, int] = {}
-    for k in keys:
-        stems[Path(k).name] = stems.get(Path(k).name, 0) + 1
-    out: list[Optional[Path]] = []
-    for k in keys:
-        hits = by_key.get(k, [])
-        if len(hits) > 1:
-            raise VitsegError(f"{hits[0]} and {hits[1]}: two {what} for {k}; keep one")
-        if hits:
-            out.append(hits[0])
-            continue
-        stem = Path(k).name
-        loose = [f for f in by_stem.get(stem, []) if f not in claimed]
-        if len(loose) > 1 or (loose and stems[stem] > 1):
-            raise VitsegError(f"{root}: cannot tell which {what} belongs to {k}: no {k}.* there, and the name "
-                              f"{stem} is ambiguous ({', '.join(str(f) for f in loose[:3])}); keep the same "
-                              "sub-folders on both sides")
-        out.append(loose[0] if loose else None)
-    return out
-
-
 # --------------------------------------------------------------------------------------------------- class files
 
 
-def load_classes_file(path: Path) -> dict:
+def load_classes_file(path: Path, names_optional: bool = False) -> dict:
     """{'classes': [...], 'palette': [...]|None, ...} from YAML/JSON (list or mapping) or a txt (one name a line).
+    With `names_optional`, a mapping may hold no `classes` (e.g. only `reduce_zero_label`): 'classes' is then None.
 
     Every value is checked (names are strings or numbers, colours three integers in 0..255, ignore_index an integer
     in 0..65535, reduce_zero_label a boolean) and the YAML is read with `safe_yaml`'s caps: a bad file is one line."""
@@ -211,6 +77,8 @@ def load_classes_file(path: Path) -> dict:
         data = load_yaml(raw, str(path))
     if isinstance(data, list):
         data = {"classes": data}
+    if names_optional and isinstance(data, dict) and "classes" not in data and data:
+        return _class_options(data, {"classes": None, "palette": None}, path)
     if not isinstance(data, dict) or not isinstance(data.get("classes"), list) or not data["classes"]:
         raise VitsegError(f"{path}: expected a list of class names or a mapping with a 'classes' list")
     bad = next((c for c in data["classes"] if not isinstance(c, (str, int, float)) or isinstance(c, bool)), None)
@@ -222,8 +90,17 @@ def load_classes_file(path: Path) -> dict:
         raise VitsegError(f"{path}: {len(names)} classes, more than the {MAX_CLASSES} a uint16 mask can hold")
     palette = data.get("palette")
     if palette is not None:
-        palette = _check_palette(palette, len(names), path)
-    out = {"classes": names, "palette": palette}
+        palette = check_palette(palette, len(names), path)
+    return _class_options(data, {"classes": names, "palette": palette}, path)
+
+
+def _class_options(data: dict, out: dict, path: Path) -> dict:
+    """`out` plus the checked `ignore_index` / `reduce_zero_label` of a classes file (one without names may hold
+    nothing else)."""
+    unknown = sorted(set(data) - {"classes", "palette", "ignore_index", "reduce_zero_label"})
+    if unknown and out["classes"] is None:
+        raise VitsegError(f"{path}: unknown key {unknown[0]!r} (a classes file holds classes, palette, ignore_index, "
+                          "reduce_zero_label)")
     if "ignore_index" in data:
         value = data["ignore_index"]
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_CLASSES:
@@ -240,25 +117,6 @@ def load_classes_file(path: Path) -> dict:
 def _short(value: object) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _check_palette(palette: object, num_classes: int, path: Path) -> Palette:
-    def colour(c: object) -> "tuple[int, int, int] | None":
-        if not isinstance(c, (list, tuple)) or len(c) != 3:
-            return None
-        if not all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 255 for v in c):
-            return None
-        return (int(c[0]), int(c[1]), int(c[2]))
-
-    if not isinstance(palette, list):
-        raise VitsegError(f"{path}: palette must be a list of [r, g, b] triples")
-    colours = [colour(c) for c in palette]
-    bad = next((c for c, ok in zip(palette, colours) if ok is None), None)
-    if bad is not None:
-        raise VitsegError(f"{path}: palette colour {_short(bad)} is not [r, g, b] with integers in 0..255")
-    if len(colours) != num_classes:
-        raise VitsegError(f"{path}: palette has {len(colours)} colours for {num_classes} classes")
-    return colours  # type: ignore[return-value]
 
 
 def _find_classes_file(root: Path) -> Optional[Path]:
@@ -289,18 +147,22 @@ def _open_folder(root: Path, split: str, classes_file: Optional[Path], num_class
             raise VitsegError(f"{img}: no label for this image in {masks_dir} (expected {key}.png)")
         samples.append(Sample(key, img, mask))
     classes_file = classes_file or _find_classes_file(root)
+    meta: dict = {"classes": None, "palette": None}
     if classes_file is not None:
-        meta = load_classes_file(Path(classes_file))
-    elif num_classes:
-        meta = {"classes": [f"class_{i}" for i in range(num_classes)], "palette": None}
-    else:
+        meta = load_classes_file(Path(classes_file), names_optional=True)
+    if meta["classes"] is None and num_classes:
+        meta["classes"] = [f"class_{i}" for i in range(num_classes)]
+    elif meta["classes"] is None and classes_file is None:
         raise VitsegError(f"{root}: no classes file (classes.yaml/.json/.txt) found: give one with --classes")
+    elif meta["classes"] is None:
+        raise VitsegError(f"{classes_file}: no class names in this classes file, and no model to take them from")
     if num_classes and len(meta["classes"]) != num_classes:
         raise VitsegError(f"{classes_file}: {len(meta['classes'])} classes but the model predicts {num_classes}")
     names = meta["classes"]
+    fixed = meta.get("reduce_zero_label")
     return SegDataset(root, "folder", split, samples, names, meta["palette"] or default_palette(len(names)),
-                      ignore_index=int(meta.get("ignore_index", 255)),
-                      reduce_zero_label=bool(meta.get("reduce_zero_label", False)))
+                      ignore_index=int(meta.get("ignore_index", 255)), reduce_zero_label=bool(fixed),
+                      fixed_reduce=fixed, fixed_by=f"the classes file {classes_file}")
 
 
 def _ade_split(split: str) -> str:
@@ -325,7 +187,8 @@ def _open_ade20k(root: Path, split: str) -> SegDataset:
     if not samples:
         raise VitsegError(f"{images_dir}: no images found")
     names, palette = builtin_classes("ade20k")
-    return SegDataset(root, "ade20k", sub, samples, names, palette, reduce_zero_label=True)
+    return SegDataset(root, "ade20k", sub, samples, names, palette, reduce_zero_label=True, fixed_reduce=True,
+                      fixed_by="the ade20k format (labels 1..150, 0 = other)")
 
 
 def _open_cityscapes(root: Path, split: str) -> SegDataset:
@@ -353,7 +216,8 @@ def _open_cityscapes(root: Path, split: str) -> SegDataset:
         label_map = np.full(256, 255, np.int64)
         for k, v in CITYSCAPES_ID_TO_TRAINID.items():
             label_map[k] = v
-    return SegDataset(root, "cityscapes", split, samples, names, palette, label_map=label_map)
+    return SegDataset(root, "cityscapes", split, samples, names, palette, label_map=label_map, fixed_reduce=False,
+                      fixed_by="the cityscapes format (train ids 0..18)")
 
 
 def _open_voc(root: Path, split: str) -> SegDataset:
@@ -388,7 +252,8 @@ def _open_voc(root: Path, split: str) -> SegDataset:
     if not samples:
         raise VitsegError(f"{list_file}: lists no images")
     names, palette = builtin_classes("voc")
-    return SegDataset(root, "voc", split, samples, names, palette)
+    return SegDataset(root, "voc", split, samples, names, palette, fixed_reduce=False,
+                      fixed_by="the voc format (0 = background is a class)")
 
 
 class CocoLabels:
@@ -477,6 +342,7 @@ def _load_coco_json(path: Path) -> dict:
     def bad(what: str, index: int, item: object, problem: str) -> VitsegError:
         return VitsegError(f"{path}: {what}[{index}] {problem} ({_short(item)})")
 
+    sizes: dict[str, tuple[int, int]] = {}
     for i, img in enumerate(data.get("images", [])):
         if not isinstance(img, dict):
             raise bad("images", i, img, "is not an object")
@@ -487,6 +353,13 @@ def _load_coco_json(path: Path) -> dict:
         for side in ("height", "width"):
             if not _is_int(img.get(side)) or not 0 < img[side] <= 1 << 16:
                 raise bad("images", i, img.get(side), f"has no positive integer '{side}'")
+        limit = io.max_pixels()
+        if limit and img["height"] * img["width"] > limit:  # refused before a label of that size is allocated
+            raise bad("images", i, f"{img['width']}x{img['height']}", f"declares more pixels than the {limit} limit "
+                      f"(raise it with {io.MAX_PIXELS_ENV}=N, 0 for none)")
+        if str(img["id"]) in sizes:
+            raise bad("images", i, img["id"], "has the same id as another image (ids 1 and \"1\" are one image)")
+        sizes[str(img["id"])] = (img["height"], img["width"])
     for i, cat in enumerate(data.get("categories", [])):
         if not isinstance(cat, dict) or not _is_int(cat.get("id")):
             raise bad("categories", i, cat, "has no integer 'id'")
@@ -503,7 +376,69 @@ def _load_coco_json(path: Path) -> dict:
             raise bad("annotations", i, ann.get("segmentation"), "has no 'segmentation' (polygons or RLE)")
         if ann.get("area") is not None and not isinstance(ann["area"], (int, float)):
             raise bad("annotations", i, ann.get("area"), "has an 'area' that is not a number")
+        size = sizes.get(str(ann["image_id"]))
+        problem = coco_segmentation_problem(ann["segmentation"], size) if size else None
+        if problem:
+            raise bad("annotations", i, ann.get("id"), problem)
     return data
+
+
+def coco_segmentation_problem(seg: "list | dict", size: tuple[int, int]) -> Optional[str]:
+    """Why a COCO segmentation cannot be rasterised exactly on an image of `size` (H, W), or None.
+
+    Polygons: lists of an even number (at least 6) of numbers. RLE: `size` equal to the image's, and `counts` (a
+    list of run lengths, or COCO's compressed string) that are non-negative and cover the image exactly; pycocotools
+    checks neither and reads past the runs or paints nothing."""
+    if isinstance(seg, list):
+        for poly in seg:
+            if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                     for v in poly):
+                return "has a polygon that is not a list of numbers"
+            if len(poly) % 2 or len(poly) < 6:
+                return f"has a polygon of {len(poly)} coordinates (an even number, at least 6, is needed)"
+        return None
+    rle_size, counts = seg.get("size"), seg.get("counts")
+    if not (isinstance(rle_size, list) and len(rle_size) == 2 and all(_is_int(v) for v in rle_size)):
+        return "has an RLE without an integer [height, width] 'size'"
+    if tuple(rle_size) != tuple(size):
+        return f"has an RLE of size {rle_size[1]}x{rle_size[0]} on a {size[1]}x{size[0]} image"
+    if isinstance(counts, list):
+        runs = counts if all(_is_int(v) for v in counts) else None
+    elif isinstance(counts, str):
+        runs = _compressed_rle_runs(counts)
+    else:
+        runs = None
+    if runs is None or any(r < 0 for r in runs):
+        return "has RLE counts that are not valid run lengths"
+    if sum(runs) != size[0] * size[1]:
+        return f"has RLE counts covering {sum(runs)} pixels, not the image's {size[0] * size[1]}"
+    return None
+
+
+def _compressed_rle_runs(text: str) -> Optional[list[int]]:
+    """The run lengths of COCO's compressed RLE string (6-bit groups from ASCII 48, 5 value bits and a continue bit,
+    the last group's bit 4 the sign; from the third run on, each value is a difference to the run two before).
+    None when the text holds characters outside that alphabet or ends inside a number."""
+    runs: list[int] = []
+    pos = 0
+    while pos < len(text):
+        value, shift, more = 0, 0, True
+        while more:
+            if pos >= len(text):
+                return None
+            c = ord(text[pos]) - 48
+            if not 0 <= c < 64:
+                return None
+            value |= (c & 0x1F) << shift
+            more = bool(c & 0x20)
+            pos += 1
+            shift += 5
+            if not more and c & 0x10:
+                value |= -1 << shift
+        if len(runs) > 2:
+            value += runs[-2]
+        runs.append(value)
+    return runs
 
 
 def _open_coco(root: Path, split: str, coco_json: Optional[Path], unlabeled: str, ignore_index: int) -> SegDataset:
@@ -532,34 +467,54 @@ def _open_coco(root: Path, split: str, coco_json: Optional[Path], unlabeled: str
         raise VitsegError(f"{coco_json}: lists no images")
     names = labels.class_names
     palette = default_palette(len(names))
-    return SegDataset(root, "coco", split, samples, names, palette, ignore_index=ignore_index, coco=labels)
+    return SegDataset(root, "coco", split, samples, names, palette, ignore_index=ignore_index, coco=labels,
+                      fixed_reduce=False, fixed_by="the coco format (labels rasterised from 0)")
 
 
 def open_dataset(root: "str | Path", fmt: str = "folder", split: str = "val", *,
                  classes_file: "str | Path | None" = None, coco_json: "str | Path | None" = None,
-                 coco_unlabeled: str = "ignore", num_classes: Optional[int] = None) -> SegDataset:
-    """Open a labelled dataset of format `fmt` (one of FORMATS). `num_classes` lets a folder dataset without a
-    classes file take generic names (class_0, ...) from the model; it is checked against a classes file if any."""
+                 coco_unlabeled: str = "ignore", num_classes: Optional[int] = None,
+                 label_map: "str | Path | None" = None, layout: Optional[CustomLayout] = None) -> SegDataset:
+    """Open a labelled dataset of format `fmt` (one of FORMATS). `num_classes` lets a folder or mmseg dataset without
+    class names take generic ones (class_0, ...) from the model; it is checked against a classes file if any.
+    `label_map` (mapillary, mmseg): a file or built-in name (`label_maps`); `layout`: the mmseg format's folders."""
     root = Path(root)
     fmt = fmt.lower()
     if fmt not in FORMATS:
         raise not_one_of("--format", fmt, FORMATS)
     if not root.exists():
         raise VitsegError(f"{root}: dataset folder not found")
+    if label_map is not None and fmt not in ("mapillary", "mmseg"):
+        raise VitsegError(f"--label-map applies to the mapillary and mmseg formats, not {fmt}")
+    if layout is not None and fmt != "mmseg":
+        raise VitsegError(f"--img-dir/--ann-dir/--split-file describe the mmseg format, not {fmt}")
     if fmt == "folder":
         return _open_folder(root, split, Path(classes_file) if classes_file else None, num_classes)
-    if fmt == "ade20k":
-        ds = _open_ade20k(root, split)
-    elif fmt == "cityscapes":
-        ds = _open_cityscapes(root, split)
-    elif fmt == "voc":
-        ds = _open_voc(root, split)
-    else:
-        ds = _open_coco(root, split, Path(coco_json) if coco_json else None, coco_unlabeled, 255)
-    if classes_file:  # rename classes (e.g. a translated list); the count must match the format's
-        meta = load_classes_file(Path(classes_file))
+    openers = {"ade20k": lambda: _open_ade20k(root, split), "cityscapes": lambda: _open_cityscapes(root, split),
+               "voc": lambda: _open_voc(root, split),
+               "coco": lambda: _open_coco(root, split, Path(coco_json) if coco_json else None, coco_unlabeled, 255),
+               "coco_stuff164k": lambda: open_coco_stuff(root, split, "164k"),
+               "coco_stuff10k": lambda: open_coco_stuff(root, split, "10k"),
+               "pascal_context_59": lambda: open_pascal_context_59(root, split),
+               "mapillary": lambda: open_mapillary(root, split, label_map),
+               "mmseg": lambda: open_custom(root, split, layout, label_map, num_classes)}
+    ds = openers[fmt]()
+    if classes_file:
+        _apply_classes_file(ds, Path(classes_file))
+    return ds
+
+
+def _apply_classes_file(ds: SegDataset, classes_file: Path) -> None:
+    """Rename a format's classes (e.g. a translated list; the count must match) and state its label treatment."""
+    meta = load_classes_file(classes_file, names_optional=True)
+    if meta["classes"] is not None:
         if len(meta["classes"]) != ds.num_classes:
-            raise VitsegError(f"{classes_file}: {len(meta['classes'])} classes but {fmt} has {ds.num_classes}")
+            raise VitsegError(f"{classes_file}: {len(meta['classes'])} classes but {ds.fmt} has {ds.num_classes}")
         ds.class_names = meta["classes"]
         ds.palette = meta["palette"] or ds.palette
-    return ds
+    stated = meta.get("reduce_zero_label")
+    if stated is not None and ds.fixed_reduce is not None and stated != ds.fixed_reduce:
+        raise VitsegError(f"{classes_file}: reduce_zero_label: {str(stated).lower()} but {ds.fixed_by} needs "
+                          f"reduce_zero_label: {str(ds.fixed_reduce).lower()}")
+    if stated is not None:
+        ds.fixed_reduce, ds.fixed_by, ds.reduce_zero_label = stated, f"the classes file {classes_file}", stated

@@ -1,8 +1,8 @@
 """`vitseg eval`: score a model on a labelled dataset, or score existing prediction masks against ground truth.
 
-Both paths accumulate one confusion matrix (`metrics.ConfusionMatrix`) and per-image scores, then write the reports
-of `eval_report`. The model path runs the shared inference (`engine.inference.iter_predictions`), so eval scores
-exactly what `predict` writes.
+Both paths feed one `SegEvaluator` (engine/evaluator.py: a confusion matrix and per-image scores, the same scorer
+training validates with), then write the reports of `eval_report`. The model path runs the shared inference through
+`score_model`, so eval scores exactly what `predict` writes.
 
 Distributed: under torchrun (WORLD_SIZE > 1) each rank takes `samples[rank::world]`, the confusion matrices are
 summed with all_reduce (gloo on CPU, nccl on GPU) and the per-image rows gathered; only rank 0 writes and prints.
@@ -15,22 +15,24 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
+from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 import torch
 
 from ..data import io
-from ..data.datasets import (SegDataset, check_label, check_same_size, load_classes_file, match_by_key,
-                             open_dataset)
+from ..data.datasets import SegDataset, check_label, load_classes_file, match_by_key
 from ..data.inputs import InputImage
 from ..data.io import refuse_non_folder
+from ..data.label_treatment import open_dataset_for_spec
+from ..data.official_layouts import CustomLayout
 from ..errors import VitsegError
-from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label, summarize
+from ..metrics import reduce_zero_label
 from .common import load_inference_model, weights_file
 from .device import rank_device
 from .distributed import DistContext, init_distributed
-from .inference import InferenceSettings, iter_predictions
+from .evaluator import SegEvaluator, score_model
+from .inference import InferenceSettings
 from .outputs import DEFAULT_SAVE, OutputWriter, claim_output_folder
 from .progress import ProgressReporter
 
@@ -55,32 +57,22 @@ def _progress(total: int, label: str, enabled: bool) -> ProgressReporter:
     return ProgressReporter(label, total, unit="img", enabled=enabled and total > 0, transient=True)
 
 
-def score_pairs(pairs: Iterable[ScoredPair], num_classes: int, ignore_index: int,
-                progress: Optional[ProgressReporter] = None) -> tuple[np.ndarray, list[dict]]:
-    """Accumulate the confusion matrix and per-image rows ({index, key, pixel_acc, mIoU, labelled_pixels})."""
-    cm = ConfusionMatrix(num_classes, ignore_index)
-    rows = []
+def score_pairs(pairs: Iterable[ScoredPair], evaluator: SegEvaluator,
+                progress: Optional[ProgressReporter] = None) -> SegEvaluator:
+    """Feed (index, key, pred, label, source) pairs to `evaluator`."""
     for index, key, pred, label, source in pairs:
-        one = cm.update(pred, label, source=source)
-        acc, miou = image_scores(one)
-        rows.append({"index": index, "key": key, "pixel_acc": acc, "mIoU": miou, "labelled_pixels": int(one.sum())})
+        evaluator.process(index, key, pred, label, source)
         if progress is not None:
             progress.advance()
-    return cm.matrix, rows
+    return evaluator
 
 
-def _finish(ctx: DistContext, local: tuple[np.ndarray, list[dict]], class_names: Sequence[str], meta: dict,
-            started: float) -> Optional[EvalResult]:
-    matrix, rows = local
-    matrix = ctx.sum_array(matrix)
-    all_rows = [r for part in ctx.gather(rows) for r in part]
-    if not ctx.is_main:
+def _finish(ctx: DistContext, evaluator: SegEvaluator, meta: dict, started: float) -> Optional[EvalResult]:
+    scores = evaluator.evaluate(ctx)
+    if scores is None:
         return None
-    all_rows.sort(key=lambda r: r["index"])
-    for r in all_rows:
-        r.pop("index", None)
-    meta = {**meta, "num_images": len(all_rows), "world_size": ctx.world_size}
-    return EvalResult(summarize(matrix, class_names), matrix, all_rows, meta, time.perf_counter() - started)
+    meta = {**meta, "num_images": len(scores.per_image), "world_size": ctx.world_size}
+    return EvalResult(scores.summary, scores.matrix, scores.per_image, meta, time.perf_counter() - started)
 
 
 # ------------------------------------------------------------------------------------------ --pred / --gt mode
@@ -162,17 +154,18 @@ def evaluate_pairs(opts: PairOptions) -> Optional[EvalResult]:
                     pred, label = _read_pair(key, p, g, opts)
                     return i, key, pred, label, str(g)
 
+                evaluator = SegEvaluator(opts.num_classes, opts.ignore_index, names)
                 if opts.workers > 0:
                     with ThreadPoolExecutor(opts.workers) as pool:
-                        return score_pairs(pool.map(read, mine), opts.num_classes, opts.ignore_index, progress)
-                return score_pairs(map(read, mine), opts.num_classes, opts.ignore_index, progress)
+                        return score_pairs(pool.map(read, mine), evaluator, progress)
+                return score_pairs(map(read, mine), evaluator, progress)
             finally:
                 progress.close()
 
-        local = ctx.agree(work)
+        evaluator = ctx.agree(work)
         meta = {"pred": str(opts.pred), "gt": str(opts.gt), "ignore_index": opts.ignore_index,
                 "reduce_zero_label": opts.reduce_zero_label}
-        return _finish(ctx, local, names, meta, started)
+        return _finish(ctx, evaluator, meta, started)
     finally:
         ctx.close()
 
@@ -199,12 +192,16 @@ class ModelEvalOptions:
     overwrite: bool = False  # replace save_predictions made with another fingerprint
     quiet: bool = False
     limit: Optional[int] = None
+    label_map: Optional[str] = None  # mapillary / mmseg: a label map file or built-in name
+    layout: Optional[CustomLayout] = None  # mmseg: img_dir, ann_dir, suffixes, split file
 
 
 def _dataset_for_model(opts: ModelEvalOptions, model) -> SegDataset:
     k = model.spec.model.num_classes
-    ds = open_dataset(opts.dataset, opts.fmt, opts.split, classes_file=opts.classes, coco_json=opts.coco_json,
-                      num_classes=k if opts.fmt == "folder" else None)
+    ds = open_dataset_for_spec(opts.dataset, opts.fmt, opts.split, model.spec,
+                               f"the spec of {opts.weights or 'the default model'}", classes_file=opts.classes,
+                               coco_json=opts.coco_json, num_classes=k if opts.fmt in ("folder", "mmseg") else None,
+                               label_map=opts.label_map, layout=opts.layout)
     if ds.num_classes != k:
         raise VitsegError(f"{opts.dataset}: the {opts.fmt} dataset has {ds.num_classes} classes but the model "
                           f"predicts {k}")
@@ -236,37 +233,27 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         model, settings, ds = ctx.agree(prepare)
         mine = ctx.shard(ds.samples)
 
-        def work():
+        def work() -> SegEvaluator:
             writer = (_prediction_writer(opts.save_predictions, ds, opts.label_offset) if opts.save_predictions
                       else None)
             progress = _progress(len(mine), "evaluating", ctx.is_main and not opts.quiet).start()
+            evaluator = SegEvaluator(ds.num_classes, ds.ignore_index, ds.class_names)
             try:
-                preds = iter_predictions(model, [ds.samples[i].image for i in mine], settings, device,
-                                         workers=opts.workers, keep_image=writer is not None)
-
-                def pairs() -> Iterator[ScoredPair]:
-                    for i, pred in zip(mine, preds):
-                        if pred.error:
-                            raise VitsegError(pred.error)
-                        label = ds.read_label(i)
-                        source = ds.label_source(i)
-                        check_same_size(label, pred.labels.shape, source)
-                        if writer is not None:
-                            writer.put(pred, InputImage(pred.path, ds.samples[i].key))
-                        yield i, ds.samples[i].key, pred.labels, label, source
-
-                result = score_pairs(pairs(), ds.num_classes, ds.ignore_index, progress)
+                save = None if writer is None else (
+                    lambda i, pred, _label: writer.put(pred, InputImage(pred.path, ds.samples[i].key)))
+                score_model(model, ds, mine, settings, device, evaluator, workers=opts.workers,
+                            keep_image=writer is not None, on_prediction=save, progress=progress)
                 if writer is not None:
                     writer.close()
                     writer.check()
                     writer = None
-                return result
+                return evaluator
             finally:
                 progress.close()
                 if writer is not None:
                     writer.close()
 
-        local = ctx.agree(work)
+        evaluator = ctx.agree(work)
         meta = {"dataset": str(opts.dataset), "format": ds.fmt, "split": ds.split,
                 "weights": str(opts.weights) if opts.weights else "default", "source": getattr(model, "source", None),
                 "ignore_index": ds.ignore_index, "reduce_zero_label": ds.reduce_zero_label,
@@ -274,7 +261,7 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         if opts.save_predictions:
             meta["predictions"] = str(opts.save_predictions)
             meta["label_offset"] = opts.label_offset
-        return _finish(ctx, local, ds.class_names, meta, started)
+        return _finish(ctx, evaluator, meta, started)
     finally:
         ctx.close()
 

@@ -1,14 +1,17 @@
 """Export a segmentor to ONNX: normalized float32 NCHW input, logits at 1/4 of the input as output.
 
-The batch axis is dynamic. The spatial size is fixed at export (`height` x `width`): the backbone's reference points,
-level shapes and position-embedding resize are computed from python ints, so the tracer bakes them in. The spec YAML
-and the export size go into the model's metadata_props so `OnnxSegmentor(path)` needs nothing else.
+Deformable attention is exported as gather-based bilinear sampling (`msda.ms_deform_attn_gather`), so the graph has
+no GridSample and does not depend on how a runtime implements it. The batch axis is dynamic. By default the spatial
+size is fixed at export (`height` x `width`): the TorchScript tracer bakes the backbone's python-int geometry
+(reference points, level shapes, position-embedding resize) in. With `dynamic=True` the graph is captured with
+`torch.export` instead, where those sizes stay symbolic, and height and width are free (any size the model
+accepts; the graph pads to its multiple of 32 itself). The spec YAML and the export size (0 x 0 when dynamic) go
+into the model's metadata_props so `OnnxSegmentor(path)` needs nothing else.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import tempfile
 import warnings
@@ -22,9 +25,10 @@ from ..data.io import atomic_write_bytes, check_output_dir, remove_stale_parts
 from ..errors import VitsegError
 from ..model.msda import msda_impl
 from ..model.segmentor import Segmentor
+from .onnx_backend import META_FORMAT, META_HEIGHT, META_SPEC, META_WIDTH, MIN_DYNAMIC_SIDE, OnnxSegmentor
 
-DEFAULT_OPSET = 17  # GridSample needs >= 16
-META_SPEC, META_HEIGHT, META_WIDTH, META_FORMAT = "vitseg_spec", "vitseg_input_height", "vitseg_input_width", "format"
+DEFAULT_OPSET = 17
+DYNAMIC_OPSET = 18  # the torch.export-based exporter's lowest
 
 
 def _pool_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
@@ -59,35 +63,35 @@ def _traceable_adaptive_pool() -> Iterator[None]:
 
 
 def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: int = 512,
-                opset: int = DEFAULT_OPSET) -> Path:
-    """Write `model` as ONNX to `out` (atomically) for inputs of (any batch, 3, height, width)."""
+                opset: int = DEFAULT_OPSET, dynamic: bool = False) -> Path:
+    """Write `model` as ONNX to `out` (atomically) for inputs of (any batch, 3, height, width), or of any height and
+    width when `dynamic` (then `height` x `width` is only the example the graph is captured with)."""
     try:
         import onnx
     except ImportError:
         raise VitsegError("ONNX export needs the onnx package: pip install 'vitseg[onnx]'") from None
     if model.decode_head is None:
         raise VitsegError("the model has no decode head: nothing to export as logits")
-    if opset < 16:
-        raise VitsegError(f"opset {opset} is too old: deformable attention needs GridSample (opset >= 16)")
+    if opset < (DYNAMIC_OPSET if dynamic else 16):
+        raise VitsegError(f"opset {opset} is too old (use >= {DYNAMIC_OPSET if dynamic else 16})")
     if height <= 0 or width <= 0:
         raise VitsegError(f"bad export size: width {width}, height {height}")
     out = Path(out)
     check_output_dir(out.parent)  # an unwritable --out fails before the (slow) export, not after it
     model = model.eval().cpu()
-    example = torch.zeros(1, 3, height, width)
     # torch.onnx.export needs a path: a scratch file, then the final file is written whole with the metadata added
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent if out.parent.exists() else None)
     os.close(fd)
     try:
-        # the fast path: one GridSample per attention and no python-side data-dependent shapes
-        with torch.no_grad(), msda_impl("fast"), _traceable_adaptive_pool(), warnings.catch_warnings():
+        with torch.no_grad(), msda_impl("gather"), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # tracer warnings about python ints from shapes: intended (fixed size)
-            torch.onnx.export(model, (example,), tmp, input_names=["image"], output_names=["logits"],
-                              dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}}, opset_version=opset,
-                              do_constant_folding=True, dynamo=False)
+            if dynamic:
+                _export_dynamic(model, tmp, max(height, MIN_DYNAMIC_SIDE), max(width, MIN_DYNAMIC_SIDE), opset)
+            else:
+                _export_fixed(model, tmp, height, width, opset)
         proto = onnx.load(tmp)
-        meta = {META_FORMAT: "vitseg", META_SPEC: model.spec.to_yaml(), META_HEIGHT: str(height),
-                META_WIDTH: str(width)}
+        meta = {META_FORMAT: "vitseg", META_SPEC: model.spec.to_yaml(),
+                META_HEIGHT: "0" if dynamic else str(height), META_WIDTH: "0" if dynamic else str(width)}
         for key, value in meta.items():
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
@@ -98,17 +102,35 @@ def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: i
     return out
 
 
-def logits_size(height: int, width: int) -> tuple[int, int]:
-    return math.ceil(height / 4), math.ceil(width / 4)
+def _export_fixed(model: Segmentor, path: str, height: int, width: int, opset: int) -> None:
+    with _traceable_adaptive_pool():
+        torch.onnx.export(model, (torch.zeros(1, 3, height, width),), path, input_names=["image"],
+                          output_names=["logits"], dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                          opset_version=opset, do_constant_folding=True, dynamo=False)
+
+
+def _export_dynamic(model: Segmentor, path: str, height: int, width: int, opset: int) -> None:
+    try:
+        import onnxscript  # noqa: F401  (the torch.export-based exporter needs it)
+    except ImportError:
+        raise VitsegError("--dynamic export needs the onnxscript package: pip install 'vitseg[onnx]'") from None
+    dims = {2: torch.export.Dim("height", min=MIN_DYNAMIC_SIDE, max=16384),
+            3: torch.export.Dim("width", min=MIN_DYNAMIC_SIDE, max=16384)}
+    try:
+        torch.onnx.export(model, (torch.zeros(1, 3, height, width),), path, input_names=["image"],
+                          output_names=["logits"], dynamic_shapes=(dims,), opset_version=opset, dynamo=True,
+                          optimize=False, verbose=False)
+    except Exception as err:  # the exporter raises many types; say which model and why, in one line
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise VitsegError(f"dynamic-size export of this model failed: {first}") from None
 
 
 def check_export(model: Segmentor, path: "str | Path", x: Optional[torch.Tensor] = None) -> float:
     """Max abs difference between PyTorch and onnxruntime logits on `x` (random normal input by default)."""
-    from .onnx_backend import OnnxSegmentor
-
     runner = OnnxSegmentor(path)
     if x is None:
-        x = torch.randn(1, 3, runner.height, runner.width, generator=torch.Generator().manual_seed(0))
+        h, w = (runner.height, runner.width) if not runner.dynamic else (320, 256)
+        x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model.eval()(x)
     return (runner(x) - ref).abs().max().item()

@@ -1,8 +1,11 @@
 """The one inference path (predict and eval both use it): the official mmseg test pipeline, in bounded memory.
 
 Per image: RGB; resize (keep ratio to `resize.scale`, then up to a multiple of `size_divisor`, cv2 INTER_LINEAR on
-uint8); normalize; whole or slide inference; logits resized bilinearly (align_corners=False) to the original size;
-flip / multi-scale TTA average the softmax probabilities; argmax.
+uint8; or ViT-Adapter's SETR_Resize rule); for a flipped pass the mirror; optional raw-pixel padding of the short
+side (PadShortSide); normalize; whole or slide inference; logits resized bilinearly (align_corners=False) to the
+original size (the padding cut off first when `crop_pad`); flip / multi-scale TTA average the softmax
+probabilities; argmax. Per pass this is the official `aug_test` order (resize to the original size, softmax, flip
+back), for the UperNet and the Mask2Former segmentors alike.
 
 Memory stays bounded for any image size: nothing of shape (K, H, W) in float32 is ever allocated. Each TTA pass
 produces its class scores at the original size band by band (a few rows at a time, top to bottom): the window logits
@@ -31,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.io import read_image
+from ..data.test_transforms import imrescale_size, pad_bottom_right, ratio_scale, round_up, setr_size
 from ..data.video import read_frames
 from ..data.workers import worker_init
 from ..errors import VitsegError, first_line
@@ -58,13 +62,21 @@ class InferenceSettings:
     compile: bool = False
     procedure: str = "mmseg"
     short_side: Optional[int] = None  # the dinov3 procedure's short side at ratio 1
+    resize_rule: str = "mmseg"
+    min_short_side: Optional[int] = None
+    pad_short_side: Optional[int] = None
+    crop_pad: bool = False
+    pad_normalized: bool = False
 
     @classmethod
     def from_spec(cls, spec: Spec, **overrides: Any) -> "InferenceSettings":
         """The spec's `test` section, with any override that is not None put over it (`resize: null` = native)."""
         t = spec.test
         base = cls(mode=t.mode, crop_size=tuple(t.crop_size), stride=tuple(t.stride), flip=t.flip,
-                   scales=list(t.scales), resize=t.resize, procedure=t.procedure, short_side=t.short_side)
+                   scales=list(t.scales), resize=t.resize, resize_rule=t.resize_rule,
+                   min_short_side=t.min_short_side, pad_short_side=t.pad_short_side, crop_pad=t.crop_pad,
+                   pad_normalized=t.pad_normalized, procedure=t.procedure,
+                   short_side=t.short_side)
         unknown = set(overrides) - set(cls.__dataclass_fields__)
         if unknown:
             raise TypeError(f"unknown inference settings: {', '.join(sorted(unknown))}")
@@ -91,6 +103,9 @@ class InferenceSettings:
             raise VitsegError(f"test procedure {self.procedure!r} is not one of {', '.join(PROCEDURES)}")
         if self.procedure == "dinov3" and not self.short_side:
             raise VitsegError("the dinov3 test procedure needs test.short_side (the short side at ratio 1)")
+        if self.resize_rule == "setr" and (self.resize is None or not self.resize.keep_ratio
+                                           or not self.min_short_side):
+            raise VitsegError("the setr resize rule needs a keep-ratio resize and min_short_side")
 
     def check_device(self, device: torch.device) -> None:
         """Fail before any output is written when `device` cannot run these settings."""
@@ -98,46 +113,62 @@ class InferenceSettings:
             half_dtype(device)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mode": self.mode, "crop_size": list(self.crop_size), "stride": list(self.stride), "flip": self.flip,
-                "scales": list(self.scales), "resize": self.resize.model_dump(mode="json") if self.resize else None,
-                "batch_size": self.batch_size, "half": self.half, "compile": self.compile,
-                "procedure": self.procedure, "short_side": self.short_side}
+        out = {"mode": self.mode, "crop_size": list(self.crop_size), "stride": list(self.stride), "flip": self.flip,
+               "scales": list(self.scales), "resize": self.resize.model_dump(mode="json") if self.resize else None,
+               "batch_size": self.batch_size, "half": self.half, "compile": self.compile}
+        # only where set: the records (and fingerprints) of the plain pipeline stay as they were
+        extra = {"resize_rule": self.resize_rule != "mmseg" and self.resize_rule,
+                 "min_short_side": self.min_short_side, "pad_short_side": self.pad_short_side,
+                 "crop_pad": self.crop_pad, "pad_normalized": self.pad_normalized,
+                 "procedure": self.procedure != "mmseg" and self.procedure, "short_side": self.short_side}
+        return {**out, **{k: v for k, v in extra.items() if v}}
 
 
 # ------------------------------------------------------------------------------------------------ preprocessing
 
 
-def resized_shape(h: int, w: int, resize: Optional[ResizeSpec], ratio: float = 1.0) -> tuple[int, int]:
-    """(height, width) the test pipeline resizes an h×w image to, for one multi-scale ratio (mmcv rules)."""
+def resized_shape(h: int, w: int, resize: Optional[ResizeSpec], ratio: float = 1.0, rule: str = "mmseg",
+                  min_short_side: Optional[int] = None) -> tuple[int, int]:
+    """(height, width) the test pipeline resizes an h×w image to, for one multi-scale ratio (mmcv rules), before any
+    resize to a multiple of the size divisor."""
     if resize is None:
         if ratio == 1.0:
             return h, w
         nh, nw = int(h * ratio + 0.5), int(w * ratio + 0.5)
     else:
-        sw, sh = int(resize.scale[0] * ratio), int(resize.scale[1] * ratio)
+        scale = ratio_scale(resize.scale, ratio)
+        if rule == "setr":
+            return setr_size(h, w, scale, int(min_short_side or 0))
         if resize.keep_ratio:
-            factor = min(max(sw, sh) / max(h, w), min(sw, sh) / min(h, w))
-            nh, nw = int(h * factor + 0.5), int(w * factor + 0.5)
-        else:
-            nh, nw = sh, sw
+            return imrescale_size(h, w, scale)
+        nw, nh = scale
     return max(nh, 1), max(nw, 1)
 
 
 def preprocess(image: np.ndarray, resize: Optional[ResizeSpec], ratio: float,
-               mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """RGB uint8 (H, W, 3) -> normalized float32 (3, h, w): resize, resize up to the size divisor, normalize."""
+               mean: Sequence[float], std: Sequence[float], *, rule: str = "mmseg",
+               min_short_side: Optional[int] = None, flip: bool = False,
+               pad_short_side: Optional[int] = None, pad_normalized: bool = False) -> np.ndarray:
+    """RGB uint8 (H, W, 3) -> normalized float32 (3, h, w): resize, resize up to the size divisor, mirror (`flip`),
+    pad the short side with raw 0 (so the padding becomes -mean/std), normalize; `pad_normalized` pads with 0 after
+    normalizing instead."""
     h, w = image.shape[:2]
-    nh, nw = resized_shape(h, w, resize, ratio)
+    nh, nw = resized_shape(h, w, resize, ratio, rule, min_short_side)
     if (nh, nw) != (h, w):
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     if resize is not None and resize.size_divisor:
-        d = resize.size_divisor
-        mh, mw = math.ceil(nh / d) * d, math.ceil(nw / d) * d
+        mh, mw = round_up(nh, nw, resize.size_divisor)
         if (mh, mw) != (nh, nw):
             image = cv2.resize(image, (mw, mh), interpolation=cv2.INTER_LINEAR)
+    if flip:
+        image = image[:, ::-1]
+    if not pad_normalized:
+        image = pad_bottom_right(image, pad_short_side)
     x = image.astype(np.float32)
     x -= np.asarray(mean, dtype=np.float32)
     x *= (1.0 / np.asarray(std, dtype=np.float64)).astype(np.float32)  # mmcv multiplies by 1/std
+    if pad_normalized:
+        x = pad_bottom_right(x, pad_short_side)
     return np.ascontiguousarray(x.transpose(2, 0, 1))
 
 
@@ -173,13 +204,27 @@ def _read_error(path: Path, err: Exception) -> str:
 def prepare_item(image: np.ndarray, settings: InferenceSettings, mean, std, keep_image: bool, index: int = 0,
                  path: Optional[Path] = None, frame: Optional[int] = None) -> dict[str, Any]:
     """What the model loop takes for one RGB uint8 image (a file, an array, a video frame): its preprocessed input
-    at each TTA scale, its size, the image if kept."""
+    at each TTA scale, its size, the image if kept. With padding, a flipped pass is not the mirror of the unflipped
+    input (the pad goes bottom/right after the flip): `flipped` then holds those inputs, and `valid` the (h, w) of
+    each scale's image inside its padding."""
+    h, w = image.shape[:2]
+    opts = dict(rule=settings.resize_rule, min_short_side=settings.min_short_side,
+                pad_short_side=settings.pad_short_side, pad_normalized=settings.pad_normalized)
     if settings.procedure == "dinov3":
         inputs = [torch.from_numpy(dinov3_view(image, settings.short_side, r, mean, std)) for r in settings.scales]
     else:
-        inputs = [torch.from_numpy(preprocess(image, settings.resize, r, mean, std)) for r in settings.scales]
-    return {"index": index, "path": path, "error": None, "inputs": inputs, "size": image.shape[:2],
+        inputs = [torch.from_numpy(preprocess(image, settings.resize, r, mean, std, **opts)) for r in settings.scales]
+    item = {"index": index, "path": path, "error": None, "inputs": inputs, "size": image.shape[:2],
             "image": image if keep_image else None, "frame": frame}
+    if settings.pad_short_side:
+        divisor = settings.resize.size_divisor if settings.resize is not None else None
+        item["valid"] = [round_up(*resized_shape(h, w, settings.resize, r, settings.resize_rule,
+                                                 settings.min_short_side), divisor) for r in settings.scales]
+        if settings.flip:
+            item["flipped"] = [torch.from_numpy(preprocess(image, settings.resize, r, mean, std, flip=True, **opts))
+                               if tuple(x.shape[-2:]) != valid else None
+                               for r, x, valid in zip(settings.scales, inputs, item["valid"])]
+    return item
 
 
 class _VideoFrames(torch.utils.data.IterableDataset):
@@ -249,13 +294,16 @@ class _ScorePass:
     bottom: windows are run only when a band needs them and dropped once every band they cover is done."""
 
     def __init__(self, forward: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, settings: InferenceSettings,
-                 out_size: tuple[int, int], flipped: bool, ready: Optional[torch.Tensor] = None):
-        """`ready`: whole mode only, the logits of `x` already computed (in a batch with other images)."""
+                 out_size: tuple[int, int], flipped: bool, ready: Optional[torch.Tensor] = None,
+                 valid: Optional[tuple[int, int]] = None):
+        """`ready`: whole mode only, the logits of `x` already computed (in a batch with other images). `valid`: the
+        top-left part of `x` whose scores are resized back (the rest is padding to cut off), None = all of it."""
         self.forward, self.x, self.flipped = forward, x, flipped
         self.batch_size = settings.batch_size
         self.in_size = tuple(x.shape[-2:])
         self.out_size = out_size
         h, w = self.in_size
+        self.valid = (h, w) if valid is None else (min(valid[0], h), min(valid[1], w))
         windows = [(0, h, 0, w)] if settings.mode == "whole" else slide_windows(
             h, w, window_crop(settings.procedure, h, w, settings.crop_size), settings.stride)
         self.pending = deque(windows if ready is None else [])
@@ -288,7 +336,11 @@ class _ScorePass:
         return total / count
 
     def rows(self, a: int, b: int) -> torch.Tensor:
-        out = _resize_rows(self._input_rows, self.in_size, self.out_size, a, b)
+        if self.valid == self.in_size:
+            out = _resize_rows(self._input_rows, self.in_size, self.out_size, a, b)
+        else:
+            out = _resize_rows(lambda lo, hi: self._input_rows(lo, hi)[:, :, :self.valid[1]], self.valid,
+                               self.out_size, a, b)
         return out.flip(-1) if self.flipped else out
 
 
@@ -335,20 +387,25 @@ def _model_forward(model: Any, device: torch.device, half: bool, compiled: bool 
 
 
 def _pass_inputs(item: dict[str, Any], settings: InferenceSettings, device: torch.device):
-    """(input, flipped) of each TTA pass, in pass order: per scale, as is then mirrored."""
-    for x in item["inputs"]:
+    """(input, flipped, valid) of each TTA pass, in pass order: per scale, as is then mirrored; `valid` is the
+    unpadded (h, w) when the padding's scores are to be cut off, else None."""
+    flipped = item.get("flipped") or [None] * len(item["inputs"])
+    crop = settings.crop_pad and settings.mode == "slide" and "valid" in item
+    for k, x in enumerate(item["inputs"]):
+        valid = tuple(item["valid"][k]) if crop else None
         x = x.to(device, non_blocking=True)[None]
-        yield x, False
+        yield x, False, valid
         if settings.flip:
-            yield x.flip(-1), True
+            mirrored = x.flip(-1) if flipped[k] is None else flipped[k].to(device, non_blocking=True)[None]
+            yield mirrored, True, valid
 
 
 def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, device: torch.device,
                  num_classes: int, want_probs: bool,
                  ready: Optional[list[torch.Tensor]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
     out_size = tuple(int(s) for s in item["size"])
-    passes = [_ScorePass(forward, x, settings, out_size, flipped, None if ready is None else ready[k])
-              for k, (x, flipped) in enumerate(_pass_inputs(item, settings, device))]
+    passes = [_ScorePass(forward, x, settings, out_size, flipped, None if ready is None else ready[k], valid)
+              for k, (x, flipped, valid) in enumerate(_pass_inputs(item, settings, device))]
     label_dtype = np.uint8 if num_classes <= 255 else np.uint16 if num_classes <= 65535 else np.int32
     labels = np.empty(out_size, dtype=label_dtype)
     probs = np.empty((num_classes, *out_size), dtype=np.float16) if want_probs else None
@@ -458,7 +515,7 @@ def _predict_group(forward, items: list[dict[str, Any]], settings: InferenceSett
     start = time.perf_counter()
     if len(items) > 1:
         try:
-            per_pass = [forward(torch.cat(xs)) for xs in zip(*[[x for x, _ in _pass_inputs(it, settings, device)]
+            per_pass = [forward(torch.cat(xs)) for xs in zip(*[[x for x, _, _ in _pass_inputs(it, settings, device)]
                                                                  for it in items])]
             readies = [[logits[j] for logits in per_pass] for j in range(len(items))]
         except torch.cuda.OutOfMemoryError:  # the batch does not fit: one image at a time

@@ -1,10 +1,11 @@
 """Run an exported ONNX segmentor with onnxruntime, as a drop-in for the torch model in the inference loop.
 
 `OnnxSegmentor(path)` reads the spec embedded by `vitseg export`; calling it on a normalized (B, 3, h, w) tensor gives
-logits (B, K, ceil(h/4), ceil(w/4)) like `Segmentor.forward`. The graph has a fixed spatial size (the export size), so
-other input sizes are an error: use slide inference with crop = export size, or export at the size you feed. With
-`allow_pad=True` a smaller input is zero-padded bottom/right to the export size and the logits cropped; that is NOT
-what the torch model computes (it pads only to a multiple of 32, and attention sees the padding), so logits move.
+logits (B, K, ceil(h/4), ceil(w/4)) like `Segmentor.forward`. A graph exported with `--dynamic` takes any size, like
+the torch model. Otherwise the graph has a fixed spatial size (the export size), so other input sizes are an error:
+use slide inference with crop = export size, or export at the size you feed. With `allow_pad=True` a smaller input
+is zero-padded bottom/right to the export size and the logits cropped; that is NOT what the torch model computes (it
+pads only to a multiple of 32, and attention sees the padding), so logits move.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ import torch.nn.functional as F
 from ..errors import VitsegError, first_line
 from ..safe_yaml import load_yaml
 from ..spec import Spec, load_spec, spec_from_dict
-from .export import META_HEIGHT, META_SPEC, META_WIDTH, logits_size
+
+# metadata_props keys written by `vitseg export`; a height and width of 0 mean a dynamic-size graph
+META_SPEC, META_HEIGHT, META_WIDTH, META_FORMAT = "vitseg_spec", "vitseg_input_height", "vitseg_input_width", "format"
+MIN_DYNAMIC_SIDE = 64  # the smallest side a dynamic graph is exported for
+
+
+def logits_size(height: int, width: int) -> tuple[int, int]:
+    """The (h, w) of the logits for an input of height x width: 1/4, rounded up."""
+    return -(-height // 4), -(-width // 4)
 
 
 class OnnxSegmentor:
@@ -50,8 +59,10 @@ class OnnxSegmentor:
         else:
             raise VitsegError(f"{path}: no vitseg spec in the ONNX metadata (give one with --spec)")
         shape = self.session.get_inputs()[0].shape
-        self.height = int(meta.get(META_HEIGHT, shape[2]))
-        self.width = int(meta.get(META_WIDTH, shape[3]))
+        fixed = [v if isinstance(v, int) else 0 for v in shape[2:]]
+        self.height = int(meta.get(META_HEIGHT, fixed[0]))
+        self.width = int(meta.get(META_WIDTH, fixed[1]))
+        self.dynamic = self.height == 0 or self.width == 0
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
         self.allow_pad = allow_pad
@@ -70,6 +81,8 @@ class OnnxSegmentor:
         if x.ndim != 4 or x.shape[1] != 3:
             raise VitsegError(f"expected a (B, 3, H, W) batch, got {tuple(x.shape)}")
         h, w = x.shape[-2:]
+        if self.dynamic:
+            return self._run_dynamic(x)
         if (h, w) != (self.height, self.width) and (not self.allow_pad or h > self.height or w > self.width):
             raise VitsegError(f"input {w}x{h} (WxH) does not fit the ONNX model's fixed {self.width}x{self.height} "
                               "(export with --height/--width of your input, or use slide inference with that crop "
@@ -81,3 +94,12 @@ class OnnxSegmentor:
         logits = self.session.run(None, {self.input_name: x.contiguous().numpy()})[0]
         lh, lw = logits_size(h, w)
         return torch.from_numpy(logits)[..., :lh, :lw].to(device)
+
+    def _run_dynamic(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        if h < MIN_DYNAMIC_SIDE or w < MIN_DYNAMIC_SIDE:
+            raise VitsegError(f"input {w}x{h} (WxH) is below the {MIN_DYNAMIC_SIDE} px per side the dynamic ONNX "
+                              f"model {self.path.name} was exported for")
+        device = x.device
+        logits = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
+        return torch.from_numpy(logits).to(device)

@@ -8,8 +8,12 @@ world_size x accum x per-process micro-batch. An iteration is one optimizer step
 
 Run folder: spec.yaml, run.json, log.csv (iter, lr, loss = total loss, one column per loss term, time =
 seconds per iteration, + validation metrics), last.safetensors / best.safetensors (vitseg format), state.pt (every
-`save_every` iterations, at the end and on Ctrl-C / SIGTERM). `--resume` restores model, optimizer, schedule, scaler,
-RNG states, data position and best score, so the run continues as if never stopped.
+`save_every` iterations, at the end and on Ctrl-C / SIGTERM), plots/ (curves, confusion matrices, sample panels) and
+a lock file while a trainer runs. `--resume` restores model, optimizer, schedule, scaler, RNG states, data position
+and best score, so the run continues as if never stopped.
+
+`Trainer` builds the model and optimiser, restores a saved state and runs one step (gradient accumulation, AMP, DDP's
+`no_sync`); everything around the steps is a hook (engine/hooks.py).
 """
 
 from __future__ import annotations
@@ -17,10 +21,7 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
-import signal
 import sys
-import threading
-import time
 import warnings
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -32,23 +33,22 @@ import torch
 from torch import nn
 
 from .._version import __version__
-from ..data.datasets import open_dataset
-from ..data.io import atomic_write_bytes
+from ..data.io import atomic_write_bytes, remove_stale_parts
+from ..data.label_treatment import open_dataset_for_spec
 from ..errors import VitsegError
 from ..loading import init_from_checkpoint, load_pretrained, save_model
-from ..metrics import ConfusionMatrix
 from ..model.segmentor import Segmentor, build_model
 from ..spec import Spec, apply_overrides, load_spec, read_spec_data, spec_from_dict, with_overrides
 from .device import rank_device
 from .distributed import DistContext, init_distributed
-from .inference import InferenceSettings, iter_predictions
+from .hooks import CheckpointHook, EvalHook, HookBase, LogHook, PlotHook, StopHook, TrainerBase
 from .optim import build_optimizer, build_scheduler
-from .loggers import build_loggers, logger_names, metric_names
+from .loggers import build_loggers, logger_names
 from .progress import ProgressReporter
 from .train_data import (CLASS_FIELDS, AugmentedCrops, batch_loader, check_dataset, class_fields_set, fit_classes,
                          loader_stopped, unwrap_worker_error)
-from .train_state import (CsvLog, capture_rng, check_run_folder, load_state, read_run_info, restore_rng,
-                          save_state, seed_everything, write_json)
+from .train_state import (LOG_COLUMNS, CsvLog, RunLock, capture_rng, check_run_folder, load_state, read_log_for_resume,
+                          read_run_info, restore_rng, save_state, seed_everything, write_json)
 
 # train-section fields a CLI flag may set; on --resume only OPERATIONAL ones may change
 CLI_TRAIN_FIELDS = ("iters", "batch_size", "crop_size", "lr", "amp", "accum", "workers", "eval_every", "save_every",
@@ -81,11 +81,12 @@ class TrainOptions:
     backbone_weights: Optional[Path] = None  # with init_from: the backbone file of a two-file release
     resume: bool = False
     device: str = "auto"
-    log_every: Optional[int] = None  # default: the run's own (run.json), else 50
+    log_every: Optional[int] = None  # default: the run's own (run.json), else min(50, max(1, iters // 20))
     loggers: Optional[str] = None  # --logger tb,mlflow,...; default: the run's own, else tb when installed
     stop_at: Optional[int] = None
     quiet: bool = False
     command: list[str] = field(default_factory=lambda: list(sys.argv))
+    hooks: list[HookBase] = field(default_factory=list)  # extra hooks, called after the built-in ones
 
 
 @dataclass
@@ -96,9 +97,6 @@ class TrainResult:
     last_loss: Optional[float]
     best_score: Optional[float]
     metrics: dict[str, float] = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------------------------------------- distributed
 
 
 # ------------------------------------------------------------------------------------------------------- setup
@@ -177,49 +175,269 @@ def _versions() -> dict[str, Any]:
             "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None}
 
 
-class _StopFlag:
-    """First Ctrl-C / SIGTERM asks the loop to stop at the next iteration boundary (state is saved); a second
-    Ctrl-C interrupts at once."""
+# ----------------------------------------------------------------------------------------------------- the run
 
-    def __init__(self) -> None:
-        self.requested = False
-        self._old: dict[int, Any] = {}
 
-    def __enter__(self) -> "_StopFlag":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._old[sig] = signal.signal(sig, self._handle)
+@dataclass
+class PreparedRun:
+    """What a run needs before its model is built, every part checked (`_prepare`)."""
+
+    out: Path
+    resuming: bool
+    run_info: dict[str, Any]
+    data_root: Path
+    fmt: str
+    val_root: Optional[Path]
+    log_every: int
+    logger_option: Optional[str]
+    loggers_wanted: list[str]
+    spec: Spec
+    dataset: Any
+    val_dataset: Any
+    micro: int
+    lock: Optional[RunLock] = None
+
+    def take_lock(self, say: Callable[[str], None]) -> None:
+        """Hold the run folder (rank 0), then delete what a killed save left there."""
+        lock = RunLock(self.out)
+        for note in lock.acquire():
+            say(note)
+        self.lock = lock
+        remove_stale_parts(self.out)
+
+
+def _whole_message(err: BaseException) -> str:
+    """An exception's message on one line: load_state_dict names the mismatching keys only after its first line."""
+    lines = [ln.strip() for ln in str(err).strip().splitlines() if ln.strip()]
+    return " ".join(lines)[:240] if lines else type(err).__name__
+
+
+class Trainer(TrainerBase):
+    """One run: `build` (model, optimiser, schedule, scaler, and on --resume the saved state, checked), then `fit`
+    writes the run folder and loops with the hooks of `build_hooks`."""
+
+    def __init__(self, opts: TrainOptions, run: PreparedRun, ctx: DistContext, say: Callable[[str], None]):
+        super().__init__()
+        self.opts, self.run, self.ctx, self.say = opts, run, ctx, say
+        self.out, self.spec = run.out, run.spec
+        self.total_iters = run.spec.train.iters
+        self.best_score: Optional[float] = None
+        self.best_iter: Optional[int] = None
+        self.step_losses: dict[str, float] = {}
+        self.step_count = 0
+        self.step_lr = 0.0
+        self.log_resume: tuple[list[str], list[dict[str, str]]] = ([], [])
+        self.progress: Any = None
+
+    # ---- build and resume
+
+    def build(self) -> "Trainer":
+        t, ctx = self.spec.train, self.ctx
+        seed_everything(t.seed + ctx.rank)
+        if ctx.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.model = build_model(self.spec)
+        if not self.run.resuming:
+            self._init_weights()
+        elif self.opts.pretrained or self.opts.init_from:
+            self.say("note: --pretrained / --init-from are ignored on --resume (the saved state is loaded)")
+        self.model.to(ctx.device)
+        if ctx.active and ctx.device.type == "cuda":
+            self.model = nn.SyncBatchNorm.convert_sync_batchnorm(self.model)
+        elif ctx.active:
+            self.say("note: BatchNorm statistics stay per process on CPU (SyncBatchNorm needs GPUs)")
+        self.model.train()
+        self.optimizer = build_optimizer(self.model, t)
+        self.scheduler = build_scheduler(self.optimizer, t)
+        self.use_amp = bool(t.amp) and ctx.device.type == "cuda"
+        if self.opts.amp and not self.use_amp:
+            self.say("note: --amp is for CUDA devices only: this run trains in float32")
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
+        if self.run.resuming:
+            self.resume()
+        self.net: nn.Module = _TrainForward(self.model)
+        if ctx.active:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
         return self
 
-    def _handle(self, signum, frame) -> None:
-        if self.requested and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        self.requested = True
+    def _init_weights(self) -> None:
+        opts = self.opts
+        if opts.pretrained and opts.init_from:
+            raise VitsegError("give --pretrained (the backbone's pretraining) or --init-from (a whole segmentor), not both")
+        if opts.pretrained:
+            for note in load_pretrained(self.model, opts.pretrained):
+                self.say(f"note: {note}")
+        if opts.init_from:
+            for note in init_from_checkpoint(self.model, Path(opts.init_from), opts.backbone_weights):
+                self.say(f"note: {note}")
 
-    def __exit__(self, *exc) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
+    def resume(self) -> None:
+        """Load state.pt (and check log.csv) before anything in the run folder changes: a state that does not fit
+        this run is one line naming the file."""
+        path, ctx, t = self.out / "state.pt", self.ctx, self.spec.train
+        state = load_state(path)
+        try:
+            self.model.load_state_dict(state["model"])
+        except (RuntimeError, KeyError, TypeError, ValueError) as err:
+            raise VitsegError(f"{path}: its model does not fit this run's spec ({_whole_message(err)})") from None
+        self._load_optimizer(path, state["optimizer"])
+        schedule = dict(state["scheduler"])
+        if t.iters != schedule["max_iters"]:
+            self.say(f"note: iters changed from {schedule['max_iters']} to {t.iters}: the poly schedule now ends there")
+            schedule["max_iters"] = t.iters
+        schedule["warmup_iters"] = min(schedule["warmup_iters"], t.iters)
+        self.scheduler.load_state_dict(schedule)
+        start = state["iteration"]
+        try:
+            if self.use_amp and state.get("scaler"):
+                self.scaler.load_state_dict(state["scaler"])
+            rngs = state.get("rng") or []
+            if len(rngs) == ctx.world_size:
+                restore_rng(rngs[ctx.rank])
+            else:
+                seed_everything(t.seed + ctx.rank + 1000003 * start)
+                self.say(f"note: world size changed ({len(rngs)} -> {ctx.world_size}): random streams are reseeded")
+        except (RuntimeError, KeyError, TypeError, ValueError, AttributeError, IndexError) as err:
+            raise VitsegError(f"{path}: damaged training state ({_whole_message(err)}); start a new run folder") from None
+        if ctx.is_main:
+            self.log_resume = read_log_for_resume(self.out / "log.csv", start)
+        self.start_iter = start
+        self.best_score, self.best_iter = state.get("best_score"), state.get("best_iter")
 
+    def _load_optimizer(self, path: Path, saved: dict[str, Any]) -> None:
+        try:
+            self.optimizer.load_state_dict(saved)
+        except (ValueError, KeyError, TypeError, RuntimeError, IndexError) as err:
+            raise VitsegError(f"{path}: its optimizer state does not fit this run's model ({_whole_message(err)})") from None
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                for name, value in self.optimizer.state.get(param, {}).items():
+                    if torch.is_tensor(value) and value.dim() > 0 and value.shape != param.shape:
+                        raise VitsegError(f"{path}: its optimizer state does not fit this run's model ({name} of "
+                                          f"shape {list(value.shape)} for a parameter of shape {list(param.shape)})")
 
-# ---------------------------------------------------------------------------------------------------- validation
+    # ---- the run folder
 
+    def write_run_folder(self) -> None:
+        """spec.yaml, run.json (new, or a resume entry added), log.csv and the metric loggers (rank 0)."""
+        run, ctx, out = self.run, self.ctx, self.out
+        self.log: Optional[CsvLog] = None
+        self.loggers: list = []
+        if ctx.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(out / "spec.yaml", self.spec.to_yaml().encode())
+            write_json(out / "run.json", self._run_info())
+        ctx.barrier()
+        if ctx.is_main:
+            columns, rows = self.log_resume if run.resuming else ([], [])
+            self.log = CsvLog(out / "log.csv", columns or list(LOG_COLUMNS), rows)
+            self.loggers = build_loggers(run.loggers_wanted, out, _logger_config(self.spec, run.data_root, run.fmt))
 
-def validate(model: Segmentor, dataset: Any, device: torch.device) -> dict[str, float]:
-    """mIoU and friends of `model` on `dataset` through the shared inference and metrics code."""
-    spec = model.spec
-    settings = InferenceSettings.from_spec(spec)
-    conf = ConfusionMatrix(spec.model.num_classes, dataset.ignore_index)
-    paths = [s.image for s in dataset.samples]
-    was_training = model.training
-    try:
-        for i, pred in enumerate(iter_predictions(model, paths, settings, device)):
-            if pred.error:
-                raise VitsegError(pred.error)
-            conf.update(pred.labels, dataset.read_label(i), source=dataset.label_source(i))
-    finally:
-        model.train(was_training)
-    summary = conf.summarize(spec.class_names)
-    return {k: float(summary[k]) for k in ("aAcc", "mIoU", "mAcc")}
+    def _run_info(self) -> dict[str, Any]:
+        run, ctx, t, opts = self.run, self.ctx, self.spec.train, self.opts
+        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        if run.resuming:
+            info = dict(run.run_info)
+            info.setdefault("resumes", []).append(
+                {"iteration": self.start_iter, "time": now, "command": " ".join(opts.command),
+                 "world_size": ctx.world_size, "device": str(ctx.device)})
+            info.update(data=str(run.data_root), val_data=str(run.val_root) if run.val_root else None,
+                        loggers=run.logger_option, amp=bool(t.amp), amp_active=self.use_amp)
+            return info
+        device_name = (torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else
+                       platform.processor() or platform.machine())
+        return {"command": " ".join(opts.command), "started": now, "versions": _versions(),
+                "world_size": ctx.world_size, "seed": t.seed, "device": str(ctx.device), "device_name": device_name,
+                "data": str(run.data_root), "format": run.fmt, "split": opts.split,
+                "val_data": str(run.val_root) if run.val_root else None,
+                "pretrained": str(_absolute(opts.pretrained)) if opts.pretrained else None,
+                "init_from": str(_absolute(opts.init_from)) if opts.init_from else None,
+                "log_every": run.log_every, "loggers": opts.loggers, "batch_size": t.batch_size,
+                "micro_batch": run.micro, "accum": t.accum, "amp": bool(t.amp), "amp_active": self.use_amp,
+                "train_samples": len(run.dataset), "resumes": []}
+
+    def save_checkpoint(self) -> None:
+        """last.safetensors + state.pt at the current iteration (a collective: every rank's RNG state is kept)."""
+        rngs = self.ctx.gather(capture_rng())
+        if self.ctx.is_main:
+            save_model(self.model, self.out / "last.safetensors",
+                       source=f"vitseg train {self.out.name} iter {self.iter}")
+            save_state(self.out / "state.pt", {
+                "iteration": self.iter, "best_score": self.best_score, "best_iter": self.best_iter,
+                "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict() if self.use_amp else {},
+                "rng": rngs, "world_size": self.ctx.world_size, "spec": self.spec.to_yaml()})
+        self.ctx.barrier()
+
+    def save_best(self) -> None:
+        save_model(self.model, self.out / "best.safetensors",
+                   source=f"vitseg train {self.out.name} iter {self.iter} mIoU {self.best_score:.4f}")
+
+    # ---- the loop
+
+    def run_step(self) -> None:
+        """One optimizer step over `accum` micro-batches; the summed loss terms go to `step_losses`."""
+        t, ctx = self.spec.train, self.ctx
+        self.step_lr = self.scheduler.base_lr
+        sums: dict[str, float] = {}
+        for a in range(t.accum):
+            x, y = _next_batch(self.batches)
+            x = x.to(ctx.device, non_blocking=True)
+            y = y.to(ctx.device, non_blocking=True)
+            sync = contextlib.nullcontext() if (a == t.accum - 1 or not ctx.active) else self.net.no_sync()
+            with sync:
+                with torch.autocast("cuda", dtype=torch.float16, enabled=self.use_amp):
+                    losses = self.net(x, y)
+                loss = sum(losses.values())
+                self.scaler.scale(loss / t.accum).backward()
+            for key, value in {"loss": loss, **losses}.items():
+                sums[key] = sums.get(key, 0.0) + float(value.detach())
+        self.step_losses, self.step_count = sums, t.accum
+        if not self.use_amp and not math.isfinite(sums["loss"]):
+            raise VitsegError(f"the loss became {sums['loss']} at iteration {self.iter + 1} (try a lower --lr); the "
+                              f"last good state is in {self.out / 'state.pt'}")
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    def build_hooks(self, stop_at: int) -> tuple[LogHook, Optional[EvalHook]]:
+        t, main = self.spec.train, self.ctx.is_main
+        val = self.run.val_dataset
+        evaluation = EvalHook(val, t.eval_every) if val is not None else None
+        logging = LogHook(self.log, self.loggers, self.run.log_every, evaluation)
+        plots = PlotHook(self.out / "log.csv", evaluation) if main else None
+        self.register_hooks([StopHook(stop_at), evaluation, logging, CheckpointHook(t.save_every), plots,
+                             *self.opts.hooks])
+        return logging, evaluation
+
+    def fit(self) -> TrainResult:
+        t, ctx, run = self.spec.train, self.ctx, self.run
+        if self.start_iter >= t.iters:
+            self.say(f"{self.out}: already trained to iteration {self.start_iter} (raise --iters to continue)")
+            for logger in self.loggers:
+                logger.close()
+            return TrainResult(self.out, self.start_iter, False, None, self.best_score)
+        if run.resuming:
+            self.say(f"resuming {self.out} at iteration {self.start_iter}/{t.iters}")
+        crops = AugmentedCrops(run.dataset, self.spec)
+        self.batches = batch_loader(crops, run.micro, ctx.rank, ctx.world_size, self.start_iter * t.accum, t.workers,
+                                    pin_memory=ctx.device.type == "cuda")
+        stop_at = min(self.opts.stop_at, t.iters) if self.opts.stop_at else t.iters
+        self.say(f"training {len(run.dataset)} images, {t.iters} iterations, batch {t.batch_size} "
+                 f"({ctx.world_size} x {run.micro} x accum {t.accum}), crop {list(t.crop_size)}, lr {t.lr:g}, "
+                 f"device {ctx.device}{' amp' if self.use_amp else ''}")
+        logging, evaluation = self.build_hooks(stop_at)
+        progress = ProgressReporter("train", t.iters, start=self.start_iter, unit="it",
+                                    enabled=not self.opts.quiet and ctx.is_main, fallback=self.say)
+        with progress as bar, loader_stopped(self.batches):
+            self.progress = bar
+            self.train(self.start_iter, t.iters)
+        if self.interrupted:
+            self.say(f"stopped at iteration {self.iter}: state saved; continue with --resume")
+        metrics = evaluation.last if evaluation is not None else {}
+        return TrainResult(self.out, self.iter, self.interrupted, logging.last_loss, self.best_score, metrics)
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -230,215 +448,46 @@ def train(opts: TrainOptions, say: Callable[[str], None] = print) -> TrainResult
     # DDP on CPU: depthwise-conv grads come with other strides than DDP's buckets; harmless, and said every step
     warnings.filterwarnings("ignore", message="Grad strides do not match bucket view strides")
     ctx = init_distributed(rank_device(opts.device))
+    say = say if ctx.is_main else (lambda _msg: None)
+    run: Optional[PreparedRun] = None
+    started = False
     try:
-        return _train(opts, ctx, say if ctx.is_main else (lambda _msg: None))
+        # every rank checks the folder, the data, the batch and the saved state before rank 0 writes anything or
+        # any rank trains; a failure on one rank is every rank's (agree), so none waits for the others
+        run = ctx.agree(lambda: _prepare(opts, ctx, say))
+        ctx.agree(lambda: run.take_lock(say) if ctx.is_main else None)
+        trainer = ctx.agree(lambda: Trainer(opts, run, ctx, say).build())
+        trainer.write_run_folder()
+        started = True
+        return trainer.fit()
     finally:
+        if run is not None and run.lock is not None:
+            run.lock.release(failed=not started)
         ctx.close()
 
 
-def _train(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> TrainResult:
-    out = Path(opts.out)
-    # every rank checks the folder, the data and the batch before rank 0 writes anything or any rank trains; a
-    # failure on one rank is every rank's (agree), so none waits for the others in a collective
-    (resuming, run_info, data_root, fmt, val_root, log_every, logger_option, loggers_wanted, spec, dataset,
-     val_dataset, micro) = ctx.agree(lambda: _prepare(opts, ctx, say))
-    t = spec.train
-
-    # ---- model, optimiser, schedule
-    seed_everything(t.seed + ctx.rank)
-    if ctx.device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    model = build_model(spec)
-    if not resuming:
-        if opts.pretrained and opts.init_from:
-            raise VitsegError("give --pretrained (the backbone's pretraining) or --init-from (a whole segmentor), not both")
-        if opts.pretrained:
-            for note in load_pretrained(model, opts.pretrained):
-                say(f"note: {note}")
-        if opts.init_from:
-            for note in init_from_checkpoint(model, Path(opts.init_from), opts.backbone_weights):
-                say(f"note: {note}")
-    elif opts.pretrained or opts.init_from:
-        say("note: --pretrained / --init-from are ignored on --resume (the saved state is loaded)")
-    model.to(ctx.device)
-    if ctx.active and ctx.device.type == "cuda":
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    elif ctx.active:
-        say("note: BatchNorm statistics stay per process on CPU (SyncBatchNorm needs GPUs)")
-    model.train()
-    optimizer = build_optimizer(model, t)
-    scheduler = build_scheduler(optimizer, t)
-    use_amp = bool(t.amp) and ctx.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    start_iter, best_score, best_iter = 0, None, None
-
-    if resuming:
-        state = load_state(out / "state.pt")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule = dict(state["scheduler"])
-        if t.iters != schedule["max_iters"]:
-            say(f"note: iters changed from {schedule['max_iters']} to {t.iters}: the poly schedule now ends there")
-            schedule["max_iters"] = t.iters
-        scheduler.load_state_dict(schedule)
-        if use_amp and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        start_iter = int(state["iteration"])
-        best_score, best_iter = state.get("best_score"), state.get("best_iter")
-        rngs = state.get("rng") or []
-        if len(rngs) == ctx.world_size:
-            restore_rng(rngs[ctx.rank])
-        else:
-            seed_everything(t.seed + ctx.rank + 1000003 * start_iter)
-            say(f"note: world size changed ({len(rngs)} -> {ctx.world_size}): random streams are reseeded")
-        say(f"resuming {out} at iteration {start_iter}/{t.iters}")
-
-    net: nn.Module = _TrainForward(model)
-    if ctx.active:
-        net = nn.parallel.DistributedDataParallel(
-            net, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None)
-
-    # ---- run folder
-    if ctx.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(out / "spec.yaml", spec.to_yaml().encode())
-        now = datetime.now(timezone.utc).isoformat(timespec="seconds")
-        if not resuming:
-            run_info = {"command": " ".join(opts.command), "started": now, "versions": _versions(),
-                        "world_size": ctx.world_size, "seed": t.seed, "device": str(ctx.device),
-                        "device_name": torch.cuda.get_device_name(ctx.device) if ctx.device.type == "cuda" else
-                        platform.processor() or platform.machine(),
-                        "data": str(data_root), "format": fmt, "split": opts.split,
-                        "val_data": str(val_root) if val_root else None,
-                        "pretrained": str(_absolute(opts.pretrained)) if opts.pretrained else None,
-                        "init_from": str(_absolute(opts.init_from)) if opts.init_from else None,
-                        "log_every": log_every, "loggers": opts.loggers, "batch_size": t.batch_size,
-                        "micro_batch": micro, "accum": t.accum, "amp": use_amp,
-                        "train_samples": len(dataset), "resumes": []}
-        else:
-            run_info.setdefault("resumes", []).append(
-                {"iteration": start_iter, "time": now, "command": " ".join(opts.command),
-                 "world_size": ctx.world_size, "device": str(ctx.device)})
-            run_info.update(data=str(data_root), val_data=str(val_root) if val_root else None,
-                            loggers=logger_option)
-        write_json(out / "run.json", run_info)
-    ctx.barrier()
-    log = CsvLog(out / "log.csv", start_iter) if ctx.is_main else None
-    loggers = build_loggers(loggers_wanted, out, _logger_config(spec, data_root, fmt)) if ctx.is_main else []
-
-    def checkpoint(iteration: int) -> None:
-        rngs = ctx.gather(capture_rng())
-        if ctx.is_main:
-            save_model(model, out / "last.safetensors", source=f"vitseg train {out.name} iter {iteration}")
-            save_state(out / "state.pt", {
-                "iteration": iteration, "best_score": best_score, "best_iter": best_iter,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if use_amp else {},
-                "rng": rngs, "world_size": ctx.world_size, "spec": spec.to_yaml()})
-        ctx.barrier()
-
-    if start_iter >= t.iters:
-        say(f"{out}: already trained to iteration {start_iter} (raise --iters to continue)")
-        return TrainResult(out, start_iter, False, None, best_score)
-
-    crops = AugmentedCrops(dataset, spec)
-    batches = batch_loader(crops, micro, ctx.rank, ctx.world_size, start_iter * t.accum, t.workers,
-                           pin_memory=ctx.device.type == "cuda")
-    stop_at = min(opts.stop_at, t.iters) if opts.stop_at else t.iters
-    say(f"training {len(dataset)} images, {t.iters} iterations, batch {t.batch_size} "
-        f"({ctx.world_size} x {micro} x accum {t.accum}), crop {list(t.crop_size)}, lr {t.lr:g}, "
-        f"device {ctx.device}{' amp' if use_amp else ''}")
-
-    # running sums over the log window: "loss" (the total) and each loss term by name
-    window: dict[str, Any] = {"terms": {}, "n": 0, "t0": time.perf_counter(), "iters": 0}
-    last_loss: Optional[float] = None
-    metrics: dict[str, float] = {}
-    iteration = start_iter
-    interrupted = False
-    progress = ProgressReporter("train", t.iters, start=start_iter, unit="it", enabled=not opts.quiet and ctx.is_main,
-                                fallback=say)
-    with _StopFlag() as stop, progress as bar, loader_stopped(batches):
-        for it in range(start_iter, stop_at):
-            if ctx.any(stop.requested):
-                interrupted = True
-                break
-            lr_now = scheduler.base_lr
-            for a in range(t.accum):
-                x, y = _next_batch(batches)
-                x = x.to(ctx.device, non_blocking=True)
-                y = y.to(ctx.device, non_blocking=True)
-                sync = contextlib.nullcontext() if (a == t.accum - 1 or not ctx.active) else net.no_sync()
-                with sync:
-                    with torch.autocast("cuda", dtype=torch.float16, enabled=use_amp):
-                        losses = net(x, y)
-                    loss = sum(losses.values())
-                    scaler.scale(loss / t.accum).backward()
-                for key, value in {"loss": loss, **losses}.items():
-                    window["terms"][key] = window["terms"].get(key, 0.0) + float(value.detach())
-                window["n"] += 1
-            total = window["terms"]["loss"]
-            if not use_amp and not math.isfinite(total):
-                raise VitsegError(f"the loss became {total} at iteration {it + 1} (try a lower --lr); the "
-                                  f"last good state is in {out / 'state.pt'}")
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            iteration = it + 1
-            window["iters"] += 1
-
-            evaluate_now = bool(val_dataset is not None and t.eval_every and
-                                (iteration % t.eval_every == 0 or iteration == t.iters))
-            if iteration % log_every == 0 or iteration == stop_at or evaluate_now:
-                names = list(window["terms"])
-                means = ctx.mean([window["terms"][k] / window["n"] for k in names])
-                sec = (time.perf_counter() - window["t0"]) / window["iters"]
-                last_loss = means[0]
-                row: dict[str, Any] = {"iter": iteration, "lr": lr_now, **dict(zip(names, means)), "time": sec}
-                if evaluate_now:
-                    if ctx.is_main:
-                        metrics = validate(model, val_dataset, ctx.device)
-                        row.update(metrics)
-                        bar.print(f"iteration {iteration}: mIoU {metrics['mIoU']:.4f}, aAcc {metrics['aAcc']:.4f}")
-                        if best_score is None or metrics["mIoU"] > best_score:
-                            best_score, best_iter = metrics["mIoU"], iteration
-                            save_model(model, out / "best.safetensors",
-                                       source=f"vitseg train {out.name} iter {iteration} mIoU {best_score:.4f}")
-                    best_score, best_iter = ctx.gather((best_score, best_iter))[0]
-                if log is not None:
-                    log.append(row)
-                for logger in loggers:
-                    logger.log(metric_names(row), iteration)
-                window.update(terms={}, n=0, t0=time.perf_counter(), iters=0)
-            bar.update(iteration, loss="-" if last_loss is None else f"{last_loss:.4f}", lr=f"{lr_now:.2e}")
-            if iteration % t.save_every == 0 and iteration != stop_at:
-                checkpoint(iteration)
-    checkpoint(iteration)
-    for logger in loggers:
-        logger.close()
-    if interrupted:
-        say(f"stopped at iteration {iteration}: state saved; continue with --resume")
-    return TrainResult(out, iteration, interrupted, last_loss, best_score, metrics)
-
-
-def _prepare(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> tuple:
+def _prepare(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -> PreparedRun:
     """What the run needs before the model is built, checked: the folder, the spec, the datasets, the loggers, the
     micro-batch."""
     out = Path(opts.out)
-    resuming = check_run_folder(out, opts.resume)
-    run_info: dict[str, Any] = {}
-    if resuming:
-        run_info = read_run_info(out)
+    resuming = check_run_folder(out, opts.resume, clean=False)
+    if opts.resume and not resuming:
+        _nothing_to_resume(opts, out, say)
+    run_info = read_run_info(out) if resuming else {}
     # paths are stored absolute, so a run resumes from any working directory; --data / --val-data replace them
     data_root = _absolute(opts.data) or _recorded_path(run_info, "data", out, "--data")
     fmt = opts.fmt or run_info.get("format") or "folder"
     val_root = _absolute(opts.val_data) or _recorded_path(run_info, "val_data", out, "--val-data")
-    log_every = opts.log_every or run_info.get("log_every") or 50
     logger_option = opts.loggers if opts.loggers is not None else run_info.get("loggers")
     loggers_wanted = logger_names(logger_option)  # a missing package fails here, before anything is written
     if data_root is None:
         raise VitsegError("--data is required (the training dataset folder)")
     spec, fixed = resolve_spec(opts, resuming)
+    if spec.train.warmup_iters > spec.train.iters:
+        say(f"note: warmup_iters {spec.train.warmup_iters} is more than iters {spec.train.iters}: warmup now ends "
+            f"at {spec.train.iters}")
+        spec = spec.updated(train={"warmup_iters": spec.train.iters})
+    log_every = opts.log_every or run_info.get("log_every") or min(50, max(1, spec.train.iters // 20))
 
     dataset, own_classes = _open(data_root, fmt, opts.split, spec)
     if own_classes:
@@ -446,6 +495,7 @@ def _prepare(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -
     check_dataset(dataset, spec, str(data_root))
     if dataset.ignore_index != spec.data.ignore_index:
         spec = spec.updated(data={"ignore_index": dataset.ignore_index})
+    spec = spec.updated(data={"reduce_zero_label": dataset.reduce_zero_label})  # the model remembers its labels
     val_dataset = None
     if val_root is not None:
         val_dataset, val_own = _open(val_root, fmt, opts.val_split, spec)
@@ -456,18 +506,30 @@ def _prepare(opts: TrainOptions, ctx: DistContext, say: Callable[[str], None]) -
     if spec.train.eval_every and val_dataset is None:
         say("note: --eval-every is set but there is no --val-data: no validation")
     micro = micro_batch(spec, ctx.world_size, sync_batchnorm=ctx.active and ctx.device.type == "cuda")
-    return (resuming, run_info, data_root, fmt, val_root, log_every, logger_option, loggers_wanted, spec, dataset,
-            val_dataset, micro)
+    return PreparedRun(out, resuming, run_info, data_root, fmt, val_root, log_every, logger_option, loggers_wanted,
+                       spec, dataset, val_dataset, micro)
+
+
+def _nothing_to_resume(opts: TrainOptions, out: Path, say: Callable[[str], None]) -> None:
+    """--resume where no state.pt was saved yet: with --spec and --data the run starts over, else one line says
+    what is missing."""
+    if opts.spec and opts.data:
+        say(f"note: {out} has no state.pt yet (no save was reached): the run starts from the beginning")
+        return
+    where = "does not exist" if not out.exists() else "has no state.pt (the run stopped before its first save)"
+    raise VitsegError(f"--resume: {out} {where}, so there is nothing to resume; start the run again without "
+                      "--resume, with --spec and --data")
 
 
 def _open(root: Path, fmt: str, split: str, spec: Spec) -> tuple[Any, bool]:
     """The dataset, and whether it names its own classes (a classes file or the format's list); a folder without a
     classes file takes generic names for the model's classes (check_dataset checks its labels fit)."""
     try:
-        return open_dataset(root, fmt, split), True
+        return open_dataset_for_spec(root, fmt, split, spec), True
     except VitsegError as err:
-        if fmt == "folder" and "no classes file" in str(err):
-            return open_dataset(root, fmt, split, num_classes=spec.model.num_classes), False
+        if fmt in ("folder", "mmseg") and any(
+                text in str(err) for text in ("no classes file", "no class names", "class count from the model")):
+            return open_dataset_for_spec(root, fmt, split, spec, num_classes=spec.model.num_classes), False
         raise
 
 

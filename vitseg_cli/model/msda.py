@@ -1,14 +1,19 @@
 """Multi-scale deformable attention (Deformable DETR), in pure PyTorch for CPU and CUDA.
 
-Two interchangeable implementations of the sampling core:
+Interchangeable implementations of the sampling core, all with the same contract and result:
 
 - `ms_deform_attn_reference`: the official pure-PyTorch fallback (one `grid_sample` per level); the test oracle.
-- `ms_deform_attn_fast` (default): all levels packed side by side into one zero-separated canvas so that all heads,
+- `ms_deform_attn_fast`: all levels packed side by side into one zero-separated canvas so that all heads,
   levels and points go through ONE `grid_sample`, with the grid laid out (points, queries) so the CPU kernel
   vectorises along the long query axis, and the weighted sum done in place when no gradient is needed.
+- `ms_deform_attn_gather`: bilinear sampling written as index arithmetic and one gather, with no `grid_sample` and
+  no shape-dependent Python, so an ONNX graph of it runs at any input size on any runtime.
+- the fused Triton kernel in `msda_triton.py`, imported only when used.
 
-Pick one with `set_msda_impl('reference' | 'fast')`, the `msda_impl(...)` context manager, or the environment
-variable `VITSEG_MSDA` (read at import). 'reference' also keeps the backbone's other official forms (NCHW convs,
+Names for `set_msda_impl`, the `msda_impl(...)` context manager and the environment variable `VITSEG_MSDA` (read at
+import): 'fast' (default: the Triton kernel for CUDA tensors when Triton imports, the packed grid_sample
+otherwise), 'grid' (always the packed grid_sample), 'triton' (always the kernel; on the CPU only under
+`TRITON_INTERPRET=1`), 'gather' and 'reference'. 'reference' also keeps the backbone's other official forms (NCHW convs,
 ConvTranspose2d upsampling; see adapter.py), so it is the whole-model baseline too. `MSDeformAttn` is the module with the official parameter names and
 initialisation; under autocast it samples in float32 (half-precision sampling locations are off by whole pixels).
 """
@@ -16,6 +21,7 @@ initialisation; under autocast it samples in float32 (half-precision sampling lo
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import os
 from functools import lru_cache
@@ -26,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 Shapes = list[tuple[int, int]]
-IMPLS = ("fast", "reference")
+IMPLS = ("fast", "reference", "grid", "gather", "triton")
 _impl = os.environ.get("VITSEG_MSDA", "fast").strip().lower() or "fast"
 if _impl not in IMPLS:
     raise ValueError(f"VITSEG_MSDA must be one of {IMPLS}, got {_impl!r}")
@@ -141,10 +147,73 @@ def ms_deform_attn_fast(value: torch.Tensor, spatial_shapes: Shapes,
     return out.view(n, m * dh, lq).transpose(1, 2)
 
 
+def ms_deform_attn_gather(value: torch.Tensor, spatial_shapes: Shapes, sampling_locations: torch.Tensor,
+                          attention_weights: torch.Tensor) -> torch.Tensor:
+    """Same contract and result as `ms_deform_attn_reference`, as one gather of the four taps of every point.
+
+    Each tap's flat row is computed from the location; taps outside their level point at an extra zero row, which is
+    the reference's zero padding. Level sizes enter only through arithmetic, so symbolic sizes export dynamically.
+    """
+    n, s, m, dh = value.shape
+    _, lq, _, n_levels, n_points, _ = sampling_locations.shape
+    rows, taps = [], []
+    start = 0
+    for lvl, (h, w) in enumerate(spatial_shapes):
+        loc = sampling_locations[:, :, :, lvl]  # (N, Lq, M, P, 2)
+        x = loc[..., 0] * w - 0.5
+        y = loc[..., 1] * h - 0.5
+        x0, y0 = x.floor(), y.floor()
+        fx, fy = x - x0, y - y0
+        for dx, dy, weight in ((0, 0, (1 - fx) * (1 - fy)), (1, 0, fx * (1 - fy)), (0, 1, (1 - fx) * fy),
+                               (1, 1, fx * fy)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi <= w - 1) & (yi >= 0) & (yi <= h - 1)
+            flat = (yi * w + xi + start).clamp(0, s - 1)  # float: exact for any map below 2**24 positions
+            rows.append(torch.where(inside, flat, torch.full_like(flat, s)).long())
+            taps.append(weight * inside.to(weight.dtype))
+        start = start + h * w
+    # (N, Lq, M, P, L*4) -> (N, Lq, M, L*P*4) rows and weights; each attention weight covers its point's four taps
+    rows = torch.stack(rows, -1).view(n, lq, m, n_points, n_levels, 4).transpose(3, 4).reshape(n, lq, m, -1)
+    taps = torch.stack(taps, -1).view(n, lq, m, n_points, n_levels, 4).transpose(3, 4).reshape(n, lq, m, -1)
+    per_tap = attention_weights.unsqueeze(-1).expand(n, lq, m, n_levels, n_points, 4)
+    taps = taps * per_tap.reshape(n, lq, m, -1)
+    table = F.pad(value, (0, 0, 0, 0, 0, 1)).permute(0, 2, 1, 3).reshape(-1, dh)  # + the zero row S
+    base = (torch.arange(n * m, device=value.device).view(n, 1, m, 1) * (s + 1))
+    picked = table.index_select(0, (rows + base).reshape(-1)).view(n, lq, m, -1, dh)
+    out = (picked * taps.to(picked.dtype)[..., None]).sum(3)
+    return out.reshape(n, lq, m * dh)
+
+
+def _fast(value: torch.Tensor, *args) -> torch.Tensor:
+    if value.is_cuda and _triton_importable():
+        return _triton_fn()(value, *args)
+    return ms_deform_attn_fast(value, *args)
+
+
+@lru_cache(maxsize=1)
+def _triton_importable() -> bool:
+    try:
+        _triton_fn()
+    except ImportError:
+        return False
+    return True
+
+
+def _triton_fn():
+    # the kernel module imports Triton (~1 s, an optional dependency): loaded by name, only when this path runs
+    return importlib.import_module(f"{__package__}.msda_triton").ms_deform_attn_triton
+
+
 def ms_deform_attn(value: torch.Tensor, spatial_shapes: Shapes, sampling_locations: torch.Tensor,
                    attention_weights: torch.Tensor) -> torch.Tensor:
     """The sampling core with the selected implementation (see `set_msda_impl`)."""
-    fn = ms_deform_attn_fast if _impl == "fast" else ms_deform_attn_reference
+    if _impl == "fast":
+        fn = _fast
+    elif _impl == "triton":
+        fn = _triton_fn()
+    else:
+        fn = {"grid": ms_deform_attn_fast, "gather": ms_deform_attn_gather,
+              "reference": ms_deform_attn_reference}[_impl]
     return fn(value, spatial_shapes, sampling_locations, attention_weights)
 
 

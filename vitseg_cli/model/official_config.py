@@ -20,7 +20,8 @@ from typing import Any, Optional
 from ..data.classes import builtin_classes
 from ..errors import VitsegError
 from ..spec import spec_from_dict
-from .official_fields import ConfigRefused, OfficialContext, as_dict, need, pair, show
+from .official_fields import ConfigRefused, OfficialContext, as_dict, need, show
+from .official_test_config import test_section
 from .registry import official_family, official_types
 
 MAX_TEXT_CHARS = 2_000_000
@@ -207,7 +208,6 @@ def parse_config_text(text: str) -> dict[str, Any]:
 _DATASETS = {"ADE20KDataset": ("ade20k", True), "CityscapesDataset": ("cityscapes", False),
              "COCOStuffDataset": ("coco_stuff", None), "PascalContextDataset59": ("pascal_context_59", True),
              "MapillaryDataset": ("mapillary", False), "PascalVOCDataset": ("voc", False)}
-_NO_OP_TRANSFORMS = {"LoadImageFromFile", "RandomFlip", "ImageToTensor", "Collect", "DefaultFormatBundle"}
 
 
 def _data_test(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -216,64 +216,9 @@ def _data_test(cfg: dict[str, Any]) -> dict[str, Any]:
     return as_dict(data.get("test", {}), "data.test")
 
 
-def _test_pipeline(cfg: dict[str, Any]) -> list:
-    """The pipeline the official test actually ran: data.test.pipeline (the top-level test_pipeline is only a name)."""
-    pipeline = _data_test(cfg).get("pipeline")
-    if pipeline is None:
-        pipeline = cfg.get("test_pipeline")
-    if not isinstance(pipeline, (list, tuple)):
-        raise ConfigRefused("config: no test pipeline (data.test.pipeline or test_pipeline)")
-    return list(pipeline)
-
-
 def _test(cfg: dict[str, Any], model: dict, notes: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(spec.test, the normalisation part of spec.data) from test_cfg and the test pipeline."""
-    test_cfg = model.get("test_cfg") or cfg.get("test_cfg") or {}
-    mode = test_cfg.get("mode", "whole")
-    if mode not in ("whole", "slide"):
-        raise ConfigRefused(f"config: model.test_cfg.mode {show(mode)} is not whole or slide")
-    test: dict[str, Any] = {"mode": mode}
-    if mode == "slide":
-        test["crop_size"] = pair(need(test_cfg, "crop_size", "model.test_cfg"))
-        test["stride"] = pair(need(test_cfg, "stride", "model.test_cfg"))
-    augs = [t for t in _test_pipeline(cfg) if isinstance(t, dict) and t.get("type") == "MultiScaleFlipAug"]
-    if len(augs) != 1:
-        raise ConfigRefused(f"config: the test pipeline has {len(augs)} MultiScaleFlipAug steps, vitseg reads one")
-    aug = augs[0]
-    if aug.get("flip_direction", "horizontal") not in ("horizontal", ["horizontal"]):
-        raise ConfigRefused("config: only horizontal test flips are supported")
-    scale = aug.get("img_scale")
-    if isinstance(scale, list) and len(scale) == 1:
-        scale = scale[0]
-    if scale is not None and (not isinstance(scale, (list, tuple)) or len(scale) != 2
-                              or not all(isinstance(s, int) for s in scale)):
-        raise ConfigRefused(f"config: test img_scale {show(scale)} is not one (long, short) pair")
-    ratios = aug.get("img_ratios")
-    test["scales"] = [float(r) for r in (ratios if isinstance(ratios, (list, tuple)) else [ratios or 1.0])]
-    test["flip"] = bool(aug.get("flip", False))
-    data: dict[str, Any] = {}
-    resize: Optional[dict[str, Any]] = None
-    for step in aug.get("transforms", []):
-        kind = as_dict(step, "a test transform").get("type")
-        if kind == "Resize":
-            resize = {"scale": list(scale) if scale else None, "keep_ratio": step.get("keep_ratio", True),
-                      "size_divisor": None}
-        elif kind == "ResizeToMultiple":
-            if resize is None:
-                raise ConfigRefused("config: ResizeToMultiple without Resize in the test pipeline")
-            resize["size_divisor"] = step.get("size_divisor", 32)
-        elif kind == "Normalize":
-            if not step.get("to_rgb", True):
-                raise ConfigRefused("config: Normalize with to_rgb=False (a BGR model) is not supported")
-            data["mean"], data["std"] = list(need(step, "mean", "Normalize")), list(need(step, "std", "Normalize"))
-        elif kind not in _NO_OP_TRANSFORMS:
-            notes.append(f"config: test transform {show(kind)} has no vitseg equivalent; ignored")
-    if resize is not None and resize["scale"] is None:
-        raise ConfigRefused("config: the test Resize has no img_scale")
-    test["resize"] = resize
-    if "mean" not in data:
-        notes.append("config: the test pipeline has no Normalize; vitseg's default mean/std are used")
-    return test, data
+    """(spec.test, the normalisation part of spec.data): every test step translated, or the config refused."""
+    return test_section(cfg, model, notes)
 
 
 def _dataset(cfg: dict[str, Any], classes: int, notes: list[str]) -> dict[str, Any]:

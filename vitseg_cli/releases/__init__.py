@@ -14,6 +14,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Optional
 
+from ..data.formats import RELEASE_FORMATS
 from ..errors import VitsegError
 
 
@@ -132,3 +133,18 @@ def release(name: str) -> Release:
     close = difflib.get_close_matches(name, list(_BY_NAME), n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(close)}?)" if close else ""
     raise VitsegError(f"unknown official release {name!r}{hint}; `vitseg zoo` lists the {len(RELEASES)} releases")
+
+
+def find_release(name: str) -> Optional[Release]:
+    return _BY_NAME.get(name)
+
+
+def dataset_format(r: Release) -> str:
+    """The `--format` of the data the release's official numbers are measured on (folder for a dataset no format
+    knows, e.g. a release added by hand)."""
+    return RELEASE_FORMATS.get(r.dataset, "folder")
+
+
+def eval_commands(r: Release) -> tuple[str, str]:
+    """The commands that reproduce the release's single-scale and multi-scale mIoU (DATA: the dataset root)."""
+    return f"vitseg eval DATA -w {r.name}", f"vitseg eval DATA -w {r.name} --tta"

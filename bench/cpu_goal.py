@@ -1,0 +1,107 @@
+"""The CPU float32 goal, measured: the tiny backbone at 512^2, vitseg's path against the official per-level path.
+
+In one process, alternating official and vitseg forwards, median of --repeats (>= 4) each, with the load average
+read before and after. Also: the largest output difference, the model's FLOPs over the vitseg time against a large
+float32 matmul timed in the same run (how close the forward is to the machine's matmul rate), and where the time goes
+in both paths (forward hooks, bench/backbone.py's split). The bound: the ViT blocks are the same matmuls in both
+paths, so even if everything else cost nothing, the speedup could not exceed official time / ViT-block time.
+
+    python bench/cpu_goal.py [--repeats 4] [--threads 2] [--side 512] [--preset tiny]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from backbone import _perturbed, matmul_gflops  # noqa: E402
+
+from vitseg_cli.model.msda import msda_impl  # noqa: E402
+from vitseg_cli.model.segmentor import build_model  # noqa: E402
+
+
+def part_times(backbone, x) -> dict[str, float]:
+    """Seconds per part of one forward (ViT blocks, SPM, injectors, extractors, the rest)."""
+    parts = {"vit blocks": list(backbone.blocks), "spm": [backbone.spm], "patch embed": [backbone.patch_embed],
+             "injectors": [i.injector for i in backbone.interactions],
+             "extractors": [e for i in backbone.interactions for e in [i.extractor, *(i.extra_extractors or [])]]}
+    acc: dict[str, float] = defaultdict(float)
+    start: dict[int, float] = {}
+    handles = []
+    for name, mods in parts.items():
+        for m in mods:
+            handles.append(m.register_forward_pre_hook(lambda mod, _a: start.__setitem__(id(mod), time.perf_counter())))
+            handles.append(m.register_forward_hook(
+                lambda mod, _a, _o, name=name: acc.__setitem__(name, acc[name] + time.perf_counter() - start[id(mod)])))
+    t0 = time.perf_counter()
+    backbone(x)
+    acc["other"] = time.perf_counter() - t0 - sum(acc.values())
+    for h in handles:
+        h.remove()
+    return dict(acc)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--preset", default="tiny")
+    ap.add_argument("--side", type=int, default=512)
+    ap.add_argument("--repeats", type=int, default=4)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.set_grad_enabled(False)
+    load0 = os.getloadavg()
+    backbone = _perturbed(build_model(args.preset)).backbone
+    x = torch.randn(1, 3, args.side, args.side, generator=torch.Generator().manual_seed(0))
+    with FlopCounterMode(display=False) as counter:
+        backbone(x)
+    gflop = counter.get_total_flops() / 1e9
+    outs, times = {}, {"reference": [], "fast": []}
+    for impl in times:  # warm-up, and the outputs to compare
+        with msda_impl(impl):
+            outs[impl] = torch.cat([f.flatten() for f in backbone(x)])
+    rates = [matmul_gflops(2048, 3)]
+    for _ in range(args.repeats):
+        for impl in times:
+            with msda_impl(impl):
+                t0 = time.perf_counter()
+                backbone(x)
+                times[impl].append(time.perf_counter() - t0)
+    rates.append(matmul_gflops(2048, 3))
+    splits = {}
+    for impl in times:
+        with msda_impl(impl):
+            runs = [part_times(backbone, x) for _ in range(2)]
+        splits[impl] = {k: min(r[k] for r in runs) for k in runs[0]}
+    load1 = os.getloadavg()
+    ref, fast = (statistics.median(times[k]) for k in ("reference", "fast"))
+    peak = max(rates)
+    diff = (outs["reference"] - outs["fast"]).abs().max().item()
+    print(f"{args.preset} backbone {args.side}x{args.side}, float32, {torch.get_num_threads()} threads, "
+          f"{os.cpu_count()} CPUs; load average {load0[0]:.2f} before, {load1[0]:.2f} after")
+    print(f"official per-level path: {ref:.3f} s (runs {', '.join(f'{t:.3f}' for t in times['reference'])})")
+    print(f"vitseg path:             {fast:.3f} s (runs {', '.join(f'{t:.3f}' for t in times['fast'])})")
+    print(f"ratio {ref / fast:.2f}x (goal 2.0x), max |difference| {diff:.1e}")
+    print(f"model {gflop:.1f} GFLOP -> {gflop / fast:.1f} GFLOP/s; 2048^3 float32 matmul {peak:.1f} GFLOP/s "
+          f"(rates {', '.join(f'{r:.1f}' for r in rates)}): the forward runs at {100 * gflop / fast / peak:.0f}% "
+          "of the matmul rate")
+    print("where the time goes (s, fastest of 2 hooked runs):")
+    for name in splits["fast"]:
+        print(f"  {name:<12} official {splits['reference'][name]:.3f}  vitseg {splits['fast'][name]:.3f}")
+    vit = splits["fast"]["vit blocks"]
+    print(f"bound: the ViT blocks alone take {vit:.3f} s, so official / ViT-blocks = {ref / vit:.2f}x is the most "
+          "any change outside the blocks could give")
+
+
+if __name__ == "__main__":
+    main()
