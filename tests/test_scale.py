@@ -105,7 +105,10 @@ def test_missing_shards_are_named_and_exit_1(tmp_path):
         (tmp_path / f"predict-{i}-of-4.json").write_text(json.dumps(
             {"status": "done", "inputs": 2, "processed": 1, "skipped": 1, "frames": 0,
              "failed": [{"path": f"x{i}.png", "error": "bad"}]}))
+    (tmp_path / "masks").mkdir()
+    (tmp_path / "masks" / ".x0.png.k1.part").write_bytes(b"torn")  # a killed task's temporary
     result = runner.invoke(app, ["predict", "--merge-records", str(tmp_path)])
+    assert not (tmp_path / "masks" / ".x0.png.k1.part").exists()
     assert result.exit_code == 1
     assert "missing shards" in result.output and "predict-1-of-4.json, predict-2-of-4.json" in result.output
     rec = json.loads((tmp_path / "predict.json").read_text())

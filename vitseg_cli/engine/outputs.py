@@ -98,14 +98,16 @@ def parse_save(text: str) -> tuple[str, ...]:
 
 def claim_output_folder(out: Path, weights: Path, backend: str, spec: dict[str, Any], settings: dict[str, Any],
                         save: Sequence[str], alpha: float, overwrite: bool, *, vid_stride: Optional[int] = None,
-                        label_offset: int = 0, option: str = "--out") -> None:
+                        label_offset: int = 0, option: str = "--out", clean: bool = True) -> None:
     """Before anything is written: create the folder (proved writable), refuse it when it holds outputs made another
-    way (unless `overwrite`, which removes them), record this run's fingerprint, drop a killed run's temporaries."""
+    way (unless `overwrite`, which removes them), record this run's fingerprint, drop a killed run's temporaries
+    (unless not `clean`: shards running side by side would drop each other's files being written)."""
     refuse_non_folder(out, option)
     fingerprint = make_fingerprint(weights, backend, spec, settings, save, alpha, vid_stride, label_offset)
     prepare_output_dir(out, option)
     check_output_folder(out, fingerprint, overwrite, OUTPUT_DIRS, option=option)
-    remove_stale_temporaries(out)
+    if clean:
+        remove_stale_temporaries(out)
 
 
 def output_paths(out: Path, rel: str, save: Sequence[str]) -> dict[str, Path]:

@@ -176,7 +176,8 @@ def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, Inferen
     settings.check_device(ctx.device)
     if ctx.is_main:
         claim_output_folder(out, weights_file(opts.weights), opts.backend, model.spec.to_dict(), settings.to_dict(),
-                            opts.save, opts.alpha, opts.overwrite, vid_stride=opts.vid_stride)
+                            opts.save, opts.alpha, opts.overwrite, vid_stride=opts.vid_stride,
+                            clean=opts.shard is None)
     return model, settings, inputs
 
 

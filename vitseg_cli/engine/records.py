@@ -1,6 +1,6 @@
 """The records of a sharded `vitseg predict`: each shard's `OUT/predict-<I>-of-<N>.json`, and their merge into one
 `OUT/predict.json` (`vitseg predict --merge-records OUT`) with every shard's counts, the totals, and the shards whose
-record is missing.
+record is missing. The merge, run once every task has ended, also drops the temporaries of killed tasks.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any, Optional
 from ..data.io import atomic_write_bytes
 from ..data.shards import Shard
 from ..errors import VitsegError
+from .outputs import remove_stale_temporaries
 
 _SHARD_RECORD = re.compile(r"predict-(\d+)-of-(\d+)\.json")
 _SHARED = ("vitseg_version", "weights", "backend", "spec", "settings", "sources", "save", "vid_stride")
@@ -70,4 +71,5 @@ def merge_records(out: Path) -> tuple[dict[str, Any], list[str]]:
         "other_shard_counts": sorted(n for n in found if n != count),
     }
     atomic_write_bytes(out / "predict.json", (json.dumps(record, indent=2) + "\n").encode())
+    remove_stale_temporaries(out)  # shards leave a killed task's temporaries: another task may have been writing
     return record, missing
