@@ -58,3 +58,18 @@ def test_a_malformed_mirror_url_is_one_line_naming_the_variable(zoo_table, monke
     [line] = error_lines(result)
     assert "VITSEG_ZOO_MIRROR" in line
     assert "Traceback" not in result.output and result.exception is None or isinstance(result.exception, SystemExit)
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+@pytest.mark.parametrize("scales", ["500", "1,17", "0", "-1", "nan", "inf", ","])
+def test_scales_past_the_spec_bound_are_refused_on_the_command_line(tmp_path, command, scales):
+    """The same bound as `--set test.scales=[...]` (0 < ratio <= 16), before any model or image is read."""
+    image = PARITY / "mini_full_image.png"
+    args = [command, str(image), "--out", str(tmp_path / "out"), "--scales", scales]
+    if command == "eval":
+        args = ["eval", str(tmp_path), "--out", str(tmp_path / "out"), "--scales", scales]
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    [line] = error_lines(result)
+    assert "--scales" in line
+    assert not (tmp_path / "out").exists()
