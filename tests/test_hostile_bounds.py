@@ -73,3 +73,26 @@ def test_scales_past_the_spec_bound_are_refused_on_the_command_line(tmp_path, co
     [line] = error_lines(result)
     assert "--scales" in line
     assert not (tmp_path / "out").exists()
+
+
+def test_a_test_resize_past_the_pixel_limit_is_refused_before_allocating(monkeypatch):
+    """img_scale (65536, 65536) would take a 64x48 image to 65536x49152 (9.6 GB as float32): refused by size alone."""
+    import numpy as np
+
+    from vitseg_cli.data.test_transforms import check_resize
+    from vitseg_cli.engine.inference import preprocess
+    from vitseg_cli.engine.test_procedures import dinov3_view
+    from vitseg_cli.errors import VitsegError
+    from vitseg_cli.spec import ResizeSpec
+
+    image = np.zeros((48, 64, 3), np.uint8)
+    with pytest.raises(VitsegError, match="64x48 image to 65536x49152.*pixel limit"):
+        preprocess(image, ResizeSpec(scale=(65536, 65536)), 1.0, (0, 0, 0), (1, 1, 1))
+    monkeypatch.setenv("VITSEG_MAX_PIXELS", "1000000")  # 1000x1000: a 2048x1536 resize is past it
+    with pytest.raises(VitsegError, match="64x48 image to 2048x1536"):
+        preprocess(image, ResizeSpec(scale=(2048, 2048)), 1.0, (0, 0, 0), (1, 1, 1))
+    with pytest.raises(VitsegError, match="pixel limit"):
+        dinov3_view(image, 2048, 1.0, (0, 0, 0), (1, 1, 1))
+    with pytest.raises(VitsegError, match="to 1024x1024"):  # the padding counts: 64x48 padded to 1024 a side
+        check_resize(48, 64, 48, 64, None, 1024)
+    assert preprocess(image, ResizeSpec(scale=(512, 512)), 1.0, (0, 0, 0), (1, 1, 1)).shape == (3, 384, 512)
