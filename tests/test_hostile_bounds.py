@@ -96,3 +96,38 @@ def test_a_test_resize_past_the_pixel_limit_is_refused_before_allocating(monkeyp
     with pytest.raises(VitsegError, match="to 1024x1024"):  # the padding counts: 64x48 padded to 1024 a side
         check_resize(48, 64, 48, 64, None, 1024)
     assert preprocess(image, ResizeSpec(scale=(512, 512)), 1.0, (0, 0, 0), (1, 1, 1)).shape == (3, 384, 512)
+
+
+@pytest.mark.parametrize("where", ["gt", "pred", "gt/sub", "data"])
+def test_eval_refuses_an_out_inside_its_inputs(tmp_path, where):
+    import numpy as np
+
+    from vitseg_cli.data.io import write_image
+
+    for name in ("pred/a.png", "gt/a.png", "data/images/a.png", "data/masks/a.png"):
+        write_image(tmp_path / name, np.zeros((4, 4), np.uint8))
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    out = tmp_path / where
+    if where == "data":
+        args = ["eval", str(tmp_path / "data"), "--out", str(out)]
+    else:
+        args = ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"), "--num-classes", "2",
+                "--out", str(out)]
+    result = runner.invoke(app, args)
+    assert result.exit_code != 0
+    [line] = error_lines(result)
+    assert "--out" in line and "inside" in line
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before
+
+
+def test_eval_with_an_out_beside_its_inputs_still_runs(tmp_path):
+    import numpy as np
+
+    from vitseg_cli.data.io import write_image
+
+    for name in ("pred/a.png", "gt/a.png"):
+        write_image(tmp_path / name, np.zeros((4, 4), np.uint8))
+    result = runner.invoke(app, ["eval", "--pred", str(tmp_path / "pred"), "--gt", str(tmp_path / "gt"),
+                                 "--num-classes", "2", "--out", str(tmp_path / "report")])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "report" / "metrics.json").is_file()
