@@ -131,3 +131,93 @@ def test_eval_with_an_out_beside_its_inputs_still_runs(tmp_path):
                                  "--num-classes", "2", "--out", str(tmp_path / "report")])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "report" / "metrics.json").is_file()
+
+
+class EndlessServer:
+    """A hostile mirror: `endless` streams zeros without end (no Content-Length); `trickle` announces 1000 bytes and
+    sends one every 0.3 s; `liar` announces 10 GB."""
+
+    def __init__(self, mode: str):
+        stop = self.stop_event = threading.Event()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                if mode == "trickle":
+                    self.send_header("Content-Length", "1000")
+                elif mode == "liar":
+                    self.send_header("Content-Length", str(10 << 30))
+                self.end_headers()
+                try:
+                    while not stop.is_set():
+                        if mode == "trickle":
+                            self.wfile.write(b"\0")
+                            self.wfile.flush()
+                            time.sleep(0.3)
+                        else:
+                            self.wfile.write(b"\0" * 65536)
+                except OSError:  # the client hung up
+                    pass
+
+            def log_message(self, *args):
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/releases"
+        threading.Thread(target=self.httpd.serve_forever, args=(0.05,), daemon=True).start()
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def hostile_mirror(request, zoo_table, monkeypatch):
+    server = EndlessServer(request.param)
+    monkeypatch.setenv("VITSEG_ZOO_MIRROR", server.url)
+    yield server
+    server.stop()
+
+
+def _cache_files(cache: Path) -> list[str]:
+    return sorted(p.name for p in cache.rglob("*") if p.is_file() and p.name != ".lock")
+
+
+@pytest.mark.parametrize("hostile_mirror", ["endless", "liar"], indirect=True)
+def test_a_mirror_sending_without_end_is_cut_at_the_cap_and_nothing_is_kept(hostile_mirror, zoo_table, monkeypatch):
+    monkeypatch.setenv("VITSEG_ZOO_MAX_BYTES", "1000000")
+    result = info()
+    assert result.exit_code != 0
+    [line] = error_lines(result)
+    assert "1000000" in line and "VITSEG_ZOO_MAX_BYTES" in line and "nothing was saved" in line
+    assert _cache_files(zoo_table) == []
+
+
+def test_the_cap_is_the_known_size_times_one_and_a_half(monkeypatch):
+    from vitseg_cli import zoo
+
+    monkeypatch.setenv("VITSEG_ZOO_MAX_BYTES", "7")
+    release = make_release()
+    assert zoo.download_limit(release) == 7
+    assert zoo.download_limit(releases.Release(**{**release.__dict__, "size": "2 MB"})) == 3_000_000
+    assert zoo.download_limit(releases.Release(**{**release.__dict__, "size": "1.5 GiB"})) == int(1.5 * 1.5 * 2**30)
+    monkeypatch.setenv("VITSEG_ZOO_MAX_BYTES", "lots")
+    with pytest.raises(Exception, match="VITSEG_ZOO_MAX_BYTES='lots'"):
+        zoo.download_limit(release)
+
+
+@pytest.mark.parametrize("hostile_mirror", ["trickle"], indirect=True)
+def test_a_trickling_mirror_meets_the_deadline_and_the_lock_is_released(hostile_mirror, zoo_table, monkeypatch):
+    import fcntl
+
+    monkeypatch.setenv("VITSEG_ZOO_TIMEOUT", "1.5")
+    start = time.monotonic()
+    result = info()
+    assert time.monotonic() - start < 15
+    assert result.exit_code != 0
+    [line] = error_lines(result)
+    assert "VITSEG_ZOO_TIMEOUT" in line and "longer than 1.5 s" in line
+    with open(zoo_table / NAME / ".lock", "a") as handle:  # another process could take the lock now
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(handle, fcntl.LOCK_UN)
