@@ -84,13 +84,16 @@ class ResizeSpec(_Strict):
     size_divisor: Optional[int] = Field(32, gt=0, le=1024)
 
 
+MAX_TEST_SCALE = 16.0  # a test scale ratio past this is a typo, not a test
+
+
 class TestSpec(_Strict):
     resize: Optional[ResizeSpec] = Field(default_factory=ResizeSpec)
     mode: Literal["whole", "slide"] = "slide"
     crop_size: Size = (512, 512)
     stride: Size = (341, 341)
     flip: bool = False
-    scales: list[Annotated[float, Field(gt=0, le=16)]] = Field(default_factory=lambda: [1.0], min_length=1)
+    scales: list[Annotated[float, Field(gt=0, le=MAX_TEST_SCALE)]] = Field(default_factory=lambda: [1.0], min_length=1)
     # `dinov3`: the official DINOv3 test (views by short side at each of `scales`, flips, bf16 window scores)
     procedure: Literal["mmseg", "dinov3"] = "mmseg"
     short_side: Optional[Side] = None

@@ -10,6 +10,7 @@ Cache (`$VITSEG_HOME`, default `~/.cache/vitseg`), one folder per release:
     <file>.sha256                         beside each, written when the file was made and checked when it is used
 Downloads go to `<file>.part` and are renamed when complete; an interrupted one resumes with an HTTP Range request
 when the server allows it. `VITSEG_ZOO_MIRROR=URL` fetches `URL/<official basename>` instead of the official URL.
+Each download is bounded in bytes (VITSEG_ZOO_MAX_BYTES, or 1.5x the known size) and time (VITSEG_ZOO_TIMEOUT).
 This module imports no torch.
 """
 
@@ -22,6 +23,7 @@ import os
 import shutil
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zipfile
 from contextlib import contextmanager
@@ -62,10 +64,27 @@ def official_basename(release: releases.Release, url: Optional[str] = None) -> s
     return (url or release.url).rstrip("/").rsplit("/", 1)[-1]
 
 
+def mirror() -> str:
+    """VITSEG_ZOO_MIRROR, checked: an http(s) URL with a host, or '' when unset."""
+    value = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    if not value:
+        return ""
+    try:
+        parts = urllib.parse.urlsplit(value)
+        parts.port  # noqa: B018 (raises ValueError on a bad port)
+        ok = parts.scheme in ("http", "https") and bool(parts.hostname) and not any(c.isspace() for c in value)
+    except ValueError:  # a bad port or a malformed IPv6 host
+        ok = False
+    if not ok:
+        raise VitsegError(f"VITSEG_ZOO_MIRROR={value!r}: not an http:// or https:// URL with a host "
+                          "(e.g. http://host:8000/releases)")
+    return value
+
+
 def download_url(release: releases.Release, url: Optional[str] = None) -> str:
-    mirror = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    mirror_url = mirror()
     base = official_basename(release, url)
-    return f"{mirror.rstrip('/')}/{base}" if mirror else (url or release.url)
+    return f"{mirror_url.rstrip('/')}/{base}" if mirror_url else (url or release.url)
 
 
 def config_path(release: releases.Release) -> Optional[Path]:
@@ -76,9 +95,9 @@ def config_path(release: releases.Release) -> Optional[Path]:
 
 
 def config_download_url(release: releases.Release) -> str:
-    mirror = os.environ.get("VITSEG_ZOO_MIRROR", "").strip()
+    mirror_url = mirror()
     name = release.config_url.rstrip("/").rsplit("/", 1)[-1]
-    return f"{mirror.rstrip('/')}/{name}" if mirror else release.config_url
+    return f"{mirror_url.rstrip('/')}/{name}" if mirror_url else release.config_url
 
 
 def converted_path(release: releases.Release) -> Path:
@@ -159,7 +178,14 @@ def _locked(folder: Path) -> Iterator[None]:
     except ImportError:  # not POSIX: no cross-process lock
         yield
         return
-    with open(folder / ".lock", "w") as handle:
+    lock = folder / ".lock"
+    try:  # never follow a link: opening one for writing would create or change its target
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o644)
+    except OSError as err:
+        if lock.is_symlink():
+            raise VitsegError(f"{lock}: a symbolic link where the cache lock belongs; remove it and run again") from None
+        raise VitsegError(f"{lock}: cannot open the cache lock ({err.strerror or err})") from None
+    with os.fdopen(fd, "w") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
@@ -215,7 +241,7 @@ def _official_checkpoint(release: releases.Release, url: Optional[str] = None) -
         return target
     download = release_dir(release) / official_basename(release, url)
     if not download.is_file():
-        _download(download_url(release, url), download)
+        _download(download_url(release, url), download, download_limit(release))
     if _is_zip_release(release):
         _extract_checkpoint(download, target)
         download.unlink()
@@ -233,7 +259,7 @@ def _official_config(release: releases.Release) -> Optional[Path]:
     if target.is_file():
         check_digest(target)  # a file placed by hand gets its record now
         return target
-    _download(config_download_url(release), target)
+    _download(config_download_url(release), target, CONFIG_MAX_BYTES)
     record_digest(target)
     return target
 
@@ -281,16 +307,66 @@ def _extract_checkpoint(archive_path: Path, target: Path) -> None:
 # ---------------------------------------------------------------------------------------------------- download
 
 
-def _download(url: str, dest: Path) -> None:
-    """`url` to `dest` through `dest.part` (resumed with a Range request when one is there), renamed when whole."""
+MAX_BYTES_ENV, TIMEOUT_ENV = "VITSEG_ZOO_MAX_BYTES", "VITSEG_ZOO_TIMEOUT"
+DEFAULT_MAX_BYTES = 64 << 30  # past the largest release (ViT-7B in float32 is about 30 GB)
+DEFAULT_TIMEOUT = 12 * 3600.0  # seconds for one file, however slowly the mirror sends it
+CONFIG_MAX_BYTES = 16 << 20  # a config served beside a checkpoint is a few KB of text
+_UNITS = {"": 1, "B": 1, "KB": 1e3, "MB": 1e6, "GB": 1e9, "TB": 1e12, "KIB": 1 << 10, "MIB": 1 << 20,
+          "GIB": 1 << 30, "TIB": 1 << 40}
+
+
+def _env_number(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value == float("inf"):
+        raise VitsegError(f"{name}={text!r}: expected a positive number")
+    return value
+
+
+def download_limit(release: releases.Release) -> int:
+    """The most bytes a download of `release` may take: 1.5 x the table's size where it knows one, else
+    VITSEG_ZOO_MAX_BYTES (default 64 GiB)."""
+    if release.size:
+        number, _, unit = release.size.strip().upper().partition(" ")
+        try:
+            return int(float(number) * _UNITS[unit.strip()] * 1.5)
+        except (ValueError, KeyError):
+            pass  # a size the table writes some other way: the general cap
+    return int(_env_number(MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
+
+
+def download_timeout() -> float:
+    """Seconds one file's download may take in all (VITSEG_ZOO_TIMEOUT, default 12 hours)."""
+    return _env_number(TIMEOUT_ENV, DEFAULT_TIMEOUT)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Bounds:
+    limit: int  # bytes
+    deadline: float  # time.monotonic() value
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+
+def _download(url: str, dest: Path, limit: int) -> None:
+    """`url` to `dest` through `dest.part` (resumed with a Range request when one is there), renamed when whole; at
+    most `limit` bytes and VITSEG_ZOO_TIMEOUT seconds."""
     part = Path(f"{dest}.part")
+    bounds = _Bounds(limit, time.monotonic() + download_timeout())
     for attempt in range(2):  # a second, fresh request when the server refuses the range
         have = part.stat().st_size if part.is_file() else 0
         headers = {"User-Agent": "vitseg"}
         if have:
             headers["Range"] = f"bytes={have}-"
         try:
-            response = urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=60)
+            response = urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                              timeout=max(0.1, min(60.0, bounds.left())))
         except urllib.error.HTTPError as err:
             if err.code == 416 and have and attempt == 0:  # the partial file is no prefix the server knows
                 part.unlink()
@@ -309,7 +385,11 @@ def _download(url: str, dest: Path) -> None:
                 have = 0
             length = response.headers.get("Content-Length")
             total = have + int(length) if length and length.isdigit() else None
-            _stream(response, part, have, total, url)
+            if total is not None and total > limit:
+                part.unlink(missing_ok=True)
+                raise VitsegError(f"{url}: the server announces {total} bytes, more than the {limit} this download "
+                                  f"may take ({MAX_BYTES_ENV}); nothing was saved")
+            _stream(response, part, have, total, url, bounds)
         size = part.stat().st_size
         if total is not None and size != total:
             raise VitsegError(f"{url}: download cut off after {size} of {total} bytes; the partial file {part} is "
@@ -326,7 +406,7 @@ def _range_start(response: http.client.HTTPResponse) -> Optional[int]:
         return None
 
 
-def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> None:
+def _stream(response, part: Path, have: int, total: Optional[int], url: str, bounds: _Bounds) -> None:
     from rich.progress import (BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn,
                                TransferSpeedColumn)
 
@@ -342,14 +422,14 @@ def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> 
                 open(part, "ab" if have else "wb") as out:
             task = bar.add_task(name, total=total, completed=have)
             while True:
-                try:
-                    block = response.read(CHUNK)
-                except (http.client.IncompleteRead, OSError) as err:
-                    raise VitsegError(f"{url}: download interrupted after {have + received} bytes "
-                                      f"({type(err).__name__}); the partial file {part} is kept: run again to "
-                                      "resume") from None
+                block = _read_block(response, part, have + received, url, bounds)
                 if not block:
                     break
+                if have + received + len(block) > bounds.limit:
+                    out.close()
+                    part.unlink(missing_ok=True)
+                    raise VitsegError(f"{url}: the server sent more than the {bounds.limit} bytes this download may "
+                                      f"take ({MAX_BYTES_ENV}); nothing was saved")
                 out.write(block)
                 received += len(block)
                 bar.update(task, advance=len(block))
@@ -359,6 +439,21 @@ def _stream(response, part: Path, have: int, total: Optional[int], url: str) -> 
     seconds = time.perf_counter() - start
     console.print(f"downloaded {name}: {(have + received) / 1e6:.1f} MB "
                   f"({received / 1e6 / max(seconds, 1e-9):.1f} MB/s)", soft_wrap=True)
+
+
+def _read_block(response, part: Path, done: int, url: str, bounds: _Bounds) -> bytes:
+    """The next bytes the server has sent (read1: a trickle returns what came, so the deadline is checked)."""
+    late = VitsegError(f"{url}: the download took longer than {download_timeout():g} s ({TIMEOUT_ENV}) after "
+                       f"{done} bytes; the partial file {part} is kept: run again to resume")
+    if bounds.left() <= 0:
+        raise late
+    try:
+        return response.read1(CHUNK)
+    except (http.client.IncompleteRead, OSError) as err:
+        if bounds.left() <= 0:  # the socket timed out at the deadline
+            raise late from None
+        raise VitsegError(f"{url}: download interrupted after {done} bytes ({type(err).__name__}); the partial file "
+                          f"{part} is kept: run again to resume") from None
 
 
 def _stderr():

@@ -140,6 +140,11 @@ def inference_overrides(mode: Optional[str], crop_size: Optional[int], stride: O
             ratios = [float(s) for s in scales.split(",") if s.strip()]
         except ValueError:
             raise VitsegError(f"--scales {scales!r}: expected numbers separated by commas, e.g. 0.75,1,1.25") from None
+        from ..spec import MAX_TEST_SCALE  # the bound `--set test.scales=[...]` gets from the spec
+
+        if not ratios or not all(0 < r <= MAX_TEST_SCALE for r in ratios):  # NaN fails both comparisons
+            raise VitsegError(f"--scales {scales!r}: each ratio must be greater than 0 and at most "
+                              f"{MAX_TEST_SCALE:g}, e.g. 0.75,1,1.25")
     return {
         "mode": mode,
         "crop_size": (crop_size, crop_size) if crop_size else None,

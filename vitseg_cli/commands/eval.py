@@ -78,6 +78,7 @@ def eval_cmd(
     rank = rank_and_world()[0]
     if pred is not None or gt is not None:
         _check_pair_mode(pred, gt, num_classes, dataset, weights)
+        _refuse_out_inside(out, {"--pred": pred, "--gt": gt})
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_pairs(PairOptions(pred=pred, gt=gt, num_classes=num_classes, ignore_index=ignore_index,
                                             reduce_zero_label=reduce_zero_label, classes=classes, quiet=quiet))
@@ -91,6 +92,7 @@ def eval_cmd(
         if reduce_zero_label:
             set_values = [*(set_values or []), "data.reduce_zero_label=true"]
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
+        _refuse_out_inside(out, {"DATASET": dataset})
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
@@ -103,6 +105,15 @@ def eval_cmd(
     if result is None or rank != 0:  # other ranks: rank 0 writes
         return
     _report(result, out, quiet)
+
+
+def _refuse_out_inside(out: Path, inputs: dict[str, Path]) -> None:
+    """The reports (and saved predictions) must never land among the inputs: the next eval would read them."""
+    where = out.resolve()
+    for option, folder in inputs.items():
+        if where == folder.resolve() or folder.resolve() in where.parents:
+            raise VitsegError(f"--out {out}: is inside {option} {folder}, where the reports would mix with the "
+                              "inputs; choose an --out folder outside them")
 
 
 def _check_pair_mode(pred, gt, num_classes, dataset, weights) -> None:

@@ -17,6 +17,9 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from ..errors import VitsegError
+from .io import MAX_PIXELS_ENV, max_pixels
+
 Pair = tuple[int, int]
 
 
@@ -55,6 +58,17 @@ def padded_size(h: int, w: int, size: Optional[int]) -> Pair:
     if not size:
         return h, w
     return max(h, size), max(w, size)
+
+
+def check_resize(h: int, w: int, nh: int, nw: int, divisor: Optional[int] = None,
+                 pad: Optional[int] = None) -> None:
+    """Refuse, before anything is allocated, a test resize (then rounded up and padded) past the pixel limit that
+    bounds the images read (a typo in a config's img_scale must not ask for gigabytes)."""
+    mh, mw = padded_size(*round_up(nh, nw, divisor), pad)
+    limit = max_pixels()
+    if limit and mh * mw > limit:
+        raise VitsegError(f"the test pipeline resizes a {w}x{h} image to {mw}x{mh}, more than the {limit} pixel "
+                          f"limit (check test.resize.scale and test.scales, or raise {MAX_PIXELS_ENV})")
 
 
 def pad_bottom_right(image: np.ndarray, size: Optional[int]) -> np.ndarray:

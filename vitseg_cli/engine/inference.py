@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data.io import read_image
-from ..data.test_transforms import imrescale_size, pad_bottom_right, ratio_scale, round_up, setr_size
+from ..data.test_transforms import (check_resize, imrescale_size, pad_bottom_right, ratio_scale, round_up,
+                                    setr_size)
 from ..data.video import read_frames
 from ..data.workers import worker_init
 from ..errors import VitsegError, first_line
@@ -154,6 +155,7 @@ def preprocess(image: np.ndarray, resize: Optional[ResizeSpec], ratio: float,
     normalizing instead."""
     h, w = image.shape[:2]
     nh, nw = resized_shape(h, w, resize, ratio, rule, min_short_side)
+    check_resize(h, w, nh, nw, resize.size_divisor if resize is not None else None, pad_short_side)
     if (nh, nw) != (h, w):
         image = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
     if resize is not None and resize.size_divisor:

@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..data.test_transforms import check_resize
+
 PROCEDURES = ("mmseg", "dinov3")
 
 
@@ -35,6 +37,7 @@ def dinov3_view(image: np.ndarray, short_side: int, ratio: float, mean: Sequence
     """RGB uint8 (H, W, 3) -> the normalized float32 (3, h, w) view."""
     h, w = image.shape[:2]
     nh, nw = dinov3_view_size(h, w, short_side, ratio)
+    check_resize(h, w, nh, nw)
     if (nh, nw) != (h, w):
         image = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR))
     x = image.astype(np.float32)
