@@ -4,6 +4,8 @@ torch model's masks and metrics."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -80,3 +82,56 @@ def test_eval_of_the_exported_model_gives_the_torch_metrics(default_onnx, synth,
     bad = runner.invoke(app, ["eval", *args, "--weights", str(default_onnx), "--backend", "torch",
                               "--out", str(tmp_path / "bad")])
     assert bad.exit_code == 2 and "an ONNX model runs with --backend onnx" in bad.output
+
+
+def test_numpy_loop_matches_the_torch_loop_in_whole_and_slide_mode(default_onnx):
+    import torch
+
+    from vitseg_cli.engine.inference import InferenceSettings, _model_forward, _ScorePass, preprocess
+    from vitseg_cli.engine.onnx_backend import OnnxSegmentor
+    from vitseg_cli.engine.onnx_infer import onnx_predict_image, pass_logits, resize_bilinear
+
+    src = np.random.default_rng(0).standard_normal((5, 7, 9)).astype(np.float32)
+    for size in [(13, 4), (3, 20), (7, 9)]:
+        ref = torch.nn.functional.interpolate(torch.from_numpy(src)[None], size, mode="bilinear",
+                                              align_corners=False)[0].numpy()
+        assert np.abs(resize_bilinear(src, size) - ref).max() < 1e-5, size
+    model = OnnxSegmentor(default_onnx, allow_pad=True)
+    image = make_image(100, 90)
+    forward = _model_forward(model, torch.device("cpu"), half=False)
+    for mode, extra in [("whole", {}), ("slide", {"crop_size": (SIZE, SIZE), "stride": (40, 40)})]:
+        settings = InferenceSettings.from_spec(model.spec, mode=mode, **extra)
+        x = preprocess(image, settings.resize, 1.0, model.spec.data.mean, model.spec.data.std)
+        if mode == "whole":  # a fixed-size graph: whole mode runs at the export size
+            image, x = image[:SIZE, :SIZE], x[:, :SIZE, :SIZE]
+        out = tuple(image.shape[:2])
+        ref = _ScorePass(forward, torch.from_numpy(x)[None], settings, out, False).rows(0, out[0]).numpy()
+        mine = pass_logits(model, x, settings, out)
+        assert mine.shape == ref.shape and np.abs(mine - ref).max() <= 1e-4, mode
+        labels, _ = onnx_predict_image(model, image, settings)
+        assert (labels == ref.argmax(0)).all()
+
+
+def test_the_onnx_path_never_imports_torch(default_onnx, tmp_path):
+    code = (
+        "import sys, numpy as np\n"
+        "from vitseg_cli.engine.onnx_backend import OnnxSegmentor\n"
+        "from vitseg_cli.engine.onnx_infer import onnx_predict_image\n"
+        "m = OnnxSegmentor(sys.argv[1], allow_pad=True)\n"
+        "s = type('S', (), dict(mode='slide', crop_size=(64, 64), stride=(40, 40), flip=True, scales=[1.0],\n"
+        "       resize=None, resize_rule='mmseg', min_short_side=None, batch_size=2, procedure='mmseg',\n"
+        "       pad_short_side=None))\n"
+        "labels, probs = onnx_predict_image(m, np.zeros((80, 70, 3), np.uint8), s, want_probs=True)\n"
+        "assert labels.shape == (80, 70) and probs.shape[1:] == (80, 70)\n"
+        "print('torch' in sys.modules)\n")
+    done = subprocess.run([sys.executable, "-c", code, str(default_onnx)], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
+def make_image(h: int, w: int) -> np.ndarray:
+    import cv2
+
+    img = np.random.default_rng(1).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    return cv2.GaussianBlur(img, (5, 5), 2)
