@@ -92,7 +92,7 @@ def onnx_row(model, x, repeats: int) -> tuple[float, float, float]:
         for _ in range(repeats):
             t_torch += timed(lambda: model(x), 1)
             t_onnx += timed(lambda: runner(x), 1)
-        err = (runner(x) - model(x)).abs().max().item()
+        err = (torch.from_numpy(runner(x)) - model(x)).abs().max().item()
     return statistics.median(t_torch), statistics.median(t_onnx), err
 
 

@@ -30,12 +30,12 @@ def test_onnx_reproduces_official_logits_and_torch(exported, parity_dir):
     runner = OnnxSegmentor(path)
     assert runner.num_classes == 7 and runner.spec.model.num_classes == 7
     assert runner.spec.class_names == model.spec.class_names
-    logits = runner(case["input"])
+    logits = torch.from_numpy(runner(case["input"]))
     assert logits.shape == case["logits"].shape
     assert (logits - case["logits"]).abs().max().item() <= 1e-3
     x = torch.randn(3, 3, 256, 320, generator=torch.Generator().manual_seed(1))  # dynamic batch
     with torch.no_grad():
-        assert (runner(x) - model(x)).abs().max().item() <= 1e-3
+        assert (torch.from_numpy(runner(x)) - model(x)).abs().max().item() <= 1e-3
 
 
 def test_onnx_rejects_other_sizes_unless_padding_is_allowed(exported):

@@ -42,6 +42,8 @@ def eval_cmd(
     half: HalfOption = False,
     compile_model: CompileOption = False,
     device: DeviceOption = "auto",
+    backend: Optional[str] = typer.Option(None, "--backend",
+                                          help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
     workers: WorkersOption = default_workers(),
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
@@ -96,7 +98,7 @@ def eval_cmd(
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
-            backbone_weights=backbone_weights,
+            backbone_weights=backbone_weights, backend=backend,
             overrides=overrides, spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
             workers=workers,
             save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 import typer
 
@@ -40,7 +41,8 @@ def predict(
                                                                  "of a run with other weights or settings."),
     workers: WorkersOption = default_workers(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
-    backend: str = typer.Option("torch", "--backend", help="torch or onnx."),
+    backend: Optional[str] = typer.Option(None, "--backend",
+                                          help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Videos: keep every K-th frame."),
     shard: str = typer.Option(None, "--shard", metavar="I/N",
                               help="Only shard I of N of the sorted inputs (every N-th from the I-th); writes "
@@ -67,7 +69,7 @@ def predict(
     opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
                           spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
                           save=parse_save(save), alpha=alpha,
-                          overwrite=overwrite, workers=workers, quiet=quiet, backend=backend.lower(),
+                          overwrite=overwrite, workers=workers, quiet=quiet, backend=backend,
                           vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard))
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop

@@ -28,7 +28,8 @@ from ..data.label_treatment import open_dataset_for_spec
 from ..data.official_layouts import CustomLayout
 from ..errors import VitsegError
 from ..metrics import reduce_zero_label
-from .common import load_inference_model, weights_file
+from .common import load_backend, weights_file
+from .onnx_backend import choose_backend
 from .device import rank_device
 from .distributed import DistContext, init_distributed
 from .evaluator import SegEvaluator, score_model
@@ -185,6 +186,7 @@ class ModelEvalOptions:
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
     spec_overrides: list[str] = field(default_factory=list)  # --set key.path=value
     backbone_weights: Optional[Path] = None  # the backbone file of a two-file release
+    backend: Optional[str] = None  # torch or onnx; None = onnx for a .onnx weights file, else torch
     device: str = "auto"
     workers: int = 0
     save_predictions: Optional[Path] = None
@@ -221,8 +223,9 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
     ctx = init_distributed(device)
     try:
         def prepare():
-            model = load_inference_model(opts.weights, opts.spec, device, note=note if ctx.is_main else None,
-                                         overrides=opts.spec_overrides, backbone_weights=opts.backbone_weights)
+            model = load_backend(opts.backend, opts.weights, opts.spec, device, note=note if ctx.is_main else None,
+                                 overrides=opts.overrides, spec_overrides=opts.spec_overrides,
+                                 backbone_weights=opts.backbone_weights)
             settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
             settings.check_device(device)
             ds = _dataset_for_model(opts, model)
@@ -256,6 +259,7 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
         evaluator = ctx.agree(work)
         meta = {"dataset": str(opts.dataset), "format": ds.fmt, "split": ds.split,
                 "weights": str(opts.weights) if opts.weights else "default", "source": getattr(model, "source", None),
+                "backend": choose_backend(opts.backend, opts.weights),
                 "ignore_index": ds.ignore_index, "reduce_zero_label": ds.reduce_zero_label,
                 "settings": settings.to_dict(), "device": str(device)}
         if opts.save_predictions:
@@ -268,7 +272,8 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
 
 def _claim_predictions_folder(opts: ModelEvalOptions, model, settings) -> None:
     """predict's fingerprint rule for --save-predictions: refuse a folder of other predictions unless --overwrite."""
-    claim_output_folder(opts.save_predictions, weights_file(opts.weights), "torch", model.spec.to_dict(),
+    backend = choose_backend(opts.backend, opts.weights)
+    claim_output_folder(opts.save_predictions, weights_file(opts.weights), backend, model.spec.to_dict(),
                         settings.to_dict(), DEFAULT_SAVE, 0.5, opts.overwrite, label_offset=opts.label_offset,
                         option="--save-predictions")
 

@@ -133,4 +133,4 @@ def check_export(model: Segmentor, path: "str | Path", x: Optional[torch.Tensor]
         x = torch.randn(1, 3, h, w, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref = model.eval()(x)
-    return (runner(x) - ref).abs().max().item()
+    return (torch.from_numpy(runner(x)) - ref).abs().max().item()

@@ -1,7 +1,8 @@
 """Run an exported ONNX segmentor with onnxruntime, as a drop-in for the torch model in the inference loop.
 
-`OnnxSegmentor(path)` reads the spec embedded by `vitseg export`; calling it on a normalized (B, 3, h, w) tensor gives
-logits (B, K, ceil(h/4), ceil(w/4)) like `Segmentor.forward`. A graph exported with `--dynamic` takes any size, like
+`OnnxSegmentor(path)` reads the spec embedded by `vitseg export`; calling it on a normalized (B, 3, h, w) array (numpy,
+or a torch tensor from the shared inference loop) gives numpy logits (B, K, ceil(h/4), ceil(w/4)) like
+`Segmentor.forward`. This module never imports torch: an ONNX deployment runs without it. A graph exported with `--dynamic` takes any size, like
 the torch model. Otherwise the graph has a fixed spatial size (the export size), so other input sizes are an error:
 use slide inference with crop = export size, or export at the size you feed. With `allow_pad=True` a smaller input
 is zero-padded bottom/right to the export size and the logits cropped; that is NOT what the torch model computes (it
@@ -13,8 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Sequence
 
-import torch
-import torch.nn.functional as F
+import numpy as np
 
 from ..errors import VitsegError, first_line
 from ..safe_yaml import load_yaml
@@ -25,13 +25,35 @@ META_SPEC, META_HEIGHT, META_WIDTH, META_FORMAT = "vitseg_spec", "vitseg_input_h
 MIN_DYNAMIC_SIDE = 64  # the smallest side a dynamic graph is exported for
 
 
+ONNX_SUFFIX = ".onnx"
+
+
+def choose_backend(backend: Optional[str], weights: "str | Path | None") -> str:
+    """The backend a run uses: the one given, else onnx for a `.onnx` weights file and torch otherwise. A `.onnx`
+    file with `--backend torch` is refused (the torch loader cannot read it)."""
+    is_onnx = weights is not None and str(weights).lower().endswith(ONNX_SUFFIX)
+    chosen = (backend or ("onnx" if is_onnx else "torch")).lower()
+    if chosen not in ("torch", "onnx"):
+        raise VitsegError(f"--backend {backend}: must be one of torch, onnx")
+    if chosen == "torch" and is_onnx:
+        raise VitsegError(f"{weights}: an ONNX model runs with --backend onnx (or no --backend), not --backend torch")
+    return chosen
+
+
+def _as_numpy(x) -> np.ndarray:
+    """A float32 C-contiguous array of `x`, a numpy array or a torch tensor (on any device)."""
+    if hasattr(x, "detach"):  # a torch tensor, without importing torch here
+        x = x.detach().float().cpu().numpy()
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
 def logits_size(height: int, width: int) -> tuple[int, int]:
     """The (h, w) of the logits for an input of height x width: 1/4, rounded up."""
     return -(-height // 4), -(-width // 4)
 
 
 class OnnxSegmentor:
-    """Callable `(x: torch.Tensor) -> torch.Tensor` logits, with `.spec`, `.num_classes`, `.height`, `.width`."""
+    """Callable `(x: array) -> np.ndarray` logits, with `.spec`, `.num_classes`, `.height`, `.width`."""
 
     def __init__(self, onnx_path: "str | Path", spec: "Spec | dict | str | None" = None,
                  providers: Optional[Sequence[str]] = None, threads: int = 0, allow_pad: bool = False):
@@ -77,29 +99,26 @@ class OnnxSegmentor:
     def to(self, *_args, **_kwargs) -> "OnnxSegmentor":
         return self
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x) -> np.ndarray:
         if x.ndim != 4 or x.shape[1] != 3:
             raise VitsegError(f"expected a (B, 3, H, W) batch, got {tuple(x.shape)}")
-        h, w = x.shape[-2:]
+        h, w = (int(v) for v in x.shape[-2:])
+        x = _as_numpy(x)
         if self.dynamic:
             return self._run_dynamic(x)
         if (h, w) != (self.height, self.width) and (not self.allow_pad or h > self.height or w > self.width):
             raise VitsegError(f"input {w}x{h} (WxH) does not fit the ONNX model's fixed {self.width}x{self.height} "
                               "(export with --height/--width of your input, or use slide inference with that crop "
                               "size)")
-        device = x.device
-        x = x.detach().float().cpu()
         if (h, w) != (self.height, self.width):
-            x = F.pad(x, (0, self.width - w, 0, self.height - h))
-        logits = self.session.run(None, {self.input_name: x.contiguous().numpy()})[0]
+            x = np.pad(x, ((0, 0), (0, 0), (0, self.height - h), (0, self.width - w)))
+        logits = self.session.run(None, {self.input_name: x})[0]
         lh, lw = logits_size(h, w)
-        return torch.from_numpy(logits)[..., :lh, :lw].to(device)
+        return np.ascontiguousarray(logits[..., :lh, :lw])
 
-    def _run_dynamic(self, x: torch.Tensor) -> torch.Tensor:
+    def _run_dynamic(self, x: np.ndarray) -> np.ndarray:
         h, w = x.shape[-2:]
         if h < MIN_DYNAMIC_SIDE or w < MIN_DYNAMIC_SIDE:
             raise VitsegError(f"input {w}x{h} (WxH) is below the {MIN_DYNAMIC_SIDE} px per side the dynamic ONNX "
                               f"model {self.path.name} was exported for")
-        device = x.device
-        logits = self.session.run(None, {self.input_name: x.detach().float().cpu().contiguous().numpy()})[0]
-        return torch.from_numpy(logits).to(device)
+        return self.session.run(None, {self.input_name: x})[0]

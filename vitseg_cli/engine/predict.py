@@ -27,12 +27,12 @@ from ..data.inputs import InputImage, collect_inputs
 from ..data.io import atomic_write_bytes, read_image, refuse_non_folder
 from ..data.shards import Shard, shard_items
 from ..data.video import video_info
-from ..errors import VitsegError, not_one_of
-from .common import default_weights_path, load_inference_model, weights_file
+from ..errors import VitsegError
+from .common import default_weights_path, load_backend, weights_file
 from .device import rank_device, resolve_device
 from .distributed import DistContext, init_distributed
 from .inference import InferenceSettings, iter_predictions, iter_video_predictions, predict_array
-from .onnx_backend import OnnxSegmentor
+from .onnx_backend import choose_backend
 from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done
 from .progress import ProgressReporter
 from .records import record_name
@@ -112,7 +112,7 @@ class PredictOptions:
     overwrite: bool = False
     workers: int = 2
     quiet: bool = False
-    backend: str = "torch"
+    backend: Optional[str] = None  # torch or onnx; None = onnx for a .onnx weights file, else torch
     vid_stride: int = 1
     shard: Optional[Shard] = None  # this task's share of the sorted inputs; None: all of them
 
@@ -140,22 +140,8 @@ class PredictSummary:
 
 
 def _load_backend(opts: PredictOptions, device, note):
-    if opts.backend == "torch":
-        return load_inference_model(opts.weights, opts.spec, device, note=note, overrides=opts.spec_overrides,
-                                    backbone_weights=opts.backbone_weights)
-    if opts.backend != "onnx":
-        raise not_one_of("--backend", opts.backend, ("torch", "onnx"))
-    if opts.weights is None:
-        raise VitsegError("--backend onnx needs --weights MODEL.onnx")
-    if opts.overrides.get("half"):
-        raise VitsegError("--half is for --backend torch (an ONNX model runs in the precision it was exported in)")
-    if opts.overrides.get("compile"):
-        raise VitsegError("--compile is for --backend torch")
-    if opts.spec_overrides:
-        raise VitsegError("--set is for --backend torch (an ONNX model's spec was fixed at export)")
-    providers = ["CUDAExecutionProvider", "CPUExecutionProvider"] if device.type == "cuda" else None
-    # slide windows at the image edges can be smaller than the exported size: let them be padded
-    return OnnxSegmentor(opts.weights, spec=opts.spec, providers=providers, allow_pad=True)
+    return load_backend(opts.backend, opts.weights, opts.spec, device, note=note, overrides=opts.overrides,
+                        spec_overrides=opts.spec_overrides, backbone_weights=opts.backbone_weights)
 
 
 def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, InferenceSettings, Optional[list]]:
@@ -198,6 +184,7 @@ def _frame_estimate(path: Path, stride: int) -> int:
 def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> PredictSummary:
     """Predict every input (this rank's share under torchrun). The summary is every rank's on rank 0."""
     console = console or Console(stderr=True, highlight=False)
+    opts = replace(opts, backend=choose_backend(opts.backend, opts.weights))
     ctx = init_distributed(rank_device(opts.device))
     try:
         return _run(opts, ctx, console)
