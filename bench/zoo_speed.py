@@ -65,8 +65,9 @@ def machine_line(device: str) -> str:
 def reduced_overrides(spec: Any) -> dict[str, Any]:
     """Spec overrides that cut a preset to REDUCED_DEPTH blocks and crop / REDUCED_DIVISOR (multiples of 32)."""
     bb = spec.model.backbone
+    pairs = isinstance(bb.interaction_indexes[0], (list, tuple))  # [first, last] ranges, or one block each (DINOv3)
     over: dict[str, Any] = {"depth": REDUCED_DEPTH,
-                            "interaction_indexes": [[i, i] for i in range(REDUCED_DEPTH)]}
+                            "interaction_indexes": [[i, i] if pairs else i for i in range(REDUCED_DEPTH)]}
     for key in ("window_attn", "window_size"):
         if getattr(bb, key, None) is not None:
             over[key] = list(getattr(bb, key))[:REDUCED_DEPTH]
@@ -79,6 +80,8 @@ def reduced_overrides(spec: Any) -> dict[str, Any]:
         resize = spec.test.resize.model_dump() if hasattr(spec.test.resize, "model_dump") else dict(spec.test.resize)
         resize["scale"] = [max(32, s // REDUCED_DIVISOR) for s in resize["scale"]]
         test["resize"] = resize
+    if getattr(spec.test, "short_side", None):  # the DINOv3 procedure sizes its views by the short side
+        test["short_side"] = crop
     return {"model": {"backbone": over}, "test": test}
 
 

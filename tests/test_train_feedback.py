@@ -57,10 +57,12 @@ def test_short_run_warmup_amp_log_interval_and_plots(tmp_path, setup):
     assert all(r["loss"] for r in rows) and [bool(r["mIoU"]) for r in rows] == [False, True, False, True]
     # plots: curves, and at each validation a confusion matrix and sample panels
     plots = out / "plots"
-    for name in ("loss.png", "lr.png", "mIoU.png", "confusion_iter2.png", "confusion_iter4.png",
-                 "val_iter2_sample0.png", "val_iter4_sample3.png"):
+    for name in ("loss.png", "lr.png", "mIoU.png", "confusion_iter2.png", "confusion_iter4.png"):
         image = read_image(plots / name)
         assert image.ndim == 3 and image.shape[0] > 100 and image.std() > 0, name
+    for name in ("val_iter2_sample0.png", "val_iter4_sample3.png"):  # small images make small panels
+        image = read_image(plots / name)
+        assert image.ndim == 3 and image.shape[1] > image.shape[0] and image.std() > 0, name
     assert not (plots / "val_iter4_sample4.png").exists()  # a few panels, not every image
     # validation scores as `vitseg eval` does: the same mIoU for the weights validated at iteration 4
     best_iter = load_state(out / "state.pt")["best_iter"]

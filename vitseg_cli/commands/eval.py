@@ -94,7 +94,8 @@ def eval_cmd(
         if reduce_zero_label:
             set_values = [*(set_values or []), "data.reduce_zero_label=true"]
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
-        _refuse_out_inside(out, {"DATASET": dataset})
+        # a dataset's formats read only their own subfolders: a report folder inside DATASET is fine, DATASET is not
+        _refuse_out_inside(out, {"DATASET": dataset}, nested=False)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
@@ -109,11 +110,12 @@ def eval_cmd(
     _report(result, out, quiet)
 
 
-def _refuse_out_inside(out: Path, inputs: dict[str, Path]) -> None:
-    """The reports (and saved predictions) must never land among the inputs: the next eval would read them."""
+def _refuse_out_inside(out: Path, inputs: dict[str, Path], nested: bool = True) -> None:
+    """The reports (and saved predictions) must never land among the inputs: the next eval would read them.
+    `nested`: a folder below an input counts as inside it too."""
     where = out.resolve()
     for option, folder in inputs.items():
-        if where == folder.resolve() or folder.resolve() in where.parents:
+        if where == folder.resolve() or (nested and folder.resolve() in where.parents):
             raise VitsegError(f"--out {out}: is inside {option} {folder}, where the reports would mix with the "
                               "inputs; choose an --out folder outside them")
 

@@ -153,8 +153,6 @@ OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
                                                                     **_PASCAL_480),
     "mask2former_beit_adapter_large_480_40k_pascal_context_59": _preset(_beit_adapter("large", 480),
                                                                         _mask2former("large", 100), **_PASCAL_480),
-    # DINOv2 (facebookresearch/dinov2): ViT-g/14 + ViT-Adapter + Mask2Former, ADE20K; reconstructed, see _DINOV2_G
-    "dinov2_vitg14_ade20k_m2f": _preset(_DINOV2_G, _mask2former("large", 200), **_ADE_896),
 }
 
 # Releases of other repositories: presets too, but not ViT-Adapter releases.
@@ -162,6 +160,8 @@ OFFICIAL_PRESETS: dict[str, dict[str, Any]] = {
 # layer scale, no qkv bias: the dinov3_adapter defaults) + adapter + Mask2Former (hidden_dim 2048), ADE20K, with the
 # official test of configs/config-ade20k-m2f-inference.yaml
 OTHER_RELEASE_PRESETS: dict[str, dict[str, Any]] = {
+    # DINOv2 (facebookresearch/dinov2): ViT-g/14 + ViT-Adapter + Mask2Former, ADE20K; reconstructed, see _DINOV2_G
+    "dinov2_vitg14_ade20k_m2f": _preset(_DINOV2_G, _mask2former("large", 200), **_ADE_896),
     "dinov3_vit7b16_ade20k_m2f": {
         "model": {"backbone": {"type": "dinov3_adapter"},
                   "decode_head": {"type": "mask2former_d2", "feat_channels": 2048, "out_channels": 2048},
