@@ -65,7 +65,8 @@ def machine_line(device: str) -> str:
 def reduced_overrides(spec: Any) -> dict[str, Any]:
     """Spec overrides that cut a preset to REDUCED_DEPTH blocks and crop / REDUCED_DIVISOR (multiples of 32)."""
     bb = spec.model.backbone
-    pairs = isinstance(bb.interaction_indexes[0], (list, tuple))  # [first, last] ranges, or one block each (DINOv3)
+    # [first, last] block ranges, or one block each (DINOv3, whose default None means four evenly spaced blocks)
+    pairs = bool(bb.interaction_indexes) and isinstance(bb.interaction_indexes[0], (list, tuple))
     over: dict[str, Any] = {"depth": REDUCED_DEPTH,
                             "interaction_indexes": [[i, i] if pairs else i for i in range(REDUCED_DEPTH)]}
     for key in ("window_attn", "window_size"):
