@@ -16,7 +16,7 @@ from ..spec_base import MAX_DIM, Pair
 from . import vit_config
 from .adapter_config import OFFICIAL_ADAPTER_DEFAULTS, AdapterConfig, translate_adapter
 from .family import Family
-from .official_fields import ConfigRefused, OfficialContext, pair, show
+from .official_fields import ConfigRefused, OfficialContext
 
 
 class Dinov2AdapterSpec(AdapterConfig):
@@ -70,16 +70,9 @@ def from_official_config(cfg: dict, ctx: OfficialContext) -> dict[str, Any]:
         return vit_config.from_official_config(cfg, ctx)
 
     def special(key: str, value: Any) -> bool:
-        if key == "img_size":
-            # the official ViT sizes pos_embed by img_size and reads it back on the pretrain_size grid
-            if pair(value) != pair(cfg.get("pretrain_size", 224)):
-                raise ConfigRefused(f"config: {ctx.where}.img_size {show(value)} differs from pretrain_size "
-                                    f"{show(cfg.get('pretrain_size', 224))}; the official ViTAdapter cannot run that")
-        elif key == "window_attn":
-            if any(value if isinstance(value, (list, tuple)) else [value]):
-                raise ConfigRefused(f"config: {ctx.where}.window_attn: windowed attention is not supported by "
-                                    "vitseg's dinov2_adapter")
-        elif key == "pre_norm":
+        if vit_config.check_vit_key(key, value, cfg, ctx, "dinov2_adapter"):
+            return True
+        if key == "pre_norm":
             if value:
                 raise ConfigRefused(f"config: {ctx.where}.pre_norm true (a CLIP ViT) is not supported by vitseg's "
                                     "dinov2_adapter")

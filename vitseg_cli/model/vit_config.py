@@ -53,19 +53,29 @@ _OFFICIAL_DEFAULTS = {**OFFICIAL_ADAPTER_DEFAULTS, "pretrain_size": 224, "use_ex
                       "layer_scale": True}
 
 
+def check_vit_key(key: str, value: Any, cfg: dict, ctx: OfficialContext, family: str) -> bool:
+    """The official `ViTAdapter` keys that every ViT-based family checks alike (`img_size`, `window_attn`); True when
+    `key` was one of them (and acceptable)."""
+    if key == "img_size":
+        # the official ViT sizes pos_embed by img_size and reads it back on the pretrain_size grid
+        if pair(value) != pair(cfg.get("pretrain_size", 224)):
+            raise ConfigRefused(f"config: {ctx.where}.img_size {show(value)} differs from pretrain_size "
+                                f"{show(cfg.get('pretrain_size', 224))}; the official ViTAdapter cannot run that")
+        return True
+    if key == "window_attn":
+        if any(value if isinstance(value, (list, tuple)) else [value]):
+            raise ConfigRefused(f"config: {ctx.where}.window_attn: windowed attention is not supported "
+                                f"by vitseg's {family}")
+        return True
+    return False
+
+
 def from_official_config(cfg: dict, ctx: OfficialContext) -> dict[str, Any]:
     """An official `ViTAdapter` backbone dict -> the vit_adapter section."""
     def special(key: str, value: Any) -> bool:
-        if key == "img_size":
-            # the official ViT sizes pos_embed by img_size and reads it back on the pretrain_size grid
-            if pair(value) != pair(cfg.get("pretrain_size", 224)):
-                raise ConfigRefused(f"config: {ctx.where}.img_size {show(value)} differs from pretrain_size "
-                                    f"{show(cfg.get('pretrain_size', 224))}; the official ViTAdapter cannot run that")
-        elif key == "window_attn":
-            if any(value if isinstance(value, (list, tuple)) else [value]):
-                raise ConfigRefused(f"config: {ctx.where}.window_attn: windowed attention is not supported "
-                                    "by vitseg's vit_adapter")
-        elif key == "qkv_bias":
+        if check_vit_key(key, value, cfg, ctx, "vit_adapter"):
+            return True
+        if key == "qkv_bias":
             if not value:
                 raise ConfigRefused(f"config: {ctx.where}.qkv_bias false is not supported by vitseg's vit_adapter")
         else:
