@@ -24,7 +24,7 @@ def predict(
     backbone_weights: BackboneWeightsOption = None,
     spec: SpecOption = None,
     set_values: SetOption = None,
-    out: Path = typer.Option(Path("vitseg-out"), "--out", "-o", help="Output folder."),
+    out: str = typer.Option("vitseg-out", "--out", "-o", help="Output folder, or an fsspec URL (s3://bucket/run)."),
     mode: ModeOption = None,
     crop_size: CropOption = None,
     stride: StrideOption = None,
@@ -47,6 +47,13 @@ def predict(
     shard: str = typer.Option(None, "--shard", metavar="I/N",
                               help="Only shard I of N of the sorted inputs (every N-th from the I-th); writes "
                                    "OUT/predict-I-of-N.json. Default in a Slurm array: the task's own share."),
+    out_format: str = typer.Option("files", "--out-format",
+                                   help="files (OUT/<kind>/...) or tar (OUT/shards/<shard>.tar per input tar shard)."),
+    engine: str = typer.Option("torch", "--engine", help="torch (this process, or torchrun) or ray (Ray Data)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: the cluster [local]."),
+    num_gpus_per_worker: float = typer.Option(0.0, "--num-gpus-per-worker", min=0.0,
+                                              help="--engine ray: GPUs per predictor actor [0: CPU actors]."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="--engine ray: predictor actors."),
     merge_records: Path = typer.Option(None, "--merge-records", metavar="OUT",
                                        help="Merge OUT's shard records into OUT/predict.json (no SOURCE); exit 1 "
                                             "when shards are missing."),
@@ -65,13 +72,28 @@ def predict(
     from ..engine.outputs import parse_save
     from ..engine.predict import PredictOptions, run_predict
 
+    if out_format not in ("files", "tar"):
+        fail(f"--out-format {out_format}: must be files or tar")
+    if engine not in ("torch", "ray"):
+        fail(f"--engine {engine}: must be torch or ray")
+    from ..data.storage import is_url
+
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
-    opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
+    opts = PredictOptions(sources=list(sources), out=out if is_url(out) else Path(out), weights=weights, spec=spec,
+                          overrides=overrides,
                           spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
                           save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend,
-                          vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard))
-    summary = run_predict(opts, console=console)
+                          vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard),
+                          out_format=out_format, engine=engine,
+                          ray={"address": ray_address, "num_gpus_per_worker": num_gpus_per_worker,
+                               "concurrency": concurrency})
+    if engine == "ray":
+        from ..engine.ray_run import run_ray_predict
+
+        summary = run_ray_predict(opts, console=console)
+    else:
+        summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json
     if summary.exit_code and is_main_process():

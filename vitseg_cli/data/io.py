@@ -26,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..errors import VitsegError
+from . import storage
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
 MAX_PIXELS_ENV = "VITSEG_MAX_PIXELS"
@@ -36,7 +37,12 @@ def is_image_path(path: "str | Path") -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def _read_bytes(path: Path) -> np.ndarray:
+def _read_bytes(path: "str | Path") -> np.ndarray:
+    if storage.is_url(path):  # an object in a store: fetched whole (images are small)
+        data = np.frombuffer(storage.read_bytes(path), dtype=np.uint8)
+        if data.size == 0:
+            raise VitsegError(f"{storage.redact(path)}: empty object")
+        return data
     try:
         if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
             raise VitsegError(f"{path}: not a regular file")
@@ -108,9 +114,21 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: "str | Path") -> np.ndarray:
-    """An image as RGB uint8 (H, W, 3): grayscale expanded, alpha dropped, 16-bit scaled, EXIF orientation applied."""
-    path = Path(path)
-    data = _read_checked(path)
+    """An image as RGB uint8 (H, W, 3): grayscale expanded, alpha dropped, 16-bit scaled, EXIF orientation applied.
+    `path` may be an fsspec URL."""
+    path = path if storage.is_url(path) else Path(path)
+    return decode_image(_read_bytes(path), path)
+
+
+def decode_image(data: "bytes | np.ndarray", name: "str | Path") -> np.ndarray:
+    """`read_image` for an image file's bytes already in memory (a tar shard's member); `name` names it in errors."""
+    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    if data.size == 0:
+        raise VitsegError(f"{name}: empty file")
+    size = _header_size(data)
+    if size is not None:
+        _check_pixels(name, *size)
+    path = name
     # IMREAD_COLOR applies the EXIF orientation and expands grayscale / palette images; ANYDEPTH keeps 16 bits
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None or img.size == 0:

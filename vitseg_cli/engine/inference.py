@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.io import read_image
+from ..data.storage import is_url
 from ..data.test_transforms import round_up
 from ..data.video import read_frames
 from ..data.workers import worker_init
@@ -136,7 +137,7 @@ class _ImageDataset(torch.utils.data.Dataset):
     """Reads and preprocesses one image per item; never raises for a bad file (the item carries the error)."""
 
     def __init__(self, paths: Sequence[Path], settings: InferenceSettings, mean, std, keep_image: bool):
-        self.paths = [Path(p) for p in paths]
+        self.paths = [p if is_url(p) else Path(p) for p in paths]  # an object store's URL stays a URL
         self.settings, self.mean, self.std, self.keep_image = settings, mean, std, keep_image
 
     def __len__(self) -> int:
@@ -428,6 +429,13 @@ def _predict_dataset(model: Any, dataset: torch.utils.data.Dataset, settings: In
         yield from run(group)
 
 
+def predict_items(model: Any, dataset: torch.utils.data.Dataset, settings: InferenceSettings, device: torch.device,
+                  *, workers: int = 0, want_probs: bool = False) -> Iterator[Prediction]:
+    """`iter_predictions` over any dataset of `prepare_item` dicts (or error dicts): a tar shard's samples. An item's
+    optional `read_bytes` (bytes read to make it) comes back in the Prediction's `timings`."""
+    yield from _predict_dataset(model, dataset, settings, device, workers, want_probs)
+
+
 def predict_array(model: Any, image: np.ndarray, settings: InferenceSettings, device: torch.device, *,
                   want_probs: bool = False, path: Optional[Path] = None) -> Prediction:
     """`iter_predictions` for one RGB uint8 (H, W, 3) image already in memory: the same preprocessing, windows, TTA
@@ -465,7 +473,8 @@ def _predict_group(forward, items: list[dict[str, Any]], settings: InferenceSett
     for item, ready in zip(items, readies):
         path = item["path"]
         if item["error"]:
-            yield Prediction(path=path, labels=None, probs=None, image=None, error=item["error"])
+            yield Prediction(path=path, labels=None, probs=None, image=None, error=item["error"],
+                             timings={"read_bytes": item.get("read_bytes", 0)})
             continue
         try:
             labels, probs = _predict_one(forward, item, settings, device, num_classes, want_probs, ready)
@@ -477,4 +486,5 @@ def _predict_group(forward, items: list[dict[str, Any]], settings: InferenceSett
                                    f"smaller --crop-size or --device cpu)")
             continue
         yield Prediction(path=path, labels=labels, probs=probs, image=item.get("image"), error=None,
-                         timings={"infer_s": (time.perf_counter() - start) / len(items)}, frame=item.get("frame"))
+                         timings={"infer_s": (time.perf_counter() - start) / len(items),
+                                  "read_bytes": item.get("read_bytes", 0)}, frame=item.get("frame"))

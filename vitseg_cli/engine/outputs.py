@@ -183,8 +183,10 @@ class OutputWriter:
     kept and re-raised by `check`."""
 
     def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int,
-                 label_offset: int = 0, threads: Optional[int] = None, rle: Optional[RleLog] = None):
+                 label_offset: int = 0, threads: Optional[int] = None, rle: Optional[RleLog] = None,
+                 publish: Optional[Callable[[list[Path]], None]] = None):
         self.out, self.save, self.palette, self.alpha = out, tuple(save), palette, alpha
+        self.publish = publish  # called with each input's files once written (a URL --out uploads them)
         self.rle = rle  # images' RLE lines, appended once their files landed
         self.label_offset = label_offset
         self.mask_dtype = mask_dtype(num_classes + label_offset)
@@ -218,6 +220,8 @@ class OutputWriter:
     def _write_files(self, pred: Prediction, paths: dict[str, Path]) -> None:
         write_outputs(paths, pred.labels, image=pred.image, probs=pred.probs, palette=self.palette,
                       alpha=self.alpha, mask_dtype=self.mask_dtype, label_offset=self.label_offset)
+        if self.publish is not None:
+            self.publish(list(paths.values()))
 
     def put(self, pred: Prediction, item: InputImage) -> None:
         self._submit(self.pool, self._write_image, pred, output_paths(self.out, item.rel, self.save), item.rel)
@@ -255,6 +259,8 @@ class OutputWriter:
         self.video_jobs = []
         if self.error is None and self.video is not None:
             self.video.finish()
+            if self.publish is not None:
+                self.publish([video_path(self.out, self.video_args[0].rel)])
             self.video = None
         self.abort_video()
         self.check()

@@ -23,7 +23,10 @@ from rich.console import Console
 from rich.text import Text
 
 from .._version import __version__
-from ..data.inputs import InputImage, collect_inputs
+from ..data.inputs import InputImage
+from ..data.storage import is_url, redact
+from ..data.tar_shards import count_samples
+from ..data.url_inputs import collect_sources
 from ..data.io import atomic_write_bytes, read_image, refuse_non_folder
 from ..data.shards import Shard, shard_items
 from ..data.video import video_info
@@ -36,6 +39,10 @@ from .onnx_backend import choose_backend
 from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done
 from .progress import ProgressReporter
 from .records import record_name
+from .remote_out import RemoteOutput, open_remote
+from .tar_output import remove_stale_shards
+from .tar_predict import SKIPPED, ShardJob, done_samples, predict_shard, shard_done
+from .traffic import traffic_fields, traffic_record
 from .rle import RleLog, done_inputs
 
 
@@ -100,7 +107,7 @@ def predict(model: Any, source: Any, *, probs: bool = False, device: "str | torc
 @dataclass
 class PredictOptions:
     sources: list[str]
-    out: Path = Path("vitseg-out")
+    out: "Path | str" = Path("vitseg-out")  # a folder or an fsspec URL
     weights: Optional[Path] = None
     spec: Optional[str] = None
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
@@ -115,6 +122,10 @@ class PredictOptions:
     backend: Optional[str] = None  # torch or onnx; None = onnx for a .onnx weights file, else torch
     vid_stride: int = 1
     shard: Optional[Shard] = None  # this task's share of the sorted inputs; None: all of them
+    out_format: str = "files"  # files (OUT/<kind>/<rel>.*) or tar (OUT/shards/<shard>.tar, for tar sources)
+    engine: str = "torch"  # torch, or ray (Ray Data actors: engine/ray_run.py)
+    ray: dict[str, Any] = field(default_factory=dict)  # address, num_gpus_per_worker, concurrency
+    remote: Optional[RemoteOutput] = None  # set by the run for a URL --out (out is then its staging folder)
 
 
 @dataclass
@@ -129,6 +140,8 @@ class PredictSummary:
     infer_s: float = 0.0
     ranks: list[dict[str, int]] = field(default_factory=list)
     write_error: Optional[str] = None
+    bytes_read: int = 0  # of tar shards and objects read (local loose files are not counted)
+    bytes_written: int = 0  # of output shards and uploaded objects
 
     @property
     def exit_code(self) -> int:
@@ -136,7 +149,8 @@ class PredictSummary:
 
     def counts(self, rank: int) -> dict[str, Any]:
         return {"rank": rank, "processed": self.processed, "skipped": self.skipped, "frames": self.frames,
-                "failed": list(self.failed), "infer_s": self.infer_s}
+                "failed": list(self.failed), "infer_s": self.infer_s, "bytes_read": self.bytes_read,
+                "bytes_written": self.bytes_written}
 
 
 def _load_backend(opts: PredictOptions, device, note):
@@ -154,9 +168,11 @@ def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, Inferen
         raise VitsegError(f"--vid-stride {opts.vid_stride}: must be at least 1")
     inputs = None
     if ctx.is_main:
-        inputs = collect_inputs(opts.sources, out, videos=True)
+        inputs = collect_sources(opts.sources, out, videos=True)
         if not inputs:
-            raise VitsegError(f"no images or videos found in {', '.join(opts.sources)}")
+            raise VitsegError(f"no images or videos found in {', '.join(map(redact, opts.sources))}")
+        if opts.out_format == "tar" and not all(getattr(i, "is_tar", False) for i in inputs):
+            raise VitsegError("--out-format tar writes one output shard per input shard: give tar shards as sources")
     model = _load_backend(opts, ctx.device, note)
     settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
     settings.check_device(ctx.device)
@@ -164,6 +180,8 @@ def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, Inferen
         claim_output_folder(out, weights_file(opts.weights), opts.backend, model.spec.to_dict(), settings.to_dict(),
                             opts.save, opts.alpha, opts.overwrite, vid_stride=opts.vid_stride,
                             clean=opts.shard is None)
+        if opts.shard is None:
+            remove_stale_shards(out)
     return model, settings, inputs
 
 
@@ -187,6 +205,9 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
     opts = replace(opts, backend=choose_backend(opts.backend, opts.weights))
     ctx = init_distributed(rank_device(opts.device))
     try:
+        remote = open_remote(opts.out, _part(opts.shard, ctx))
+        if remote is not None:  # a URL: the run writes into staging, which uploads every file once whole
+            opts = replace(opts, out=remote.staging, remote=remote)
         return _run(opts, ctx, console)
     finally:
         ctx.close()
@@ -204,11 +225,14 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
 
     inputs = shard_items(inputs, opts.shard)  # a Slurm array task's share; the ranks split it
     summary = PredictSummary()
-    images, videos = _todo(opts, ctx, inputs, summary)
-    total = len(images) + sum(_frame_estimate(v.path, opts.vid_stride) for v in videos)
+    images, videos, shards = _todo(opts, ctx, inputs, summary)
+    total = (len(images) + sum(_frame_estimate(v.path, opts.vid_stride) for v in videos)
+             + sum(map(count_samples, shards)))
 
     rle = RleLog(out, _part(opts.shard, ctx)) if "rle" in opts.save else None
-    writer = OutputWriter(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes, rle=rle)
+    remote = opts.remote
+    writer = OutputWriter(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes, rle=rle,
+                          publish=remote.publish if remote is not None else None)
     where = f" (rank 0 of {ctx.world_size})" if ctx.active else ""
     where += f" shard {opts.shard}" if opts.shard else ""
     progress = ProgressReporter("predict" + where, total, unit="img", enabled=talk, console=console)
@@ -216,17 +240,19 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
     infer_start = time.perf_counter()
 
     def failed(path: Path, error: str) -> None:
-        summary.failed.append({"path": str(path), "error": error})
-        progress.print(Text("failed: " + error, style="red"))  # shown with --quiet too: it is an error
+        summary.failed.append({"path": redact(path), "error": redact(error)})  # no user:password@ of a URL
+        progress.print(Text("failed: " + redact(error), style="red"))  # shown with --quiet too: it is an error
 
     try:
         with progress:
             def advance() -> None:
-                progress.advance(failed=len(summary.failed))
+                summary.bytes_written = remote.bytes_written if remote is not None else summary.bytes_written
+                progress.advance(failed=len(summary.failed), **traffic_fields(summary, infer_start))
 
             preds = iter_predictions(model, [i.path for i in images], settings, ctx.device, workers=opts.workers,
                                      want_probs=want_probs, keep_image=keep_image)
             for item, pred in zip(images, preds):
+                summary.bytes_read += getattr(item, "size", 0)  # an object's listed size (0: a local file)
                 if pred.error:
                     failed(item.path, pred.error)
                 else:
@@ -235,6 +261,9 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
                 advance()
             for item in videos:
                 _predict_video(model, item, settings, ctx, opts, writer, summary, advance, failed)
+            _predict_shards(shards, ShardJob(model, settings, ctx.device, out, opts.save, opts.alpha, opts.workers,
+                                             writer, opts.out_format == "tar", writer.publish),
+                            opts, summary, advance, failed)
     except BaseException as err:
         summary.interrupted = isinstance(err, KeyboardInterrupt)
         writer.close()  # what was queued is whole: let it land
@@ -258,7 +287,8 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
         frames = f", {summary.frames} video frames" if summary.frames else ""
         ranks = f" on {ctx.world_size} processes" if ctx.active else ""
         console.print(f"processed {summary.processed}{frames}, skipped {summary.skipped} (done before), failed "
-                      f"{len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} -> {out}",
+                      f"{len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} -> "
+                      f"{redact(opts.remote.url) if opts.remote is not None else out}",
                       markup=False)
     return summary
 
@@ -269,11 +299,45 @@ def _todo(opts: PredictOptions, ctx: DistContext, inputs: list, summary: Predict
     rle_done = done_inputs(out) if "rle" in opts.save and not opts.overwrite else None
     todo = []
     for i in ctx.shard(inputs):
-        if not opts.overwrite and is_done(out, inputs[i], opts.save, rle_done):
+        if not opts.overwrite and _is_done(opts, out, inputs[i], rle_done):
             summary.skipped += 1
         else:
             todo.append(inputs[i])
-    return [item for item in todo if not item.is_video], [item for item in todo if item.is_video]
+    shards = [item for item in todo if getattr(item, "is_tar", False)]
+    return ([item for item in todo if not item.is_video and item not in shards],
+            [item for item in todo if item.is_video], shards)
+
+
+def _is_done(opts: PredictOptions, out: Path, item: Any, rle_done: Optional[set[str]]) -> bool:
+    """Whether an input's outputs all exist (a tar shard's: its output shard), here or under a URL --out."""
+    if getattr(item, "is_tar", False):
+        return shard_done(out, item, opts.out_format == "tar", opts.remote)
+    return is_done(out, item, opts.save, rle_done) or (
+        opts.remote is not None and opts.remote.is_done(item.rel, opts.save, rle_done))
+
+
+def _predict_shards(shards: list, job: ShardJob, opts: PredictOptions, summary: PredictSummary,
+                    advance: Callable[[], None], failed: Callable[[Any, str], None]) -> None:
+    """Every sample of every tar shard: a sample counts as an image (processed, skipped or failed)."""
+    rle_done = done_inputs(Path(opts.out)) if "rle" in opts.save and not opts.overwrite else None
+
+    def on_sample(pred: Any, error: Optional[str]) -> None:
+        summary.bytes_read += int(pred.timings.get("read_bytes", 0))
+        if error == SKIPPED:
+            summary.skipped += 1
+        elif error:
+            failed(pred.path, error)
+        else:
+            summary.processed += 1
+        advance()
+
+    for shard in shards:
+        done = frozenset() if opts.overwrite or job.tar_out else done_samples(job.out, shard.name, opts.save,
+                                                                               rle_done, opts.remote)
+        error, written = predict_shard(replace(job, done=done), shard, on_sample)
+        summary.bytes_written += written if opts.remote is None else 0  # uploads are counted by the staging
+        if error:
+            failed(shard.path, error)
 
 
 def _part(shard: Optional[Shard], ctx: DistContext) -> str:
@@ -319,8 +383,12 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
     """Merge every rank's counts into `summary` on rank 0 (a collective, when `gather`) and write predict.json."""
     summary.infer_s = time.perf_counter() - infer_start
     summary.elapsed_s = time.perf_counter() - t0
+    if opts.remote is not None:
+        summary.bytes_written = opts.remote.bytes_written
     parts = ctx.gather(summary.counts(ctx.rank)) if gather else [summary.counts(ctx.rank)]
     if not ctx.is_main:
+        if opts.remote is not None:
+            opts.remote.publish_records()
         return
     order = {str(item.path): i for i, item in enumerate(inputs)}
     summary.processed = sum(p["processed"] for p in parts)
@@ -328,7 +396,10 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
     summary.frames = sum(p["frames"] for p in parts)
     summary.failed = sorted((f for p in parts for f in p["failed"]), key=lambda f: order.get(f["path"], -1))
     summary.infer_s = max(p["infer_s"] for p in parts)
-    summary.ranks = [{k: (len(v) if k == "failed" else v) for k, v in p.items() if k != "infer_s"} for p in parts]
+    summary.bytes_read = sum(p["bytes_read"] for p in parts)
+    summary.bytes_written = sum(p["bytes_written"] for p in parts)
+    summary.ranks = [{k: (len(v) if k == "failed" else v) for k, v in p.items()
+                      if k not in ("infer_s", "bytes_read", "bytes_written")} for p in parts]
     weights = opts.weights if opts.weights is not None else default_weights_path()  # as given: a file or zoo name
     record = {
         "vitseg_version": __version__,
@@ -340,7 +411,7 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
         "device": str(ctx.device),
         "spec": model.spec.to_dict(),
         "settings": settings.to_dict(),
-        "sources": list(opts.sources),
+        "sources": [redact(s) for s in opts.sources],
         "save": list(opts.save),
         "vid_stride": opts.vid_stride,
         "inputs": len(inputs),
@@ -354,6 +425,9 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
         **({"error": summary.write_error} if summary.write_error else {}),
         "timings": {"total_s": round(summary.elapsed_s, 3), "load_s": round(load_s, 3),
                     "inference_s": round(summary.infer_s, 3),
-                    "images_per_s": round(summary.processed / summary.infer_s, 3) if summary.infer_s > 0 else None},
+                    "images_per_s": round(summary.processed / summary.infer_s, 3) if summary.infer_s > 0 else None,
+                    **traffic_record(summary.bytes_read, summary.bytes_written, summary.infer_s)},
     }
     atomic_write_bytes(Path(opts.out) / record_name(opts.shard), (json.dumps(record, indent=2) + "\n").encode())
+    if opts.remote is not None:
+        opts.remote.publish_records()
