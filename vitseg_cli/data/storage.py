@@ -92,6 +92,7 @@ def list_files(url: str) -> dict[str, int]:
     fs, path = url_to_fs(url)
     base = path.rstrip("/")
     try:
+        fs.invalidate_cache(base)  # a listing cached earlier in this process may be stale
         found = fs.find(base, detail=True, withdirs=False)
     except FileNotFoundError:
         return {}

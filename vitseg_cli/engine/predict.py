@@ -182,6 +182,8 @@ def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, Inferen
                             clean=opts.shard is None)
         if opts.shard is None:
             remove_stale_shards(out)
+        if opts.remote is not None:  # the fingerprint goes into the output prefix before any output
+            opts.remote.publish_records()
     return model, settings, inputs
 
 
