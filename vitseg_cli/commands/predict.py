@@ -24,7 +24,8 @@ def predict(
     backbone_weights: BackboneWeightsOption = None,
     spec: SpecOption = None,
     set_values: SetOption = None,
-    out: Path = typer.Option(Path("vitseg-out"), "--out", "-o", help="Output folder."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o",
+                                       help="Output folder [vitseg-out; vitseg-out2, ... when it holds another run]."),
     mode: ModeOption = None,
     crop_size: CropOption = None,
     stride: StrideOption = None,
@@ -37,8 +38,12 @@ def predict(
     compile_model: CompileOption = False,
     save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs, rle."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs whose outputs exist; replace the outputs "
-                                                                 "of a run with other weights or settings."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start OUT afresh: remove what an earlier vitseg run "
+                                                                 "wrote there (never other files) and redo every input."),
+    identity: str = typer.Option("stat", "--identity", help="How an input is told from another file under its "
+                                                            "output name: stat (path, size, mtime) or hash (sha256)."),
+    json_lines: bool = typer.Option(False, "--json", help="Print each image's manifest line on stdout (progress "
+                                                          "and summary stay on stderr)."),
     workers: WorkersOption = default_workers(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: Optional[str] = typer.Option(None, "--backend",
@@ -70,7 +75,8 @@ def predict(
                           spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
                           save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend,
-                          vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard))
+                          vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard),
+                          identity=identity, json=json_lines)
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json
