@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
 import threading
 import time
 from pathlib import Path
@@ -160,7 +159,3 @@ class ManifestLog:
             if self._file is not None:
                 self._file.close()
                 self._file = None
-
-
-def stdout_echo() -> TextIO:
-    return sys.stdout

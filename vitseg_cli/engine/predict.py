@@ -14,9 +14,10 @@ import json
 import math
 import sys
 import time
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TextIO
 
 import numpy as np
 import torch
@@ -209,9 +210,10 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
     console = console or Console(stderr=True, highlight=False)
     opts = replace(opts, backend=choose_backend(opts.backend, opts.weights))
     ctx = init_distributed(rank_device(opts.device))
+    echo = sys.stdout if opts.json else None  # the manifest lines; anything else printed goes to stderr
     try:
-        with sigterm_as_interrupt():
-            return _run(opts, ctx, console)
+        with sigterm_as_interrupt(), redirect_stdout(sys.stderr) if opts.json else nullcontext():
+            return _run(opts, ctx, console, echo)
     finally:
         ctx.close()
 
@@ -227,7 +229,7 @@ class _Shared:
     spec: Any
 
 
-def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSummary:
+def _run(opts: PredictOptions, ctx: DistContext, console: Console, echo: Optional[TextIO]) -> PredictSummary:
     started = time.time()
     t0 = time.perf_counter()
     talk = not opts.quiet and ctx.is_main
@@ -239,11 +241,11 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
             note(line)
         summary = PredictSummary(skipped=claim.plan.skipped if claim else 0)
         if claim is not None and claim.plan.derive:
-            _derive(opts, claim, spec, *_logs(opts, ctx, claim.out), summary)
+            _derive(opts, claim, spec, *_logs(opts, ctx, claim.out, echo), summary)
         shared = ctx.broadcast(_Shared(claim.out, claim.inputs, claim.plan.predict, claim.plan.identities,
                                        claim.plan.keep, spec) if claim else None)
         opts = replace(opts, out=shared.out)
-        manifest, rle = _logs(opts, ctx, shared.out)
+        manifest, rle = _logs(opts, ctx, shared.out, echo)
         if shared.todo and model is None:
             model = ctx.agree(lambda: _load_backend(opts, ctx.device, note))
         spec = model.spec if model is not None else shared.spec
@@ -270,9 +272,10 @@ class _Work:
     load_s: float
 
 
-def _logs(opts: PredictOptions, ctx: DistContext, out: Path) -> tuple[ManifestLog, Optional[RleLog]]:
-    """This process's manifest part (echoed on stdout with --json) and RLE log."""
-    manifest = ManifestLog(out, _manifest_part(opts.shard, ctx), echo=sys.stdout if opts.json else None)
+def _logs(opts: PredictOptions, ctx: DistContext, out: Path,
+          echo: Optional[TextIO]) -> tuple[ManifestLog, Optional[RleLog]]:
+    """This process's manifest part (each line echoed on `echo` too: stdout with --json) and RLE log."""
+    manifest = ManifestLog(out, _manifest_part(opts.shard, ctx), echo=echo)
     return manifest, RleLog(out, _part(opts.shard, ctx)) if "rle" in opts.save else None
 
 
