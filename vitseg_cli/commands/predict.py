@@ -24,7 +24,9 @@ def predict(
     backbone_weights: BackboneWeightsOption = None,
     spec: SpecOption = None,
     set_values: SetOption = None,
-    out: str = typer.Option("vitseg-out", "--out", "-o", help="Output folder, or an fsspec URL (s3://bucket/run)."),
+    out: Optional[str] = typer.Option(None, "--out", "-o",
+                                      help="Output folder [vitseg-out; vitseg-out2, ... when it holds another run], "
+                                           "or an fsspec URL (s3://bucket/run)."),
     mode: ModeOption = None,
     crop_size: CropOption = None,
     stride: StrideOption = None,
@@ -37,8 +39,12 @@ def predict(
     compile_model: CompileOption = False,
     save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs, rle."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs whose outputs exist; replace the outputs "
-                                                                 "of a run with other weights or settings."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start OUT afresh: remove what an earlier vitseg run "
+                                                                 "wrote there (never other files) and redo every input."),
+    identity: str = typer.Option("stat", "--identity", help="How an input is told from another file under its "
+                                                            "output name: stat (path, size, mtime) or hash (sha256)."),
+    json_lines: bool = typer.Option(False, "--json", help="Print each image's manifest line on stdout (progress "
+                                                          "and summary stay on stderr)."),
     workers: WorkersOption = default_workers(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: Optional[str] = typer.Option(None, "--backend",
@@ -79,13 +85,14 @@ def predict(
     from ..data.storage import is_url
 
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
-    opts = PredictOptions(sources=list(sources), out=out if is_url(out) else Path(out), weights=weights, spec=spec,
+    opts = PredictOptions(sources=list(sources), out=out if out is None or is_url(out) else Path(out),
+                          weights=weights, spec=spec,
                           overrides=overrides,
                           spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
                           save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend,
                           vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard),
-                          out_format=out_format, engine=engine,
+                          identity=identity, json=json_lines, out_format=out_format, engine=engine,
                           ray={"address": ray_address, "num_gpus_per_worker": num_gpus_per_worker,
                                "concurrency": concurrency})
     if engine == "ray":

@@ -69,6 +69,13 @@ class TarShard:
     def rel(self) -> str:
         return self.name
 
+    @property
+    def root(self) -> str:
+        return storage.redact(self.url.rpartition("/")[0])
+
+    def identity(self, mode: str = "stat") -> dict:
+        return {"path": self.url.rsplit("/", 1)[-1], "size": self.size}
+
     is_video = False
     is_tar = True
 

@@ -25,10 +25,16 @@ class UrlImage:
     url: str
     rel: str
     size: int = 0
+    source_rel: str = ""  # the key relative to its root, with extension: part of its recorded identity
+    root: str = ""  # the prefix (or list's folder) the name is relative to, redacted
 
     @property
     def path(self) -> str:
         return self.url
+
+    def identity(self, mode: str = "stat") -> dict:
+        """Its key relative to the root and its size, as listed (objects have no cheap modification time here)."""
+        return {"path": self.source_rel, "size": self.size}
 
     is_video = False
     is_tar = False
@@ -57,6 +63,15 @@ def _stem(rel: str) -> str:
     head, _, base = rel.rpartition("/")
     base = base.rsplit(".", 1)[0] if "." in base.lstrip(".") else base
     return f"{head}/{base}" if head else base
+
+
+def _root(source: str) -> str:
+    """The folder part of a source: a prefix itself, a list's or a glob's folder."""
+    if any(c in source.split("://", 1)[-1] for c in "*?[") or source.lower().endswith(".txt"):
+        fixed = source.split("://", 1)[-1]
+        cut = min([i for i in (fixed.find(c) for c in "*?[") if i >= 0] or [len(fixed)])
+        return source[:len(source) - len(fixed)] + fixed[:cut].rpartition("/")[0]
+    return source.rstrip("/")
 
 
 def _listed(source: str) -> list[tuple[str, str, int]]:
@@ -97,6 +112,7 @@ def collect_url_inputs(sources: Sequence[str]) -> list[UrlImage]:
     seen: dict[str, str] = {}
     inputs = []
     for source in sources:
+        root = storage.redact(_root(source))
         for url, rel, size in _listed(source):
             name = _stem(rel)
             if name in seen:
@@ -105,5 +121,6 @@ def collect_url_inputs(sources: Sequence[str]) -> list[UrlImage]:
                 raise VitsegError(f"{storage.redact(url)} and {storage.redact(seen[name])} would both be written as "
                                   f"{name}: give them as separate runs with different --out")
             seen[name] = url
-            inputs.append(UrlImage(url, name, size))
+            inputs.append(UrlImage(url, name, size, rel, root if url.startswith(_root(source)) else
+                                   storage.redact(url.rpartition("/")[0])))
     return inputs

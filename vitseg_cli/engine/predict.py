@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 import time
+from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, TextIO
 
 import numpy as np
 import torch
@@ -23,25 +25,30 @@ from rich.console import Console
 from rich.text import Text
 
 from .._version import __version__
+from ..checkpoints import is_safetensors
 from ..data.inputs import InputImage
-from ..data.storage import is_url, redact
-from ..data.tar_shards import count_samples
-from ..data.url_inputs import collect_sources
+from ..data.storage import redact
+from ..data.tar_shards import count_samples, is_tar_source
 from ..data.io import atomic_write_bytes, read_image, refuse_non_folder
-from ..data.shards import Shard, shard_items
+from ..data.shards import Shard
 from ..data.video import video_info
 from ..errors import VitsegError
+from ..loading import read_spec
 from .common import default_weights_path, load_backend, weights_file
+from .derive import derive_outputs
 from .device import rank_device, resolve_device
 from .distributed import DistContext, init_distributed
 from .inference import InferenceSettings, iter_predictions, iter_video_predictions, predict_array
+from .interrupt import sigterm_as_interrupt
+from .manifest import IDENTITY_MODES, ManifestLog
 from .onnx_backend import choose_backend
-from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done
+from .outputs import DEFAULT_SAVE, OutputWriter, Prediction
+from .predict_folder import DEFAULT_OUT, Claim, FolderRequest, claim_folder
 from .progress import ProgressReporter
 from .records import record_name
 from .remote_out import RemoteOutput, open_remote
 from .tar_output import remove_stale_shards
-from .tar_predict import SKIPPED, ShardJob, done_samples, predict_shard, shard_done
+from .tar_predict import SKIPPED, ShardJob, TarSample, done_samples, predict_shard, shard_done
 from .traffic import traffic_fields, traffic_record
 from .rle import RleLog, done_inputs
 
@@ -107,7 +114,7 @@ def predict(model: Any, source: Any, *, probs: bool = False, device: "str | torc
 @dataclass
 class PredictOptions:
     sources: list[str]
-    out: "Path | str" = Path("vitseg-out")  # a folder or an fsspec URL
+    out: "Path | str | None" = None  # None: vitseg-out, or vitseg-out2, ... when it holds another run; or a URL
     weights: Optional[Path] = None
     spec: Optional[str] = None
     overrides: dict[str, Any] = field(default_factory=dict)  # InferenceSettings fields; None = from the spec
@@ -122,6 +129,8 @@ class PredictOptions:
     backend: Optional[str] = None  # torch or onnx; None = onnx for a .onnx weights file, else torch
     vid_stride: int = 1
     shard: Optional[Shard] = None  # this task's share of the sorted inputs; None: all of them
+    identity: str = "stat"  # how an input is told from another file under its name: stat (size, mtime) or hash
+    json: bool = False  # each manifest line also on stdout
     out_format: str = "files"  # files (OUT/<kind>/<rel>.*) or tar (OUT/shards/<shard>.tar, for tar sources)
     engine: str = "torch"  # torch, or ray (Ray Data actors: engine/ray_run.py)
     ray: dict[str, Any] = field(default_factory=dict)  # address, num_gpus_per_worker, concurrency
@@ -133,6 +142,7 @@ class PredictSummary:
     """One rank's counts (or, on rank 0 after the run, every rank's together)."""
     processed: int = 0
     skipped: int = 0
+    derived: int = 0  # done images given new kinds from their saved masks
     frames: int = 0
     failed: list[dict[str, str]] = field(default_factory=list)
     interrupted: bool = False
@@ -158,33 +168,45 @@ def _load_backend(opts: PredictOptions, device, note):
                         spec_overrides=opts.spec_overrides, backbone_weights=opts.backbone_weights)
 
 
-def _prepare(opts: PredictOptions, ctx: DistContext, note) -> tuple[Any, InferenceSettings, Optional[list]]:
-    """Every rank: the model and settings, checked. Rank 0 also lists the inputs and claims the output folder
-    (fingerprint); nothing is written before all of it succeeded."""
-    out = refuse_non_folder(opts.out, "--out")
+def _spec_first(opts: PredictOptions, device, note) -> tuple[Any, Any]:
+    """(spec, model or None): a vitseg file's spec is read without building the model, so that every check of the
+    output folder runs before the model loads; other weights (official .pth, ONNX) are loaded here."""
+    if opts.backend == "torch":
+        path = weights_file(opts.weights)
+        if opts.weights is None and not path.exists():
+            raise VitsegError("no default model is shipped yet: pass --weights")
+        if path.is_file() and is_safetensors(path) and opts.backbone_weights is None:
+            return read_spec(path, opts.spec, overrides=opts.spec_overrides), None
+    model = _load_backend(opts, device, note)
+    return model.spec, model
+
+
+def _prepare(opts: PredictOptions, ctx: DistContext, note) -> Optional[tuple[Claim, Any, Any]]:
+    """Rank 0: the spec (and the model when it has to be loaded for it), then the output folder claimed (lock,
+    fingerprint, each input's plan) before anything else loads; the other ranks wait."""
+    refuse_non_folder(opts.out or DEFAULT_OUT, "--out")
     if not 0.0 <= opts.alpha <= 1.0:
         raise VitsegError(f"--alpha {opts.alpha}: must be between 0 and 1")
     if opts.vid_stride < 1:
         raise VitsegError(f"--vid-stride {opts.vid_stride}: must be at least 1")
-    inputs = None
-    if ctx.is_main:
-        inputs = collect_sources(opts.sources, out, videos=True)
-        if not inputs:
-            raise VitsegError(f"no images or videos found in {', '.join(map(redact, opts.sources))}")
-        if opts.out_format == "tar" and not all(getattr(i, "is_tar", False) for i in inputs):
-            raise VitsegError("--out-format tar writes one output shard per input shard: give tar shards as sources")
-    model = _load_backend(opts, ctx.device, note)
-    settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
+    if opts.identity not in IDENTITY_MODES:
+        raise VitsegError(f"--identity {opts.identity}: must be one of {', '.join(IDENTITY_MODES)}")
+    if opts.out_format == "tar" and not all(map(is_tar_source, opts.sources)):
+        raise VitsegError("--out-format tar writes one output shard per input shard: give tar shards as sources")
+    if not ctx.is_main:
+        return None
+    spec, model = _spec_first(opts, ctx.device, note)
+    settings = InferenceSettings.from_spec(spec, **opts.overrides)
     settings.check_device(ctx.device)
-    if ctx.is_main:
-        claim_output_folder(out, weights_file(opts.weights), opts.backend, model.spec.to_dict(), settings.to_dict(),
-                            opts.save, opts.alpha, opts.overwrite, vid_stride=opts.vid_stride,
-                            clean=opts.shard is None)
-        if opts.shard is None:
-            remove_stale_shards(out)
-        if opts.remote is not None:  # the fingerprint goes into the output prefix before any output
-            opts.remote.publish_records()
-    return model, settings, inputs
+    request = FolderRequest(opts.out, list(opts.sources), tuple(opts.save), opts.overwrite, opts.identity, opts.shard,
+                            weights_file(opts.weights), opts.backend, spec.to_dict(), settings.to_dict(), opts.alpha,
+                            opts.vid_stride, exists=opts.remote.exists if opts.remote is not None else None)
+    claim = claim_folder(request)
+    if opts.shard is None:
+        remove_stale_shards(claim.out)
+    if opts.remote is not None:  # the fingerprint goes into the output prefix before any output
+        opts.remote.publish_records()
+    return claim, spec, model
 
 
 def _settle(writer: OutputWriter, summary: PredictSummary) -> None:
@@ -202,38 +224,110 @@ def _frame_estimate(path: Path, stride: int) -> int:
 
 
 def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> PredictSummary:
-    """Predict every input (this rank's share under torchrun). The summary is every rank's on rank 0."""
+    """Predict every input (this rank's share under torchrun). The summary is every rank's on rank 0. SIGTERM (what
+    timeout, Slurm and Kubernetes send) stops the run as Ctrl-C does: the files being written land, the records
+    are written, the lock is released."""
     console = console or Console(stderr=True, highlight=False)
     opts = replace(opts, backend=choose_backend(opts.backend, opts.weights))
     ctx = init_distributed(rank_device(opts.device))
+    echo = sys.stdout if opts.json else None  # the manifest lines; anything else printed goes to stderr
     try:
         remote = open_remote(opts.out, _part(opts.shard, ctx))
         if remote is not None:  # a URL: the run writes into staging, which uploads every file once whole
             opts = replace(opts, out=remote.staging, remote=remote)
-        return _run(opts, ctx, console)
+        with sigterm_as_interrupt(), redirect_stdout(sys.stderr) if opts.json else nullcontext():
+            return _run(opts, ctx, console, echo)
     finally:
         ctx.close()
 
 
-def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSummary:
+@dataclass
+class _Shared:
+    """What rank 0 decided, for every rank: the folder, the (shard's) inputs, the plan's work and identities."""
+    out: Path
+    inputs: list
+    todo: list
+    identities: dict
+    keep: dict
+    spec: Any
+
+
+def _run(opts: PredictOptions, ctx: DistContext, console: Console, echo: Optional[TextIO]) -> PredictSummary:
     started = time.time()
     t0 = time.perf_counter()
-    out = Path(opts.out)
     talk = not opts.quiet and ctx.is_main
     note = (lambda line: console.print(Text("note: " + line, style="yellow"), soft_wrap=True)) if talk else None
-    model, settings, inputs = ctx.agree(lambda: _prepare(opts, ctx, note))
-    inputs = ctx.broadcast(inputs)
-    load_s = time.perf_counter() - t0
+    claimed = ctx.agree(lambda: _prepare(opts, ctx, note))
+    claim, spec, model = claimed if claimed else (None, None, None)
+    try:
+        for line in claim.notes if claim and note else ():
+            note(line)
+        summary = PredictSummary(skipped=claim.plan.skipped if claim else 0)
+        if claim is not None and claim.plan.derive:
+            _derive(opts, claim, spec, *_logs(opts, ctx, claim.out, echo), summary)
+        shared = ctx.broadcast(_Shared(claim.out, claim.inputs, claim.plan.predict, claim.plan.identities,
+                                       claim.plan.keep, spec) if claim else None)
+        opts = replace(opts, out=shared.out)
+        manifest, rle = _logs(opts, ctx, shared.out, echo)
+        if shared.todo and model is None:
+            model = ctx.agree(lambda: _load_backend(opts, ctx.device, note))
+        spec = model.spec if model is not None else shared.spec
+        settings = InferenceSettings.from_spec(spec, **opts.overrides)
+        load_s = time.perf_counter() - t0
+        work = _Work(model, spec, settings, shared, manifest, rle, summary, started, t0, load_s)
+        return _predict_all(opts, ctx, console, talk, work)
+    finally:
+        if claim is not None:
+            claim.lock.release()
 
-    inputs = shard_items(inputs, opts.shard)  # a Slurm array task's share; the ranks split it
-    summary = PredictSummary()
-    images, videos, shards = _todo(opts, ctx, inputs, summary)
+
+@dataclass
+class _Work:
+    model: Any
+    spec: Any
+    settings: Optional[InferenceSettings]
+    shared: _Shared
+    manifest: ManifestLog
+    rle: Optional[RleLog]
+    summary: PredictSummary
+    started: float
+    t0: float
+    load_s: float
+
+
+def _logs(opts: PredictOptions, ctx: DistContext, out: Path,
+          echo: Optional[TextIO]) -> tuple[ManifestLog, Optional[RleLog]]:
+    """This process's manifest part (each line echoed on `echo` too: stdout with --json) and RLE log."""
+    manifest = ManifestLog(out, _manifest_part(opts.shard, ctx), echo=echo)
+    return manifest, RleLog(out, _part(opts.shard, ctx)) if "rle" in opts.save else None
+
+
+def _derive(opts: PredictOptions, claim: Claim, spec, manifest: ManifestLog, rle: Optional[RleLog],
+            summary: PredictSummary) -> None:
+    """Rank 0, before the model loads: kinds added to done images from their saved masks (those whose mask cannot
+    be read are predicted instead)."""
+    rle_done = done_inputs(claim.out) if rle is not None else set()
+    for item, line in claim.plan.derive:
+        ok = derive_outputs(claim.out, item, line, opts.save, palette=spec.palette, alpha=opts.alpha,
+                            class_names=spec.class_names, ident=claim.plan.identities.get(item.rel, {}),
+                            manifest=manifest, rle=rle if item.rel not in rle_done else None)
+        if ok:
+            summary.derived += 1
+        else:
+            claim.plan.predict.append(item)
+    manifest.close()
+    if rle is not None:
+        rle.close()
+
+
+def _predict_all(opts: PredictOptions, ctx: DistContext, console: Console, talk: bool, w: "_Work") -> PredictSummary:
+    out, summary, shared = w.shared.out, w.summary, w.shared
+    images, videos, shards = _todo(ctx, shared.todo)
     total = (len(images) + sum(_frame_estimate(v.path, opts.vid_stride) for v in videos)
              + sum(map(count_samples, shards)))
-
-    rle = RleLog(out, _part(opts.shard, ctx)) if "rle" in opts.save else None
-    remote = opts.remote
-    writer = OutputWriter(out, opts.save, model.spec.palette, opts.alpha, model.spec.model.num_classes, rle=rle,
+    spec, remote = w.spec, opts.remote
+    writer = OutputWriter(out, opts.save, spec.palette, opts.alpha, spec.model.num_classes, rle=w.rle,
+                          manifest=w.manifest, class_names=spec.class_names,
                           publish=remote.publish if remote is not None else None)
     where = f" (rank 0 of {ctx.world_size})" if ctx.active else ""
     where += f" shard {opts.shard}" if opts.shard else ""
@@ -241,9 +335,15 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
     want_probs, keep_image = "probs" in opts.save, "overlay" in opts.save
     infer_start = time.perf_counter()
 
-    def failed(path: Path, error: str) -> None:
-        summary.failed.append({"path": redact(path), "error": redact(error)})  # no user:password@ of a URL
-        progress.print(Text("failed: " + redact(error), style="red"))  # shown with --quiet too: it is an error
+    def failed(item: InputImage, error: str) -> None:
+        error = redact(error)  # no user:password@ of a URL
+        summary.failed.append({"path": redact(item.path), "error": error})
+        writer.fail_line(item, shared.identities.get(item.rel), error)
+        progress.print(Text("failed: " + error, style="red"))  # shown with --quiet too: it is an error
+
+    def finish(status: str, gather: bool) -> None:
+        _finish(opts, ctx, spec, w.settings, shared.inputs, summary, w.started, w.t0, w.load_s, infer_start,
+                status, gather)
 
     try:
         with progress:
@@ -251,95 +351,87 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
                 summary.bytes_written = remote.bytes_written if remote is not None else summary.bytes_written
                 progress.advance(failed=len(summary.failed), **traffic_fields(summary, infer_start))
 
-            preds = iter_predictions(model, [i.path for i in images], settings, ctx.device, workers=opts.workers,
-                                     want_probs=want_probs, keep_image=keep_image)
+            preds = iter_predictions(w.model, [i.path for i in images], w.settings, ctx.device,
+                                     workers=opts.workers, want_probs=want_probs,
+                                     keep_image=keep_image) if images else ()
             for item, pred in zip(images, preds):
                 summary.bytes_read += getattr(item, "size", 0)  # an object's listed size (0: a local file)
                 if pred.error:
-                    failed(item.path, pred.error)
+                    failed(item, pred.error)
                 else:
-                    writer.put(pred, item)
+                    writer.put(pred, item, shared.identities.get(item.rel), shared.keep.get(item.rel))
                     summary.processed += 1
                 advance()
             for item in videos:
-                _predict_video(model, item, settings, ctx, opts, writer, summary, advance, failed)
-            _predict_shards(shards, ShardJob(model, settings, ctx.device, out, opts.save, opts.alpha, opts.workers,
-                                             writer, opts.out_format == "tar", writer.publish),
+                _predict_video(w.model, item, w.settings, ctx, opts, writer, summary, advance, failed,
+                               shared.identities.get(item.rel))
+            _predict_shards(shards, ShardJob(w.model, w.settings, ctx.device, out, opts.save, opts.alpha,
+                                             opts.workers, writer, opts.out_format == "tar", writer.publish),
                             opts, summary, advance, failed)
     except BaseException as err:
         summary.interrupted = isinstance(err, KeyboardInterrupt)
         writer.close()  # what was queued is whole: let it land
         _settle(writer, summary)
-        _finish(opts, ctx, model, settings, inputs, summary, started, t0, load_s, infer_start,
-                status="interrupted" if summary.interrupted else "failed", gather=False)
+        finish("interrupted" if summary.interrupted else "failed", gather=False)
         raise
     writer.close()
     _settle(writer, summary)
-    status = "done" if writer.error is None else "failed"
     try:
         # a rank that dies in a collective ends this one too (friendly_errors); rank 0 records what it knows
-        _finish(opts, ctx, model, settings, inputs, summary, started, t0, load_s, infer_start, status, gather=True)
+        finish("done" if writer.error is None else "failed", gather=True)
     except BaseException:
-        _finish(opts, ctx, model, settings, inputs, summary, started, t0, load_s, infer_start,
-                status="failed", gather=False)
+        finish("failed", gather=False)
         raise
     writer.check()
     if talk:
-        rate = summary.processed / max(summary.infer_s, 1e-9)
-        frames = f", {summary.frames} video frames" if summary.frames else ""
-        ranks = f" on {ctx.world_size} processes" if ctx.active else ""
-        console.print(f"processed {summary.processed}{frames}, skipped {summary.skipped} (done before), failed "
-                      f"{len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} -> "
-                      f"{redact(opts.remote.url) if opts.remote is not None else out}",
-                      markup=False)
+        _print_summary(console, summary, ctx, redact(remote.url) if remote is not None else out)
     return summary
 
 
-def _todo(opts: PredictOptions, ctx: DistContext, inputs: list, summary: PredictSummary) -> tuple[list, list]:
-    """This rank's images and videos still to do; those done before are counted as skipped."""
-    out = Path(opts.out)
-    rle_done = done_inputs(out) if "rle" in opts.save and not opts.overwrite else None
-    todo = []
-    for i in ctx.shard(inputs):
-        if not opts.overwrite and _is_done(opts, out, inputs[i], rle_done):
-            summary.skipped += 1
-        else:
-            todo.append(inputs[i])
-    shards = [item for item in todo if getattr(item, "is_tar", False)]
-    return ([item for item in todo if not item.is_video and item not in shards],
-            [item for item in todo if item.is_video], shards)
+def _print_summary(console: Console, summary: PredictSummary, ctx: DistContext, out: Path) -> None:
+    rate = summary.processed / max(summary.infer_s, 1e-9)
+    frames = f", {summary.frames} video frames" if summary.frames else ""
+    derived = f", {summary.derived} given new kinds from their masks" if summary.derived else ""
+    ranks = f" on {ctx.world_size} processes" if ctx.active else ""
+    console.print(f"processed {summary.processed}{frames}{derived}, skipped {summary.skipped} (done before), failed "
+                  f"{len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} -> {out}",
+                  markup=False)
 
 
-def _is_done(opts: PredictOptions, out: Path, item: Any, rle_done: Optional[set[str]]) -> bool:
-    """Whether an input's outputs all exist (a tar shard's: its output shard), here or under a URL --out."""
-    if getattr(item, "is_tar", False):
-        return shard_done(out, item, opts.out_format == "tar", opts.remote)
-    return is_done(out, item, opts.save, rle_done) or (
-        opts.remote is not None and opts.remote.is_done(item.rel, opts.save, rle_done))
+def _todo(ctx: DistContext, todo: list) -> tuple[list, list, list]:
+    """This rank's images, videos and tar shards still to do (rank 0 planned them; the others' skips are counted
+    there)."""
+    mine = [todo[i] for i in ctx.shard(todo)]
+    shards = [item for item in mine if getattr(item, "is_tar", False)]
+    return ([item for item in mine if not item.is_video and item not in shards],
+            [item for item in mine if item.is_video], shards)
 
 
 def _predict_shards(shards: list, job: ShardJob, opts: PredictOptions, summary: PredictSummary,
                     advance: Callable[[], None], failed: Callable[[Any, str], None]) -> None:
     """Every sample of every tar shard: a sample counts as an image (processed, skipped or failed)."""
-    rle_done = done_inputs(Path(opts.out)) if "rle" in opts.save and not opts.overwrite else None
+    rle_done = done_inputs(Path(job.out)) if "rle" in opts.save and not opts.overwrite else None
 
     def on_sample(pred: Any, error: Optional[str]) -> None:
         summary.bytes_read += int(pred.timings.get("read_bytes", 0))
         if error == SKIPPED:
             summary.skipped += 1
         elif error:
-            failed(pred.path, error)
+            failed(TarSample(str(pred.path), str(pred.path)), error)
         else:
             summary.processed += 1
         advance()
 
     for shard in shards:
+        if not opts.overwrite and shard_done(job.out, shard, job.tar_out, opts.remote):
+            summary.skipped += 1
+            continue
         done = frozenset() if opts.overwrite or job.tar_out else done_samples(job.out, shard.name, opts.save,
                                                                                rle_done, opts.remote)
         error, written = predict_shard(replace(job, done=done), shard, on_sample)
         summary.bytes_written += written if opts.remote is None else 0  # uploads are counted by the staging
         if error:
-            failed(shard.path, error)
+            failed(shard, error)
 
 
 def _part(shard: Optional[Shard], ctx: DistContext) -> str:
@@ -348,15 +440,20 @@ def _part(shard: Optional[Shard], ctx: DistContext) -> str:
     return part + (f"-rank{ctx.rank}-of-{ctx.world_size}" if ctx.active else "")
 
 
+def _manifest_part(shard: Optional[Shard], ctx: DistContext) -> Optional[str]:
+    """None (`manifest.jsonl`) for a lone process; else the shard's and rank's own part."""
+    return _part(shard, ctx) if shard or ctx.active else None
+
+
 def _predict_video(model, item: InputImage, settings: InferenceSettings, ctx: DistContext, opts: PredictOptions,
                    writer: OutputWriter, summary: PredictSummary, advance: Callable[[], None],
-                   failed: Callable[[Path, str], None]) -> None:
+                   failed: Callable[[InputImage, str], None], ident: Optional[dict] = None) -> None:
     """Every kept frame of one video: its files, and the overlay video renamed into place at the end. A video
     that cannot be read (or breaks off) is reported and its partial outputs dropped; a rerun redoes it."""
     try:
         fps = video_info(item.path).fps / opts.vid_stride
     except VitsegError as err:
-        failed(item.path, str(err))
+        failed(item, str(err))
         advance()
         return
     writer.start_video(item, fps)
@@ -366,7 +463,7 @@ def _predict_video(model, item: InputImage, settings: InferenceSettings, ctx: Di
                                            workers=opts.workers, want_probs="probs" in opts.save, keep_image=True):
             if pred.error:
                 writer.abort_video()
-                failed(item.path, pred.error)
+                failed(item, pred.error)
                 return
             writer.put_frame(pred)
             frames += 1
@@ -374,12 +471,12 @@ def _predict_video(model, item: InputImage, settings: InferenceSettings, ctx: Di
     except BaseException:
         writer.abort_video()
         raise
-    writer.finish_video()
+    writer.finish_video(ident, frames)
     summary.processed += 1
     summary.frames += frames
 
 
-def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSettings, inputs: list,
+def _finish(opts: PredictOptions, ctx: DistContext, spec, settings: InferenceSettings, inputs: list,
             summary: PredictSummary, started: float, t0: float, load_s: float, infer_start: float, status: str,
             gather: bool) -> None:
     """Merge every rank's counts into `summary` on rank 0 (a collective, when `gather`) and write predict.json."""
@@ -411,7 +508,7 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
         "weights": str(weights),
         "backend": opts.backend,
         "device": str(ctx.device),
-        "spec": model.spec.to_dict(),
+        "spec": spec.to_dict(),
         "settings": settings.to_dict(),
         "sources": [redact(s) for s in opts.sources],
         "save": list(opts.save),
@@ -419,6 +516,7 @@ def _finish(opts: PredictOptions, ctx: DistContext, model, settings: InferenceSe
         "inputs": len(inputs),
         "processed": summary.processed,
         "skipped": summary.skipped,
+        **({"derived": summary.derived} if summary.derived else {}),
         "frames": summary.frames,
         "failed": summary.failed,
         "world_size": ctx.world_size,

@@ -19,10 +19,10 @@ import shutil
 import threading
 import time
 from pathlib import Path
-from typing import Iterable, Optional, Sequence
+from typing import Iterable, Optional
 
 from ..data import storage
-from .outputs import OUTPUT_DIRS, output_paths
+from .outputs import OUTPUT_DIRS
 from .tar_output import TAR_DIR
 
 RECORD_PATTERNS = (".vitseg-run.json", "predict*.json", "manifest*.jsonl", "manifest*.parquet", "rle/*.jsonl")
@@ -60,21 +60,25 @@ class RemoteOutput:
         self.existing = set(listed)
         for rel in sorted(r for r in listed if _is_record(r)):
             target = self.staging / rel
+            if rel.endswith(".jsonl") and target.is_file() and target.stat().st_size >= listed[rel]:
+                continue  # a log this machine's killed run went on appending to: the longer one
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(storage.read_bytes(storage.join(self.url, rel)))
         self._started = time.time()
         return self.staging
 
+    def exists(self, path: Path) -> bool:
+        """Whether a file of the staging folder exists, here or as an object under the URL."""
+        path = Path(path)
+        if path.exists():
+            return True
+        try:
+            return path.relative_to(self.staging).as_posix() in self.existing
+        except ValueError:
+            return False
+
     def has(self, rel: str) -> bool:
         return rel in self.existing
-
-    def is_done(self, rel: str, save: Sequence[str], rle_done: Optional[set[str]] = None) -> bool:
-        """Whether every output file of the input named `rel` is an object under the URL already (and its RLE line
-        is in the logs, when saved)."""
-        if "rle" in save and rel not in (rle_done or ()):
-            return False
-        paths = output_paths(self.staging, rel, save)
-        return bool(paths) and all(p.relative_to(self.staging).as_posix() in self.existing for p in paths.values())
 
     def publish(self, paths: Iterable[Path]) -> None:
         """Upload finished files (each whole) to their keys under the URL, then drop them locally."""

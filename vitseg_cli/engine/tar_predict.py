@@ -19,7 +19,8 @@ from ..data.io import decode_image
 from ..data.tar_shards import TarShard, image_field, iter_samples
 from .inference import InferenceSettings, predict_items, prepare_item
 from .outputs import OutputWriter, mask_dtype, output_paths
-from .tar_output import TarShardWriter, sample_files, shard_path
+from .manifest import image_line
+from .tar_output import TAR_DIR, TarShardWriter, sample_files, shard_path
 
 SKIPPED = "\0skipped"  # an item's error meaning: done before, not read
 
@@ -32,6 +33,13 @@ class TarSample:
     rel: str
 
     is_video = False
+
+    @property
+    def root(self) -> str:
+        return self.path.rpartition("#")[0]
+
+    def identity(self, mode: str = "stat") -> dict:
+        return {}
 
 
 class TarSamples(torch.utils.data.IterableDataset):
@@ -124,8 +132,13 @@ def _write(job: ShardJob, shard: TarShard, pred, sink: Optional[TarShardWriter],
         job.writer.put(pred, TarSample(str(pred.path), f"{shard.name}/{key}"))
         return
     sink.add(key, sample_files(key, pred, job.save, spec.class_names, spec.palette, job.alpha, dtype))
+    item = TarSample(str(pred.path), f"{shard.name}/{key}")
     if job.writer.rle is not None:
-        job.writer.rle.append(f"{shard.name}/{key}", pred.labels)
+        job.writer.rle.append(item.rel, pred.labels)
+    if job.writer.manifest is not None:
+        job.writer.manifest.append(image_line(item, {}, {"tar": f"{TAR_DIR}/{shard.name}.tar"}, labels=pred.labels,
+                                              class_names=spec.class_names, top1=pred.top1,
+                                              infer_s=pred.timings.get("infer_s")))
 
 
 def done_samples(out: Path, shard_name: str, save: tuple[str, ...], rle_done: Optional[set[str]],
