@@ -95,12 +95,7 @@ def predict(
                           identity=identity, json=json_lines, out_format=out_format, engine=engine,
                           ray={"address": ray_address, "num_gpus_per_worker": num_gpus_per_worker,
                                "concurrency": concurrency})
-    if engine == "ray":
-        from ..engine.ray_run import run_ray_predict
-
-        summary = run_ray_predict(opts, console=console)
-    else:
-        summary = run_predict(opts, console=console)
+    summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json
     if summary.exit_code and is_main_process():

@@ -45,6 +45,7 @@ from .onnx_backend import choose_backend
 from .outputs import DEFAULT_SAVE, OutputWriter, Prediction
 from .predict_folder import DEFAULT_OUT, Claim, FolderRequest, claim_folder
 from .progress import ProgressReporter
+from .ray_run import ray_predictions
 from .records import record_name
 from .remote_out import RemoteOutput, open_remote
 from .tar_output import remove_stale_shards
@@ -269,7 +270,7 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console, echo: Optiona
                                        claim.plan.keep, spec) if claim else None)
         opts = replace(opts, out=shared.out)
         manifest, rle = _logs(opts, ctx, shared.out, echo)
-        if shared.todo and model is None:
+        if shared.todo and model is None and opts.engine != "ray":  # Ray's actors load their own
             model = ctx.agree(lambda: _load_backend(opts, ctx.device, note))
         spec = model.spec if model is not None else shared.spec
         settings = InferenceSettings.from_spec(spec, **opts.overrides)
@@ -351,9 +352,13 @@ def _predict_all(opts: PredictOptions, ctx: DistContext, console: Console, talk:
                 summary.bytes_written = remote.bytes_written if remote is not None else summary.bytes_written
                 progress.advance(failed=len(summary.failed), **traffic_fields(summary, infer_start))
 
-            preds = iter_predictions(w.model, [i.path for i in images], w.settings, ctx.device,
-                                     workers=opts.workers, want_probs=want_probs,
-                                     keep_image=keep_image) if images else ()
+            if opts.engine == "ray" and (videos or shards or want_probs):
+                raise VitsegError("--engine ray segments images (local or URLs) into masks, color, overlay or rle: "
+                                  "give videos, tar shards and --save probs to a torch run")
+            preds = () if not images else ray_predictions([i.path for i in images], opts, keep_image) \
+                if opts.engine == "ray" else iter_predictions(w.model, [i.path for i in images], w.settings,
+                                                              ctx.device, workers=opts.workers,
+                                                              want_probs=want_probs, keep_image=keep_image)
             for item, pred in zip(images, preds):
                 summary.bytes_read += getattr(item, "size", 0)  # an object's listed size (0: a local file)
                 if pred.error:
