@@ -74,6 +74,13 @@ def test_url_sources_prefix_glob_and_list(s3):
     assert [(i.url, i.rel) for i in listed] == [("s3://src/images/img01.png", "img01"),
                                                 ("s3://src/images/img03.png", "img03")]
     assert storage.redact("https://user:pw@host/a/b.png") == "https://host/a/b.png"
+    for i in range(2):  # --merge-records on a URL: the shard records are fetched, merged, the merge uploaded
+        fs.pipe_file(f"out/merge/predict-{i}-of-2.json", json.dumps(
+            {"status": "done", "inputs": 3, "processed": 3 - i, "skipped": i, "failed": []}).encode())
+    merged = runner.invoke(app, ["predict", "--merge-records", "s3://out/merge"])
+    assert merged.exit_code == 0, merged.output
+    rec = json.loads(fs.cat_file("out/merge/predict.json"))
+    assert (rec["processed"], rec["skipped"], rec["missing_shards"], rec["status"]) == (5, 1, [], "done")
     assert storage.redact("simplecache::s3://k:s@bucket/x") == "simplecache::s3://bucket/x"
 
 

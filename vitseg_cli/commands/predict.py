@@ -60,7 +60,7 @@ def predict(
     num_gpus_per_worker: float = typer.Option(0.0, "--num-gpus-per-worker", min=0.0,
                                               help="--engine ray: GPUs per predictor actor [0: CPU actors]."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="--engine ray: predictor actors."),
-    merge_records: Path = typer.Option(None, "--merge-records", metavar="OUT",
+    merge_records: str = typer.Option(None, "--merge-records", metavar="OUT",
                                        help="Merge OUT's shard records into OUT/predict.json (no SOURCE); exit 1 "
                                             "when shards are missing."),
 ) -> None:
@@ -102,17 +102,22 @@ def predict(
         raise typer.Exit(summary.exit_code)
 
 
-def _merge(out: Path, sources: list[str]) -> None:
+def _merge(out: str, sources: list[str]) -> None:
+    from ..data.storage import redact
     from ..engine.records import merge_records
+    from ..engine.remote_out import open_remote
 
     if sources:
         fail("--merge-records OUT takes no SOURCE")
-    record, missing = merge_records(out)
+    remote = open_remote(out, "merge-records")  # a URL: its records are fetched, merged, the merge uploaded
+    record, missing = merge_records(remote.staging if remote is not None else Path(out))
+    if remote is not None:
+        remote.publish_records()
+    where = redact(out).rstrip("/") + "/predict.json" if remote is not None else Path(out) / "predict.json"
     console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed {record['processed']}, "
-                  f"skipped {record['skipped']}, failed {len(record['failed'])} -> {out / 'predict.json'}",
-                  markup=False)
+                  f"skipped {record['skipped']}, failed {len(record['failed'])} -> {where}", markup=False)
     if missing:
-        fail(f"missing shards of {out}: {', '.join(missing)}", code=1)
+        fail(f"missing shards of {redact(out)}: {', '.join(missing)}", code=1)
 
 
 def register(app: typer.Typer) -> None:

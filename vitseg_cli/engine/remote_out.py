@@ -25,6 +25,7 @@ from ..data import storage
 from .outputs import OUTPUT_DIRS
 from .tar_output import TAR_DIR
 
+RECORDS_EVERY_S = 60.0  # the manifest and RLE logs are uploaded this often while outputs are, and at the end
 RECORD_PATTERNS = (".vitseg-run.json", "predict*.json", "manifest*.jsonl", "manifest*.parquet", "rle/*.jsonl")
 
 
@@ -49,7 +50,8 @@ class RemoteOutput:
         self.existing: set[str] = set()
         self.bytes_written = 0
         self._lock = threading.Lock()
-        self._started = time.time()
+        self._records_lock = threading.Lock()
+        self._started = self._records_at = time.time()
 
     def open(self) -> Path:
         """Prepare the staging folder (leftovers dropped, records downloaded) and list the objects there."""
@@ -91,6 +93,12 @@ class RemoteOutput:
             with self._lock:
                 self.bytes_written += size
                 self.existing.add(rel)
+        if time.time() - self._records_at >= RECORDS_EVERY_S and self._records_lock.acquire(blocking=False):
+            try:  # so that a rerun elsewhere after a SIGKILL trusts all but the last minute's outputs
+                self._records_at = time.time()
+                self.publish_records()
+            finally:
+                self._records_lock.release()
 
     def publish_records(self) -> None:
         """Upload the records this process wrote since `open` (the fingerprint, predict.json, logs)."""
