@@ -4,6 +4,7 @@ refusals before the model loads, and --overwrite that never removes what vitseg 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -200,3 +201,21 @@ def test_overwrite_never_removes_a_datasets_own_masks(tmp_path, weights):
         assert "masks/" in line and "no vitseg run wrote" in line and "another --out" in line
         assert all((read_label(dataset / "masks" / f"{i:05d}.png") == 3).all() for i in range(2))
     assert not (dataset / ".vitseg-run.json").exists() and not list(dataset.glob(".vitseg-predict*"))
+
+
+def test_identity_hash_ignores_a_touch_that_stat_identity_redoes(tmp_path, weights):
+    src = images(tmp_path / "src", 2)
+    for mode, redone in (("stat", 1), ("hash", 0)):
+        out = tmp_path / f"out_{mode}"
+        assert invoke(src, "--weights", weights, "--out", out, "--save", "masks", "--identity", mode,
+                      *FAST).exit_code == 0
+        if mode == "hash":
+            digest = hashlib.sha256((src / "00000.png").read_bytes()).hexdigest()
+            assert {line["identity"]["sha256"] for line in manifest(out) if line["name"] == "00000"} == {digest}
+        stat = os.stat(src / "00000.png")
+        os.utime(src / "00000.png", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the same bytes, touched
+        rerun = invoke(src, "--weights", weights, "--out", out, "--save", "masks", "--identity", mode, *FAST)
+        assert rerun.exit_code == 0, rerun.output
+        assert (record(out)["processed"], record(out)["skipped"]) == (redone, 2 - redone)
+    bad = invoke(src, "--weights", weights, "--out", tmp_path / "o", "--identity", "md5", *FAST)
+    assert bad.exit_code == 2 and "--identity md5: must be one of stat, hash" in bad.output
