@@ -219,3 +219,13 @@ def test_identity_hash_ignores_a_touch_that_stat_identity_redoes(tmp_path, weigh
         assert (record(out)["processed"], record(out)["skipped"]) == (redone, 2 - redone)
     bad = invoke(src, "--weights", weights, "--out", tmp_path / "o", "--identity", "md5", *FAST)
     assert bad.exit_code == 2 and "--identity md5: must be one of stat, hash" in bad.output
+
+
+def test_each_shard_appends_to_its_own_manifest_part(tmp_path, weights):
+    src = images(tmp_path / "src", 4)
+    out = tmp_path / "out"
+    for i in range(2):
+        result = invoke(src, "--weights", weights, "--out", out, "--save", "masks", "--shard", f"{i}/2", *FAST)
+        assert result.exit_code == 0, result.output
+    parts = {p.name: [json.loads(t)["name"] for t in p.read_text().splitlines()] for p in out.glob("manifest*")}
+    assert parts == {"manifest-0-of-2.jsonl": ["00000", "00002"], "manifest-1-of-2.jsonl": ["00001", "00003"]}
