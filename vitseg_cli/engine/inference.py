@@ -343,10 +343,14 @@ def _pass_inputs(item: dict[str, Any], settings: InferenceSettings, device: torc
             yield mirrored, True, valid
 
 
+TOP1_ROW_STEP = 4  # the rows the top-1 probability statistics are taken on: 0, 4, 8, ...
+
+
 def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, device: torch.device,
                  num_classes: int, want_probs: bool,
                  ready: Optional[list[torch.Tensor]] = None) -> tuple[np.ndarray, Optional[np.ndarray], tuple]:
-    """Labels, the averaged softmax when `want_probs`, and the (mean, minimum) top-1 probability over the pixels."""
+    """Labels, the averaged softmax when `want_probs`, and the (mean, minimum) top-1 probability over the pixels of
+    every TOP1_ROW_STEP-th row."""
     out_size = tuple(int(s) for s in item["size"])
     passes = [_ScorePass(forward, x, settings, out_size, flipped, None if ready is None else ready[k], valid)
               for k, (x, flipped, valid) in enumerate(_pass_inputs(item, settings, device))]
@@ -354,7 +358,7 @@ def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, dev
     labels = np.empty(out_size, dtype=label_dtype)
     probs = np.empty((num_classes, *out_size), dtype=np.float16) if want_probs else None
     step = _band_rows(num_classes, [out_size[1]] + [p.in_size[1] for p in passes])
-    top1_sum, top1_min = 0.0, 1.0
+    top1_sum, top1_min, top1_count = 0.0, 1.0, 0
     for a in range(0, out_size[0], step):
         b = min(out_size[0], a + step)
         if len(passes) == 1 and probs is None:
@@ -371,11 +375,17 @@ def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, dev
         labels[a:b] = top.indices.cpu().numpy().astype(label_dtype)
         if probs is not None:
             probs[:, a:b] = total.half().cpu().numpy()
-        # raw logits in the one-pass case: the top softmax value is exp(max - logsumexp)
-        top1 = top.values if len(passes) > 1 or probs is not None else (top.values - total.logsumexp(0)).exp()
-        top1_sum += float(top1.double().sum())
-        top1_min = min(top1_min, float(top1.min()))
-    return labels, probs, (top1_sum / max(1, labels.size), top1_min)
+        # the top-1 probability on every TOP1_ROW_STEP-th image row (all of it would cost more than the argmax on
+        # a CPU); raw logits in the one-pass case: the top softmax value is exp(max - logsumexp)
+        first = (-a) % TOP1_ROW_STEP
+        top1 = top.values[first::TOP1_ROW_STEP]
+        if top1.numel():
+            if len(passes) == 1 and probs is None:
+                top1 = (top1 - total[:, first::TOP1_ROW_STEP].logsumexp(0)).exp()
+            top1_sum += float(top1.double().sum())
+            top1_count += top1.numel()
+            top1_min = min(top1_min, float(top1.min()))
+    return labels, probs, (top1_sum / max(1, top1_count), top1_min)
 
 
 def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSettings, device: torch.device, *,

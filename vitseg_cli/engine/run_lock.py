@@ -10,13 +10,35 @@ symlink, stale detection) is the training run folder's lock, `engine/train_state
 
 from __future__ import annotations
 
+import socket
+import time
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from ..errors import VitsegError
 from .train_state import RunLock
 
 PREFIX = ".vitseg-predict"
+GRACE_S = 2.0  # a holder killed just now may take a moment to exit: wait that long before refusing
+
+
+def _zombie(pid: Any) -> bool:
+    """Whether a process has exited but is not yet reaped (its pid still answers signals)."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except (OSError, ValueError):
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def _holder_of(out: Path, path: Path) -> Optional[dict[str, Any]]:
+    """The live holder of the lock file `path`, or None (no lock, a stale one, or an exited process's)."""
+    probe = RunLock(out)
+    probe.path = path
+    holder = probe._holder()
+    if holder is not None and holder["host"] == socket.gethostname() and _zombie(holder["pid"]):
+        return None
+    return holder
 
 
 class OutputLock(RunLock):
@@ -34,11 +56,16 @@ class OutputLock(RunLock):
             others = [p for p in others if p.name == f"{PREFIX}.lock"]
         return [self.path] + [p for p in others if p != self.path]
 
+    def _holder(self) -> Optional[dict[str, Any]]:
+        return _holder_of(self.out, self.path)
+
     def check_free(self) -> None:
         for path in self._conflicting():
-            probe = RunLock(self.out)
-            probe.path = path
-            holder = probe._holder()
+            holder = _holder_of(self.out, path)
+            deadline = time.monotonic() + GRACE_S
+            while holder is not None and time.monotonic() < deadline:
+                time.sleep(0.1)
+                holder = _holder_of(self.out, path)
             if holder is not None:
                 raise VitsegError(f"{self.option} {self.out}: another vitseg predict (pid {holder['pid']} on "
                                   f"{holder['host']}) is writing into it ({path.name}); wait for it to end, or "
@@ -60,9 +87,7 @@ class OutputLock(RunLock):
     def check_free_of_others(self) -> None:
         """After taking this lock: a conflicting run that took its own lock at the same moment refuses this one."""
         for path in self._conflicting()[1:]:
-            probe = RunLock(self.out)
-            probe.path = path
-            holder = probe._holder()
+            holder = _holder_of(self.out, path)
             if holder is not None:
                 raise VitsegError(f"{self.option} {self.out}: another vitseg predict (pid {holder['pid']} on "
                                   f"{holder['host']}) is writing into it ({path.name}); wait for it to end")
