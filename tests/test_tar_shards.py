@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -82,8 +83,9 @@ def test_tar_in_loose_out_equals_the_loose_files(data):
     root, weights = data
     out = root / "loose_out"
     result = predict(root / "data-{000..003}.tar", "--out", out, "--weights", weights, "--save", "masks",
-                     "--workers", 0, "--quiet")
+                     "--workers", 0)
     assert result.exit_code == 1, result.output  # the broken sample
+    assert re.search(r"predict \d+/\d+ .* read [\d.]+ k?B/s", result.output), result.output  # the progress line
     rec = json.loads((out / "predict.json").read_text())
     assert rec["processed"] == SHARDS * PER_SHARD
     assert [f["path"] for f in rec["failed"]] == [f"{root / 'data-001.tar'}#broken"]

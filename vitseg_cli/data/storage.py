@@ -9,7 +9,6 @@ and recorded through `redact`, which drops a `user:password@` part, and storage 
 
 from __future__ import annotations
 
-import os
 import re
 import uuid
 from pathlib import Path
@@ -178,9 +177,5 @@ def _protocols(fs: Any) -> tuple[str, ...]:
 
 
 def local_name(url: str) -> str:
-    """A file-name-safe digest-free label of a URL (for a local staging folder's name)."""
+    """A file-name-safe label of a URL, credentials removed (part of a local staging folder's name)."""
     return re.sub(r"[^A-Za-z0-9._-]+", "_", redact(url))[-120:].strip("_") or "out"
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
