@@ -140,3 +140,12 @@ def read_label_bytes(payload: bytes) -> np.ndarray:
     import cv2
 
     return cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
+def test_visualize_reads_images_from_s3(s3):
+    root, weights, _ = s3
+    out = root / "vis"
+    result = runner.invoke(app, ["visualize", "s3://src/images/img0[01].png", "--masks", str(root / "base" / "masks"),
+                                 "--weights", str(weights), "--out", str(out), "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (out / "overlay").iterdir()) == ["img00.jpg", "img01.jpg"]

@@ -44,8 +44,12 @@ def is_scale_source(source: str) -> bool:
     return storage.is_url(source) or is_tar_source(source)
 
 
-def collect_sources(sources: Sequence[str], out_dir: "str | Path", videos: bool = False) -> list:
-    """Tar shards, URL objects, or (neither named) local files through `collect_inputs`; kinds are not mixed."""
+def collect_sources(sources: Sequence[str], out_dir: "str | Path", videos: bool = False, tars: bool = True) -> list:
+    """Tar shards (unless not `tars`), URL objects, or (neither named) local files through `collect_inputs`; kinds
+    are not mixed."""
+    if not tars and any(map(is_tar_source, sources)):
+        raise VitsegError(f"{storage.redact(next(filter(is_tar_source, sources)))}: tar shards are predict's input "
+                          "only here; give image files, folders or URLs")
     tars = [s for s in sources if is_tar_source(s)]
     urls = [s for s in sources if storage.is_url(s) and not is_tar_source(s)]
     if tars and len(tars) != len(sources):
