@@ -415,6 +415,8 @@ def _todo(ctx: DistContext, todo: list) -> tuple[list, list, list]:
 def _predict_shards(shards: list, job: ShardJob, opts: PredictOptions, summary: PredictSummary,
                     advance: Callable[[], None], failed: Callable[[Any, str], None]) -> None:
     """Every sample of every tar shard: a sample counts as an image (processed, skipped or failed)."""
+    if not shards:
+        return
     rle_done = done_inputs(Path(job.out)) if "rle" in opts.save and not opts.overwrite else None
 
     def on_sample(pred: Any, error: Optional[str]) -> None:
