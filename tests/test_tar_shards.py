@@ -77,6 +77,7 @@ def test_brace_patterns_and_member_keys():
     # WebDataset's rule: the key is the path up to the base name's first dot
     assert split_member("dir/000017.seg.PNG") == ("dir/000017", "seg.png")
     assert split_member("a.b/c.jpg") == ("a.b/c", "jpg") and split_member("README") is None
+    assert split_member("./000017.jpg") == ("000017", "jpg")
 
 
 def test_tar_in_loose_out_equals_the_loose_files(data):

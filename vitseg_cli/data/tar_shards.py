@@ -125,7 +125,10 @@ def _size(url: str) -> int:
 
 
 def split_member(name: str) -> Optional[tuple[str, str]]:
-    """(key, field) of a member name, or None for a name with no field."""
+    """(key, field) of a member name, or None for a name with no field; a leading `./` (`tar cf x.tar ./a.jpg`) is
+    not part of the key."""
+    while name.startswith("./"):
+        name = name[2:]
     head, _, base = name.rpartition("/")
     if "." not in base.lstrip("."):
         return None
