@@ -57,10 +57,12 @@ def predict(
                                             "when shards are missing."),
 ) -> None:
     """Segment every image and video: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/rle (COCO
-    RLE lines), OUT/video (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/predict.json.
+    RLE lines), OUT/video (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/manifest.jsonl (a line
+    per image: input identity, outputs, classes, scores), OUT/predict.json.
 
-    Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings; unreadable
-    files are reported and the exit code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
+    Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings from the same
+    input files; kinds added to --save are made from the saved masks. Unreadable files are reported and the exit
+    code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
     if merge_records is not None:
         _merge(merge_records, sources)
         return
