@@ -151,3 +151,16 @@ def test_load_model_applies_the_rule_unless_torch_threads_were_set(monkeypatch):
     assert torch.get_num_threads() == 2
     load_model(threads=1)  # unless asked
     assert torch.get_num_threads() == 1
+
+
+def test_importing_the_package_makes_openmp_threads_sleep_unless_set():
+    import subprocess
+    import sys
+
+    code = "import os, vitseg_cli, sys; print(os.environ.get('OMP_WAIT_POLICY')); print('torch' in sys.modules)"
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout
+    assert out.split() == ["PASSIVE", "False"]  # set before torch is imported (it reads it once)
+    out = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_WAIT_POLICY": "active"}, capture_output=True,
+                         text=True, check=True).stdout
+    assert out.split()[0] == "active"  # the user's own setting stays
