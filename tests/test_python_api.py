@@ -127,6 +127,10 @@ def test_unreadable_files_raise_naming_them_or_are_kept(nano, tmp_path):
     for bad in (torch.zeros(3, 8, 8), 42, [42]):
         with pytest.raises(VitsegError, match="predict"):
             model.predict(bad)
+    with pytest.raises(VitsegError, match="got int"):  # a stream refuses a wrong source at once, not when read
+        model.predict(42, stream=True)
+    with pytest.raises(TypeError, match="unknown inference options: colour"):
+        model.predict(images, stream=True, colour=True)
 
 
 # ---------------------------------------------------------------------------------------------- the result

@@ -56,11 +56,15 @@ def _expand(source: Any) -> Iterator[Any]:
         yield source
 
 
+def _is_source(item: Any) -> bool:
+    return isinstance(item, (str, Path, np.ndarray)) or _is_image(item)
+
+
 def iter_sources(source: Any) -> Iterator[Any]:
-    """Every image of `source`: one source (see `_expand`) or any iterable of sources (a list, a generator), lazily."""
-    if isinstance(source, (str, Path, np.ndarray)) or _is_image(source):
-        yield from _expand(source)
-        return
+    """Every image of `source`: one source (see `_expand`) or any iterable of sources (a list, a generator), lazily.
+    A source of the wrong type is refused at once, before anything is read."""
+    if _is_source(source):
+        return _expand(source)
     if isinstance(source, torch.Tensor):
         raise VitsegError("predict: a tensor is the model's own input (call the model on it); predict takes image "
                           "paths, RGB uint8 arrays or PIL images")
@@ -69,8 +73,12 @@ def iter_sources(source: Any) -> Iterator[Any]:
     except TypeError:
         raise VitsegError(f"predict: expected a path, an RGB uint8 array, a PIL image or an iterable of them, got "
                           f"{type(source).__name__}") from None
+    return _expand_all(items)
+
+
+def _expand_all(items: Iterator[Any]) -> Iterator[Any]:
     for item in items:
-        if not isinstance(item, (str, Path, np.ndarray)) and not _is_image(item):
+        if not _is_source(item):
             raise VitsegError(f"predict: an item of the iterable is a {type(item).__name__}: expected a path, an RGB "
                               "uint8 array or a PIL image")
         yield from _expand(item)
@@ -100,11 +108,6 @@ class SegmentationModel(Segmentor):
         size per forward pass in whole mode (windows per pass in slide mode). Runs on the model's device (which
         `load_model` chose: 'auto') unless `device`. Other options are `vitseg_cli.predict`'s. A file that cannot be
         read raises a VitsegError naming it; with `keep_errors` its result has `.error` set and no labels."""
-        results = self._stream(source, batch_size, probs, device, keep_errors, options)
-        return results if stream else list(results)
-
-    def _stream(self, source: Any, batch_size: Optional[int], probs: bool, device: Any, keep_errors: bool,
-                options: dict[str, Any]) -> Iterator[Prediction]:
         unknown = set(options) - set(InferenceSettings.__dataclass_fields__)
         if unknown:
             raise TypeError(f"predict() got unknown inference options: {', '.join(sorted(unknown))}")
@@ -118,9 +121,15 @@ class SegmentationModel(Segmentor):
         dev = resolve_device(str(device)) if device is not None else first.device if first is not None else \
             torch.device("cpu")
         settings.check_device(dev)
+        # checked now, read lazily: a wrong option or source fails here, not at the first result
+        results = self._stream(iter_sources(source), settings, dev, probs, keep_errors)
+        return results if stream else list(results)
+
+    def _stream(self, sources: Iterator[Any], settings: InferenceSettings, device: torch.device, probs: bool,
+                keep_errors: bool) -> Iterator[Prediction]:
         spec = self.spec
-        items = self._prepared(iter_sources(source), settings, keep_errors)
-        for pred in iter_prepared_predictions(self, items, settings, dev, want_probs=probs):
+        items = self._prepared(sources, settings, keep_errors)
+        for pred in iter_prepared_predictions(self, items, settings, device, want_probs=probs):
             if pred.error and not keep_errors:
                 raise VitsegError(pred.error)
             yield replace(pred, class_names=spec.class_names, palette=spec.palette)
