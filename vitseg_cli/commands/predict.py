@@ -11,8 +11,8 @@ from ..torchrun import is_main_process
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
-                     StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, fail, friendly_errors, inference_overrides,
+                     StrideOption, ThreadsOption, WeightsOption, WorkersOption,
+                     console, default_workers, fail, friendly_errors, inference_overrides, set_threads,
                      tta_overrides)
 
 
@@ -45,6 +45,7 @@ def predict(
     json_lines: bool = typer.Option(False, "--json", help="Print each image's manifest line on stdout (progress "
                                                           "and summary stay on stderr)."),
     workers: WorkersOption = default_workers(),
+    threads: ThreadsOption = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: Optional[str] = typer.Option(None, "--backend",
                                           help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
@@ -79,6 +80,7 @@ def predict(
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend,
                           vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard),
                           identity=identity, json=json_lines)
+    set_threads(threads, workers)
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json
