@@ -11,8 +11,8 @@ from ..torchrun import is_main_process
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
-                     StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, fail, friendly_errors, inference_overrides,
+                     StrideOption, ThreadsOption, WeightsOption, WorkersOption,
+                     console, default_workers, fail, friendly_errors, inference_overrides, set_threads,
                      tta_overrides)
 
 
@@ -46,6 +46,7 @@ def predict(
     json_lines: bool = typer.Option(False, "--json", help="Print each image's manifest line on stdout (progress "
                                                           "and summary stay on stderr)."),
     workers: WorkersOption = default_workers(),
+    threads: ThreadsOption = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: Optional[str] = typer.Option(None, "--backend",
                                           help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
@@ -65,10 +66,12 @@ def predict(
                                             "when shards are missing."),
 ) -> None:
     """Segment every image and video: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/rle (COCO
-    RLE lines), OUT/video (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/predict.json.
+    RLE lines), OUT/video (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/manifest.jsonl (a line
+    per image: input identity, outputs, classes, scores), OUT/predict.json.
 
-    Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings; unreadable
-    files are reported and the exit code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
+    Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings from the same
+    input files; kinds added to --save are made from the saved masks. Unreadable files are reported and the exit
+    code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
     if merge_records is not None:
         _merge(merge_records, sources)
         return
@@ -95,6 +98,7 @@ def predict(
                           identity=identity, json=json_lines, out_format=out_format, engine=engine,
                           ray={"address": ray_address, "num_gpus_per_worker": num_gpus_per_worker,
                                "concurrency": concurrency})
+    set_threads(threads, workers)
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json
