@@ -49,7 +49,7 @@ from .ray_run import ray_predictions
 from .records import record_name
 from .remote_out import RemoteOutput, open_remote
 from .tar_output import remove_stale_shards
-from .tar_predict import SKIPPED, ShardJob, TarSample, done_samples, predict_shard, shard_done
+from .tar_predict import ShardJob, predict_shards
 from .traffic import traffic_fields, traffic_record
 from .rle import RleLog, done_inputs
 
@@ -370,9 +370,9 @@ def _predict_all(opts: PredictOptions, ctx: DistContext, console: Console, talk:
             for item in videos:
                 _predict_video(w.model, item, w.settings, ctx, opts, writer, summary, advance, failed,
                                shared.identities.get(item.rel))
-            _predict_shards(shards, ShardJob(w.model, w.settings, ctx.device, out, opts.save, opts.alpha,
-                                             opts.workers, writer, opts.out_format == "tar", writer.publish),
-                            opts, summary, advance, failed)
+            predict_shards(shards, ShardJob(w.model, w.settings, ctx.device, out, opts.save, opts.alpha,
+                                            opts.workers, writer, opts.out_format == "tar", writer.publish),
+                           summary, advance, failed, overwrite=opts.overwrite, remote=opts.remote)
     except BaseException as err:
         summary.interrupted = isinstance(err, KeyboardInterrupt)
         writer.close()  # what was queued is whole: let it land
@@ -411,34 +411,6 @@ def _todo(ctx: DistContext, todo: list) -> tuple[list, list, list]:
     return ([item for item in mine if not item.is_video and item not in shards],
             [item for item in mine if item.is_video], shards)
 
-
-def _predict_shards(shards: list, job: ShardJob, opts: PredictOptions, summary: PredictSummary,
-                    advance: Callable[[], None], failed: Callable[[Any, str], None]) -> None:
-    """Every sample of every tar shard: a sample counts as an image (processed, skipped or failed)."""
-    if not shards:
-        return
-    rle_done = done_inputs(Path(job.out)) if "rle" in opts.save and not opts.overwrite else None
-
-    def on_sample(pred: Any, error: Optional[str]) -> None:
-        summary.bytes_read += int(pred.timings.get("read_bytes", 0))
-        if error == SKIPPED:
-            summary.skipped += 1
-        elif error:
-            failed(TarSample(str(pred.path), str(pred.path)), error)
-        else:
-            summary.processed += 1
-        advance()
-
-    for shard in shards:
-        if not opts.overwrite and shard_done(job.out, shard, job.tar_out, opts.remote):
-            summary.skipped += 1
-            continue
-        done = frozenset() if opts.overwrite or job.tar_out else done_samples(job.out, shard.name, opts.save,
-                                                                               rle_done, opts.remote)
-        error, written = predict_shard(replace(job, done=done), shard, on_sample)
-        summary.bytes_written += written if opts.remote is None else 0  # uploads are counted by the staging
-        if error:
-            failed(shard, error)
 
 
 def _part(shard: Optional[Shard], ctx: DistContext) -> str:

@@ -9,7 +9,7 @@ exist are skipped without decoding.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -19,6 +19,7 @@ from ..data.io import decode_image
 from ..data.tar_shards import TarShard, image_field, iter_samples
 from .inference import InferenceSettings, predict_items, prepare_item
 from .outputs import OutputWriter, mask_dtype, output_paths
+from .rle import done_inputs
 from .manifest import image_line
 from .tar_output import TAR_DIR, TarShardWriter, sample_files, shard_path
 
@@ -165,3 +166,33 @@ def shard_done(out: Path, shard: TarShard, tar_out: bool, remote: Any = None) ->
         return False
     path = shard_path(out, shard.name)
     return path.exists() or (remote is not None and remote.has(path.relative_to(out).as_posix()))
+
+
+def predict_shards(shards: list, job: ShardJob, summary: Any, advance: Callable[[], None],
+                   failed: Callable[[Any, str], None], *, overwrite: bool = False, remote: Any = None) -> None:
+    """Every sample of every tar shard, counted in the predict run's `summary` as an image (processed, skipped or
+    failed); a shard whose output shard exists (`--out-format tar`) counts as one skipped input."""
+    if not shards:
+        return
+    rle_done = done_inputs(Path(job.out)) if "rle" in job.save and not overwrite else None
+
+    def on_sample(pred: Any, error: Optional[str]) -> None:
+        summary.bytes_read += int(pred.timings.get("read_bytes", 0))
+        if error == SKIPPED:
+            summary.skipped += 1
+        elif error:
+            failed(TarSample(str(pred.path), str(pred.path)), error)
+        else:
+            summary.processed += 1
+        advance()
+
+    for shard in shards:
+        if not overwrite and shard_done(job.out, shard, job.tar_out, remote):
+            summary.skipped += 1
+            continue
+        done = frozenset() if overwrite or job.tar_out else done_samples(job.out, shard.name, job.save, rle_done,
+                                                                          remote)
+        error, written = predict_shard(replace(job, done=done), shard, on_sample)
+        summary.bytes_written += written if remote is None else 0  # uploads are counted by the staging
+        if error:
+            failed(shard, error)
