@@ -1,6 +1,7 @@
-"""What every subcommand shares: turning `VitsegError` into one line and an exit code, and the console.
+"""What every subcommand shares: turning `VitsegError` into one line and an exit code, and the consoles.
 
-The console prints text literally (no rich markup): paths, class names and messages may hold brackets."""
+`console` (stderr) takes progress, notes and errors; `results_console` (stdout) the results and summaries. Both
+print text literally (no rich markup: paths, class names and messages may hold brackets) and do not wrap when piped."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import click
 import typer
-from rich.console import Console
 from rich.text import Text
 
+from ..engine.progress import StreamConsole
 from ..errors import VitsegError, first_line, not_one_of
 from ..torchrun import rank_and_world
 
-console = Console(stderr=True, highlight=False, markup=False)
+console = StreamConsole(stderr=True)
+results_console = StreamConsole()
 F = TypeVar("F", bound=Callable)
 
 
@@ -120,6 +122,13 @@ CompileOption = Annotated[bool, typer.Option(
 WorkersOption = Annotated[int, typer.Option(
     "--workers", min=0, help="Image decoding processes (0: in the main process). Default: all cores but two, at "
                              "most 4, so that on a small CPU decoding does not take cores from the model.")]
+
+
+def renamed(new: Any, old: Any, name: str, old_name: str) -> Any:
+    """The value of an option given by its name or by the hidden old spelling kept for old scripts (not both)."""
+    if new is not None and old is not None:
+        raise VitsegError(f"{old_name} is the old spelling of {name}: give only {name}")
+    return new if new is not None else old
 
 
 def default_workers() -> int:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from ..data.formats import FORMATS
 from ..data.io import check_output_dir
@@ -17,7 +16,7 @@ from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOpti
                      TtaOption,
                      StrideOption, WeightsOption, WorkersOption,
                      console, default_workers, friendly_errors, inference_overrides,
-                     tta_overrides, note)
+                     results_console, tta_overrides, note)
 
 
 @friendly_errors
@@ -179,11 +178,10 @@ def _report(result, out: Path, quiet: bool) -> None:
         console.print(warning, markup=False, soft_wrap=True)
     if quiet:
         return
-    stdout = Console(highlight=False, markup=False)
-    stdout.print(terminal_table(result.summary, title=f"{result.meta.get('num_images')} images, "
-                                                      f"{result.summary['num_classes']} classes (%)"))
-    stdout.print(summary_line(result.summary))
-    console.print(f"reports in {out}/ ({result.elapsed_s:.1f}s)", markup=False)
+    results_console.print(terminal_table(result.summary, title=f"{result.meta.get('num_images')} images, "
+                                                               f"{result.summary['num_classes']} classes (%)"))
+    results_console.print(summary_line(result.summary))
+    results_console.print(f"reports in {out}/ ({result.elapsed_s:.1f}s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import VitsegError, not_one_of
-from .common import console, friendly_errors, note
+from .common import friendly_errors, note, results_console
 
 
 @friendly_errors
@@ -38,14 +38,14 @@ def export(
     model = load_model(weights, spec)
     export_onnx(model, out, height, width, opset, dynamic=dynamic)
     size = "any input size" if dynamic else f"input {width}x{height} (WxH)"
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {size}, dynamic batch, opset {opset})")
+    results_console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {size}, dynamic batch, opset {opset})")
     if verify:
         try:
             err = check_export(model, out)
         except ImportError:
             note("onnxruntime not installed: not verified")
         else:
-            console.print(f"onnxruntime vs PyTorch: max abs logit difference {err:.2e}")
+            results_console.print(f"onnxruntime vs PyTorch: max abs logit difference {err:.2e}")
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOpti
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
                      StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, fail, friendly_errors, inference_overrides,
+                     console, default_workers, fail, friendly_errors, inference_overrides, results_console,
                      tta_overrides)
 
 
@@ -84,9 +84,9 @@ def _merge(out: Path, sources: list[str]) -> None:
     if sources:
         fail("--merge-records OUT takes no SOURCE")
     record, missing = merge_records(out)
-    console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed {record['processed']}, "
-                  f"skipped {record['skipped']}, failed {len(record['failed'])} -> {out / 'predict.json'}",
-                  markup=False)
+    results_console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed "
+                          f"{record['processed']}, skipped {record['skipped']}, failed {len(record['failed'])} -> "
+                          f"{out / 'predict.json'}")
     if missing:
         fail(f"missing shards of {out}: {', '.join(missing)}", code=1)
 

@@ -11,7 +11,7 @@ import typer
 
 from ..data.formats import FORMATS
 from ..torchrun import is_main_process
-from .common import DeviceOption, SetOption, console, friendly_errors
+from .common import DeviceOption, SetOption, console, friendly_errors, results_console
 
 SPEC_HELP = ("Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section. "
              "Class count, names and palette come from the dataset unless the spec sets them.")
@@ -77,8 +77,8 @@ def train(
     if is_main_process():
         best = f", best mIoU {result.best_score:.4f}" if result.best_score is not None else ""
         loss = f", loss {result.last_loss:.4f}" if result.last_loss is not None else ""
-        console.print(f"done: iteration {result.iteration}{loss}{best}; weights in {result.out / 'last.safetensors'}",
-                      soft_wrap=True, markup=False)
+        results_console.print(f"done: iteration {result.iteration}{loss}{best}; weights in "
+                              f"{result.out / 'last.safetensors'}")
 
 
 def register(app: typer.Typer) -> None:

@@ -7,13 +7,16 @@ from typing import List, Optional
 
 import typer
 
-from .common import console, friendly_errors
+from ..errors import VitsegError
+from .common import console, friendly_errors, renamed
 
 
 @friendly_errors
 def visualize(
     images: List[str] = typer.Argument(..., help="Images: files, folders (recursive), globs or .txt lists."),
-    masks: Path = typer.Option(..., "--masks", "-m", help="Folder of predicted index masks (e.g. vitseg-out/masks)."),
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted index masks (e.g. "
+                                                             "vitseg-out/masks), as eval's --pred."),
+    masks: Optional[Path] = typer.Option(None, "--masks", "-m", hidden=True),  # the old name of --pred
     gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth index masks: adds panels with "
                                                           "an error map, pixel accuracy and mIoU per image."),
     out: Path = typer.Option(Path("vitseg-viz"), "--out", "-o", help="Output folder."),
@@ -34,6 +37,9 @@ def visualize(
     """Draw overlays with a legend, image | ground truth | prediction | error panels, and an HTML gallery."""
     from ..engine.visualize import VisualizeOptions, run_visualize
 
+    masks = renamed(pred, masks, "--pred", "--masks")
+    if masks is None:
+        raise VitsegError("give --pred FOLDER: the predicted masks to draw (e.g. vitseg-out/masks)")
     opts = VisualizeOptions(images=images, masks=masks, gt=gt, out=out, classes=classes, weights=weights,
                             alpha=alpha, legend=legend, panel=panels, gallery=gallery, ignore_index=ignore_index,
                             reduce_zero_label=reduce_zero_label, quiet=quiet)
