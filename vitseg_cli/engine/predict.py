@@ -34,6 +34,7 @@ from .distributed import DistContext, init_distributed
 from .inference import InferenceSettings, iter_predictions, iter_video_predictions, predict_array
 from .onnx_backend import choose_backend
 from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done
+from .model_info import announce_model
 from .progress import ProgressReporter, StreamConsole
 from .records import record_name
 from .rle import RleLog, done_inputs
@@ -199,6 +200,8 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
     talk = not opts.quiet and ctx.is_main
     note = (lambda line: console.print(Text("note: " + line, style="yellow"), soft_wrap=True)) if talk else None
     model, settings, inputs = ctx.agree(lambda: _prepare(opts, ctx, note))
+    if talk:
+        announce_model(model, opts.weights, opts.spec)
     inputs = ctx.broadcast(inputs)
     load_s = time.perf_counter() - t0
 
