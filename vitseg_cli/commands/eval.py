@@ -24,8 +24,8 @@ def eval_cmd(
     data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (not with --pred/--gt)."),
     dataset: Optional[Path] = typer.Argument(None, hidden=True),  # the old spelling of --data
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      help=f"Dataset layout: {', '.join(FORMATS)} [the release's for a zoo name or "
-                                           "official preset, else folder]."),
+                                      help=f"Dataset layout: {', '.join(FORMATS)} [default: the release's for a zoo name "
+                                           "or official preset, else folder]"),
     split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
     weights: WeightsOption = None,
     backbone_weights: BackboneWeightsOption = None,
@@ -42,8 +42,8 @@ def eval_cmd(
     half: HalfOption = False,
     compile_model: CompileOption = False,
     device: DeviceOption = "auto",
-    backend: Optional[str] = typer.Option(None, "--backend",
-                                          help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx [default: onnx for a .onnx "
+                                                                  "--weights file, else torch]"),
     workers: WorkersOption = default_workers(),
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),

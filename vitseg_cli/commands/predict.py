@@ -41,12 +41,13 @@ def predict(
                                                                  "of a run with other weights or settings."),
     workers: WorkersOption = default_workers(),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
-    backend: Optional[str] = typer.Option(None, "--backend",
-                                          help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx [default: onnx for a .onnx "
+                                                                  "--weights file, else torch]"),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Videos: keep every K-th frame."),
     shard: str = typer.Option(None, "--shard", metavar="I/N",
                               help="Only shard I of N of the sorted inputs (every N-th from the I-th); writes "
-                                   "OUT/predict-I-of-N.json. Default in a Slurm array: the task's own share."),
+                                   "OUT/predict-I-of-N.json [default: in a Slurm array the task's own share, else "
+                                   "all]"),
     merge_records: Path = typer.Option(None, "--merge-records", metavar="OUT",
                                        help="Merge OUT's shard records into OUT/predict.json (no SOURCE); exit 1 "
                                             "when shards are missing."),

@@ -23,7 +23,7 @@ def visualize(
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names (+ palette): YAML, JSON or txt."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w",
                                            help="Take class names and palette from this checkpoint or zoo name "
-                                                "(default: the shipped model, when neither is given)."),
+                                                "[default: the shipped model's, when --classes is not given]"),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Opacity of the mask colours over the image."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Add a legend of the classes present."),
     panels: bool = typer.Option(False, "--panel", help="Also draw image | prediction panels (always with --gt)."),

@@ -86,7 +86,7 @@ def _match(folder: Path, rel: str, kind: str) -> Path:
 def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> tuple[list[Entry], int]:
     """Draw every image; returns the entries drawn and the number of images skipped (reported as they happen)."""
     console = console or StreamConsole(stderr=True)
-    for folder, flag in ((opts.masks, "--masks"), (opts.gt, "--gt")):
+    for folder, flag in ((opts.masks, "--pred"), (opts.gt, "--gt")):
         if folder is not None and not Path(folder).is_dir():
             raise VitsegError(f"{flag} {folder}: folder not found")
     if not 0.0 <= opts.alpha <= 1.0:
