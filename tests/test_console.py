@@ -103,16 +103,18 @@ def test_train_done_line_on_stdout(tmp_path, data):
                                                                  "batch_size": 2, "workers": 0,
                                                                  "warmup_iters": 1}}))
     res = runner.invoke(app, ["train", "--spec", str(spec), "--data", str(ds), "--out", str(tmp_path / "r"),
-                              "--iters", "1", "--device", "cpu", "--logger", "none"])
+                              "--iters", "1", "--device", "cpu", "--logger", "none", "--crop-size", "32x24"])
     assert res.exit_code == 0, res.output
     assert res.stdout.startswith("done: iteration 1"), res.stdout
+    run_spec = yaml.safe_load((tmp_path / "r" / "spec.yaml").read_text())
+    assert run_spec["train"]["crop_size"] == [24, 32]  # --crop-size WxH: 32 wide, 24 high
     assert any(ln.startswith("train 1/1") for ln in res.stderr.splitlines()), res.stderr
 
 
 def test_synth_result_on_stdout(tmp_path):
-    res = runner.invoke(app, ["data", "synth", str(tmp_path / "s"), "--num", "1", "--size", "32x32"])
+    res = runner.invoke(app, ["data", "synth", str(tmp_path / "s"), "--num", "200", "--size", "16", "--workers", "1"])
     assert res.exit_code == 0, res.output
-    assert res.stdout.startswith("wrote 1 images (32x32)") and res.stderr == ""
+    assert res.stdout.startswith("wrote 200 images (16x16)") and res.stderr == ""  # no bar (not even its blank line)
 
 
 def test_zoo_at_80_columns_keeps_names_and_key_columns(monkeypatch):

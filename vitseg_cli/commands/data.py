@@ -36,7 +36,7 @@ def synth(
     hw = parse_size(size)
     start = time.perf_counter()
     with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=num < 200) as bar:
+                  console=console, transient=True, disable=num < 200 or not console.is_terminal) as bar:
         task = bar.add_task("synth", total=num)
         make_synthetic(out, num, seed, hw, workers=workers, progress=lambda done: bar.update(task, completed=done),
                        overwrite=overwrite, easy=easy)
