@@ -14,9 +14,9 @@ from ..torchrun import rank_and_world
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
-                     StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, friendly_errors, inference_overrides,
-                     renamed, results_console, tta_overrides, note)
+                     StrideOption, ThreadsOption, WeightsOption, WorkersOption,
+                     console, default_workers, friendly_errors, inference_overrides, renamed, results_console,
+                     set_threads, tta_overrides, note)
 
 
 @friendly_errors
@@ -45,6 +45,7 @@ def eval_cmd(
     backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx [default: onnx for a .onnx "
                                                                   "--weights file, else torch]"),
     workers: WorkersOption = default_workers(),
+    threads: ThreadsOption = None,
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
     label_offset: int = typer.Option(0, "--label-offset", min=0, max=255,
@@ -98,6 +99,7 @@ def eval_cmd(
         # a dataset's formats read only their own subfolders: a report folder inside --data is fine, --data itself is not
         _refuse_out_inside(out, {"--data": dataset}, nested=False)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
+        set_threads(threads, workers)
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
             backbone_weights=backbone_weights, backend=backend,

@@ -11,7 +11,7 @@ import typer
 
 from ..data.formats import FORMATS
 from ..torchrun import is_main_process
-from .common import DeviceOption, SetOption, console, friendly_errors, parse_size, results_console
+from .common import DeviceOption, SetOption, ThreadsOption, console, friendly_errors, parse_size, results_console
 
 SPEC_HELP = ("Spec: a YAML file or a preset (nano..large, nano_mask2former, or an official release name: "
              "`vitseg info --presets` lists them); the options below override its train section. Class count, names "
@@ -58,6 +58,7 @@ def train(
                                         help="Gradient accumulation steps " + FROM_SPEC.format("accum")),
     workers: Optional[int] = typer.Option(None, "--workers", min=0,
                                           help="Data loading processes per GPU " + FROM_SPEC.format("workers")),
+    threads: ThreadsOption = None,
     eval_every: Optional[int] = typer.Option(None, "--eval-every", min=0, help="Validate every N iterations (0: off) "
                                                                                 + FROM_SPEC.format("eval_every")),
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Save state every N iterations "
@@ -84,7 +85,7 @@ def train(
                         accum=accum, workers=workers, eval_every=eval_every, save_every=save_every, seed=seed,
                         pretrained=pretrained, init_from=init_from, resume=resume, device=device,
                         backbone_weights=backbone_weights,
-                        log_every=log_every, loggers=logger, stop_at=stop_at, quiet=quiet,
+                        log_every=log_every, loggers=logger, stop_at=stop_at, quiet=quiet, threads=threads,
                         command=["vitseg", *sys.argv[1:]])
     result = run_training(opts, say=lambda msg: console.print(msg, soft_wrap=True, markup=False))
     if result.interrupted:
