@@ -10,7 +10,8 @@ Cache (`$VITSEG_HOME`, default `~/.cache/vitseg`), one folder per release:
     <file>.sha256                         beside each, written when the file was made and checked when it is used
 Downloads go to `<file>.part` and are renamed when complete; an interrupted one resumes with an HTTP Range request
 when the server allows it. `VITSEG_ZOO_MIRROR=URL` fetches `URL/<official basename>` instead of the official URL.
-Each download is bounded in bytes (VITSEG_ZOO_MAX_BYTES, or 1.5x the known size) and time (VITSEG_ZOO_TIMEOUT).
+Each download is bounded in bytes (VITSEG_ZOO_MAX_BYTES, or 1.5x the known size) and time (VITSEG_ZOO_TIMEOUT);
+what a zip inflates to is bounded by the release's size or parameter count before anything is inflated.
 This module imports no torch.
 """
 
@@ -20,7 +21,6 @@ import dataclasses
 import hashlib
 import http.client
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from . import releases
+from .data.safe_zip import check_members, extract_member
 from .errors import VitsegError, did_you_mean
 
 CHUNK = 1 << 20
@@ -243,10 +244,10 @@ def _official_checkpoint(release: releases.Release, url: Optional[str] = None) -
     if not download.is_file():
         _download(download_url(release, url), download, download_limit(release))
     if _is_zip_release(release):
-        _extract_checkpoint(download, target)
+        _extract_checkpoint(download, target, inflate_limit(release))
         download.unlink()
     else:
-        _check_torch_file(target, remove=True)
+        _check_torch_file(target, remove=True, limit=inflate_limit(release))
     record_digest(target)
     return target
 
@@ -264,11 +265,18 @@ def _official_config(release: releases.Release) -> Optional[Path]:
     return target
 
 
-def _check_torch_file(path: Path, remove: bool) -> None:
-    """A torch checkpoint is a zip archive holding a `data.pkl`; its CRCs catch a damaged or truncated file."""
+def _check_torch_file(path: Path, remove: bool, limit: Optional[int] = None) -> None:
+    """A torch checkpoint is a zip archive holding a `data.pkl`; its CRCs catch a damaged or truncated file. Its
+    declared sizes are bounded (`limit`) before the CRC check inflates anything."""
     problem = None
     try:
         with zipfile.ZipFile(path) as archive:
+            try:
+                check_members(path, archive.infolist(), limit)
+            except VitsegError:
+                if remove:
+                    path.unlink(missing_ok=True)
+                raise
             if not any(n.endswith("data.pkl") for n in archive.namelist()):
                 problem = "a zip archive but not a torch checkpoint"
             elif (bad := archive.testzip()) is not None:
@@ -281,27 +289,52 @@ def _check_torch_file(path: Path, remove: bool) -> None:
         raise VitsegError(f"{path}: {problem}{'; removed from the cache' if remove else ''}")
 
 
-def _extract_checkpoint(archive_path: Path, target: Path) -> None:
-    """The one checkpoint inside a `.zip` release, written to `target` (whole or not at all)."""
+def _extract_checkpoint(archive_path: Path, target: Path, limit: int) -> None:
+    """The one checkpoint inside a `.zip` release, written to `target` (whole or not at all). The members' declared
+    sizes are checked against `limit` before anything is inflated (a zip bomb); a refused or unreadable archive is
+    removed from the cache, so a retry downloads it again rather than inflating it again."""
     try:
         with zipfile.ZipFile(archive_path) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX")
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            check_members(archive_path, members, limit)
+            members = [m for m in members if not m.filename.startswith("__MACOSX")
                        and m.filename.lower().endswith(CHECKPOINT_SUFFIXES)]
             if len(members) != 1:
                 found = ", ".join(m.filename for m in members) or "none"
                 raise VitsegError(f"{archive_path}: expected exactly one checkpoint inside, found {len(members)} "
-                                  f"({found})")
+                                  f"({found}); removed from the cache")
             part = Path(f"{target}.part")
             try:
-                with archive.open(members[0]) as src, open(part, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
-                _check_torch_file(part, remove=True)
+                extract_member(archive, members[0], part, archive_path, limit)
+                _check_torch_file(part, remove=True, limit=limit)
                 os.replace(part, target)
             finally:
                 part.unlink(missing_ok=True)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as err:
         archive_path.unlink(missing_ok=True)
         raise VitsegError(f"{archive_path}: not a readable zip archive ({err}); removed from the cache") from None
+    except VitsegError:
+        archive_path.unlink(missing_ok=True)
+        raise
+
+
+_PARAM_UNITS = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9}
+BYTES_PER_PARAM = 16  # float32 weights and AdamW's two moments (12 bytes), with room for buffers
+CHECKPOINT_EXTRA = 64 << 20  # metadata, a config, the pickle itself
+
+
+def inflate_limit(release: releases.Release) -> int:
+    """The most bytes a release's archive may inflate to: its known download size (times 1.5), else what its
+    parameter count can fill (BYTES_PER_PARAM each), never past VITSEG_ZOO_MAX_BYTES."""
+    cap = int(_env_number(MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
+    if release.size:
+        return min(cap, download_limit(release))
+    text = (release.params or "").strip().upper()
+    try:
+        params = float(text[:-1]) * _PARAM_UNITS[text[-1:]]
+    except (ValueError, KeyError):
+        return cap
+    return min(cap, int(params * BYTES_PER_PARAM) + CHECKPOINT_EXTRA)
 
 
 # ---------------------------------------------------------------------------------------------------- download
