@@ -179,3 +179,54 @@ def test_a_float_pil_image_is_scaled_from_0_1_or_refused(model):
         predict(model, Image.fromarray(values * 300))
     with pytest.raises(VitsegError, match=r"mode 'I' image must hold 16-bit values.*found -5"):
         predict(model, Image.fromarray((values * 10 - 5).astype(np.int32)))
+
+
+# ------------------------------------------------------------------------------------------ non-UTF-8 file names
+
+RAW_NAME = b"caf\xe9"  # Latin-1, not UTF-8: Python holds it as 'caf\udce9'
+
+
+@pytest.fixture
+def latin1_files(tmp_path) -> Path:
+    import os
+
+    name = os.fsdecode(RAW_NAME)
+    labels = (np.arange(32 * 48).reshape(32, 48) % 3).astype(np.uint8)
+    try:
+        for folder in ("pred", "gt"):
+            write_image(tmp_path / folder / f"{name}.png", labels)
+        write_image(tmp_path / "img" / f"{name}.png", image(32, 48))
+    except (VitsegError, OSError):
+        pytest.skip("this file system refuses non-UTF-8 names")
+    (tmp_path / "classes.yaml").write_text("classes: [a, b, c]\n")
+    return tmp_path
+
+
+def test_eval_writes_its_reports_for_a_non_utf8_file_name(latin1_files):
+    from typer.testing import CliRunner
+
+    from vitseg_cli.cli import app
+
+    root = latin1_files
+    res = CliRunner().invoke(app, ["eval", "--pred", str(root / "pred"), "--gt", str(root / "gt"), "--out",
+                                   str(root / "rep"), "--num-classes", "3"])
+    assert res.exit_code == 0, res.output
+    assert RAW_NAME + b",1.000000" in (root / "rep" / "per_image.csv").read_bytes()  # the file's own bytes
+    assert "| caf\\udce9 | 100.00 | 100.00 |" in (root / "rep" / "report.md").read_text(encoding="utf-8")
+
+
+def test_visualize_gallery_draws_a_non_utf8_file_name(latin1_files):
+    import os
+    import subprocess
+    import sys
+
+    root = latin1_files
+    # a child process: OpenCV crashed (SIGSEGV) drawing such a name, which would take pytest down with it
+    res = subprocess.run([sys.executable, "-m", "vitseg_cli", "visualize", str(root / "img"), "--masks",
+                          str(root / "pred"), "--gt", str(root / "gt"), "--out", str(root / "vis"), "--gallery",
+                          "--classes", str(root / "classes.yaml"), "--quiet"], capture_output=True,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=120)
+    assert res.returncode == 0, res.stderr.decode(errors="replace")
+    assert (root / "vis" / "panels" / os.fsdecode(RAW_NAME + b".jpg")).is_file()
+    page = (root / "vis" / "index.html").read_text(encoding="utf-8")
+    assert 'href="panels/caf%E9.jpg"' in page and "<figcaption>caf\\xe9<br>" in page
