@@ -72,6 +72,21 @@ def read_torch_file(path: Path) -> Any:
     return _load_weights_only(path, str(path))
 
 
+def read_torch_meta(path: Path) -> dict[str, Any]:
+    """The `meta` dict of a zip-based torch checkpoint (empty when it has none), its tensors memory-mapped rather
+    than read (a release of gigabytes costs no copy); read whole when the file cannot be mapped."""
+    check_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise VitsegError(f"{path}: not a readable checkpoint (it holds Python objects that cannot be loaded "
+                          "safely)") from None
+    except Exception:  # not mappable (e.g. a release .zip holding the checkpoint): the ordinary reader
+        obj = read_torch_file(path)
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
 def _archived_checkpoint(path: Path) -> Optional[str]:
     """The one checkpoint inside a release `.zip`, or None when `path` is itself a torch file (also a zip); either
     way the archive's declared sizes are bounded (`data.safe_zip`) before anything is inflated."""
