@@ -15,11 +15,15 @@ import numpy as np
 _SURROGATE = re.compile("[\udc80-\udcff]")
 
 
+def escape_undecodable(text: str) -> str:
+    """`text` with the bytes a non-UTF-8 file name left as surrogate escapes written as \\xNN."""
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", str(text))
+
+
 def drawable_text(text: str) -> str:
     """`text` as printable ASCII for OpenCV's fonts: the bytes of a non-UTF-8 file name as \\xNN, other non-ASCII
     characters as \\uNNNN escapes."""
-    text = _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", str(text))
-    return text.encode("ascii", "backslashreplace").decode("ascii")
+    return escape_undecodable(text).encode("ascii", "backslashreplace").decode("ascii")
 
 
 def palette_array(palette: Sequence[Sequence[int]]) -> np.ndarray:

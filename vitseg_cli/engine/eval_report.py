@@ -16,7 +16,7 @@ import numpy as np
 
 from ..data.io import atomic_write_bytes, encode_image, remove_stale_parts
 from ..metrics import METRIC_KEYS, PER_CLASS_KEYS, nan_to_none
-from ..viz import drawable_text
+from ..viz import drawable_text, escape_undecodable
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "per_image.csv", "confusion.csv", "confusion.png", "report.md")
 
@@ -134,7 +134,7 @@ def report_md(summary: dict, per_image: Sequence[dict], meta: dict) -> bytes:
         lines += [f"| {r['key']} | {_pct(r['pixel_acc'])} | {_pct(r['mIoU'])} |" for r in worst]
     lines += ["", "Metrics follow mmseg: NaN (0/0) classes are left out of the means; see metrics.json for fractions.",
               ""]
-    return "\n".join(lines).encode("utf-8", "backslashreplace")  # a non-UTF-8 file name as \udcNN
+    return escape_undecodable("\n".join(lines)).encode("utf-8")  # a non-UTF-8 file name's bytes as \xNN
 
 
 def write_reports(out: Path, summary: dict, conf: np.ndarray, per_image: Sequence[dict], meta: dict) -> list[Path]:

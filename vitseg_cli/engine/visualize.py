@@ -26,7 +26,7 @@ from ..errors import VitsegError
 from ..loading import read_spec
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label
 from ..data.classes import default_palette
-from ..viz import colorize, drawable_text, error_map, overlay, panel, thumbnail, with_legend
+from ..viz import colorize, error_map, escape_undecodable, overlay, panel, thumbnail, with_legend
 from .common import default_weights_path
 from ..data.inputs import collect_inputs
 
@@ -176,7 +176,7 @@ def write_gallery(out: Path, entries: list[Entry], has_gt: bool) -> Path:
     for e in entries:
         link = quote(os.fsencode(e.panel.relative_to(out).as_posix()))  # a file name's own bytes, even not UTF-8
         thumb = quote(os.fsencode(e.thumb.relative_to(out).as_posix()))
-        shown = html.escape(drawable_text(e.rel))
+        shown = html.escape(escape_undecodable(e.rel))
         score = (f"<br>acc {100 * e.acc:.2f}% &middot; mIoU {100 * e.miou:.2f}%" if has_gt and not math.isnan(e.miou)
                  else "")
         figures.append(f'<figure><a href="{link}"><img src="{thumb}" alt="{shown}" loading="lazy"></a>'
