@@ -4,7 +4,7 @@ Reading goes through OpenCV on bytes (so non-ASCII paths work); a file that cann
 naming it. Only regular files are read (a FIFO would block forever), and an image whose header says it has more
 than `max_pixels()` pixels (env `VITSEG_MAX_PIXELS`, default 2^28 = 16384x16384; 0 = no limit) is refused before
 it is decoded: a small PNG can declare 30000x30000 pixels and decode to gigabytes. The header is read before the
-file: a file far larger than its header's pixels need (16 bytes a pixel and 16 MiB of metadata) is refused unread.
+file: a file far larger than its header's pixels need (32 bytes a pixel and 16 MiB of metadata) is refused unread.
 
 Writes go to a temporary file in the same folder and are renamed into place: a killed run never leaves a partial
 output (`remove_stale_parts` deletes what a kill left). A failed write is a `VitsegError` naming the file.
@@ -78,9 +78,9 @@ def max_pixels() -> int:
     return value
 
 
-# What a file may hold beyond its pixels' raw size (16 bytes a pixel: four 32-bit channels, more than any
+# What a file may hold beyond its pixels' raw size (32 bytes a pixel: four 64-bit channels, more than any
 # compressed or plain encoding needs) for metadata: EXIF, ICC profiles, XMP, thumbnails.
-MAX_BYTES_PER_PIXEL = 16
+MAX_BYTES_PER_PIXEL = 32
 METADATA_BYTES = 16 << 20
 
 
