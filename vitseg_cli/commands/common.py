@@ -121,6 +121,22 @@ WorkersOption = Annotated[int, typer.Option(
     "--workers", min=0, help="Image decoding processes (0: in the main process). Default: all cores but two, at "
                              "most 4, so that on a small CPU decoding does not take cores from the model.")]
 
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    "--threads", min=1,
+    help="CPU threads of torch and OpenCV (also VITSEG_THREADS). Default: OMP_NUM_THREADS when set, else the CPUs "
+         "this process may use (affinity, cgroup quota) / torchrun's local ranks - --workers, at least 1.")]
+
+
+def set_threads(threads: Optional[int], workers: int) -> None:
+    """Apply --threads (or the rule's default) before any computing; an oversubscription warning once, on rank 0."""
+    from ..engine.threads import apply_threads
+
+    def warn(message: str) -> None:
+        if rank_and_world()[0] == 0:
+            console.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
+
+    apply_threads(threads, workers=workers, warn=warn)
+
 
 def default_workers() -> int:
     """Loader processes for predict/eval: on 2 cores, workers only compete with torch's threads (bench/predict.py:

@@ -15,8 +15,8 @@ from ..torchrun import rank_and_world
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
-                     StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, friendly_errors, inference_overrides,
+                     StrideOption, ThreadsOption, WeightsOption, WorkersOption,
+                     console, default_workers, friendly_errors, inference_overrides, set_threads,
                      tta_overrides, note)
 
 
@@ -45,6 +45,7 @@ def eval_cmd(
     backend: Optional[str] = typer.Option(None, "--backend",
                                           help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
     workers: WorkersOption = default_workers(),
+    threads: ThreadsOption = None,
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
     label_offset: int = typer.Option(0, "--label-offset", min=0, max=255,
@@ -97,6 +98,7 @@ def eval_cmd(
         # a dataset's formats read only their own subfolders: a report folder inside DATASET is fine, DATASET is not
         _refuse_out_inside(out, {"DATASET": dataset}, nested=False)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
+        set_threads(threads, workers)
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
             backbone_weights=backbone_weights, backend=backend,

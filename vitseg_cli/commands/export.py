@@ -35,7 +35,7 @@ def export(
     from ..engine.export import DEFAULT_OPSET, DYNAMIC_OPSET, check_export, export_onnx
 
     opset = opset or (DYNAMIC_OPSET if dynamic else DEFAULT_OPSET)
-    model = load_model(weights, spec)
+    model = load_model(weights, spec, device="cpu")
     export_onnx(model, out, height, width, opset, dynamic=dynamic)
     size = "any input size" if dynamic else f"input {width}x{height} (WxH)"
     console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {size}, dynamic batch, opset {opset})")

@@ -29,7 +29,7 @@ def convert(
         raise VitsegError(f"--out {out}: exists (use --overwrite)")
     from ..loading import load_model, save_model
 
-    model = load_model(checkpoint, spec, backbone_weights=backbone_weights)
+    model = load_model(checkpoint, spec, device="cpu", backbone_weights=backbone_weights)
     for line in model.load_notes:
         note(line)
     save_model(model, out, half=half, source=model.source)
@@ -92,7 +92,7 @@ def info(
         if not fits:
             raise VitsegError(f"{weights}: {line.removeprefix('memory: ')}")
         print(line, flush=True)  # stdout, with the table: stderr keeps errors only
-    model = load_model(weights, spec, backbone_weights=backbone_weights)
+    model = load_model(weights, spec, device="cpu", backbone_weights=backbone_weights)
     s = model.spec
     b = s.model.backbone
     table = Table(title=str(weights), show_header=False, title_justify="left")

@@ -11,8 +11,8 @@ from ..torchrun import is_main_process
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
-                     StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, fail, friendly_errors, inference_overrides,
+                     StrideOption, ThreadsOption, WeightsOption, WorkersOption,
+                     console, default_workers, fail, friendly_errors, inference_overrides, set_threads,
                      tta_overrides)
 
 
@@ -40,6 +40,7 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs whose outputs exist; replace the outputs "
                                                                  "of a run with other weights or settings."),
     workers: WorkersOption = default_workers(),
+    threads: ThreadsOption = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
     backend: Optional[str] = typer.Option(None, "--backend",
                                           help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
@@ -71,6 +72,7 @@ def predict(
                           save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend,
                           vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard))
+    set_threads(threads, workers)
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json

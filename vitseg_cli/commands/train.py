@@ -11,7 +11,7 @@ import typer
 
 from ..data.formats import FORMATS
 from ..torchrun import is_main_process
-from .common import DeviceOption, SetOption, console, friendly_errors
+from .common import DeviceOption, SetOption, ThreadsOption, console, friendly_errors
 
 SPEC_HELP = ("Spec: a YAML file or a preset (nano, tiny, small, base, large); flags below override its train section. "
              "Class count, names and palette come from the dataset unless the spec sets them.")
@@ -48,6 +48,7 @@ def train(
     amp: Optional[bool] = typer.Option(None, "--amp/--no-amp", help="Mixed precision (CUDA only)."),
     accum: Optional[int] = typer.Option(None, "--accum", min=1, help="Gradient accumulation steps."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Data loading processes per GPU."),
+    threads: ThreadsOption = None,
     eval_every: Optional[int] = typer.Option(None, "--eval-every", min=0, help="Validate every N iterations (0: off)."),
     save_every: Optional[int] = typer.Option(None, "--save-every", min=1, help="Save state every N iterations."),
     seed: Optional[int] = typer.Option(None, "--seed", min=0, help="Random seed."),
@@ -69,7 +70,7 @@ def train(
                         accum=accum, workers=workers, eval_every=eval_every, save_every=save_every, seed=seed,
                         pretrained=pretrained, init_from=init_from, resume=resume, device=device,
                         backbone_weights=backbone_weights,
-                        log_every=log_every, loggers=logger, stop_at=stop_at, quiet=quiet,
+                        log_every=log_every, loggers=logger, stop_at=stop_at, quiet=quiet, threads=threads,
                         command=["vitseg", *sys.argv[1:]])
     result = run_training(opts, say=lambda msg: console.print(msg, soft_wrap=True, markup=False))
     if result.interrupted:
