@@ -12,7 +12,8 @@ from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOpti
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
                      StrideOption, ThreadsOption, WeightsOption, WorkersOption,
-                     console, default_workers, fail, friendly_errors, inference_overrides, set_threads,
+                     console, default_workers, fail, friendly_errors, inference_overrides, results_console,
+                     set_threads,
                      tta_overrides)
 
 
@@ -25,7 +26,8 @@ def predict(
     spec: SpecOption = None,
     set_values: SetOption = None,
     out: Optional[Path] = typer.Option(None, "--out", "-o",
-                                       help="Output folder [vitseg-out; vitseg-out2, ... when it holds another run]."),
+                                       help="Output folder [default: vitseg-out, or vitseg-out2, ... when that "
+                                            "holds another run]"),
     mode: ModeOption = None,
     crop_size: CropOption = None,
     stride: StrideOption = None,
@@ -47,12 +49,13 @@ def predict(
     workers: WorkersOption = default_workers(),
     threads: ThreadsOption = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
-    backend: Optional[str] = typer.Option(None, "--backend",
-                                          help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx [default: onnx for a .onnx "
+                                                                  "--weights file, else torch]"),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Videos: keep every K-th frame."),
     shard: str = typer.Option(None, "--shard", metavar="I/N",
                               help="Only shard I of N of the sorted inputs (every N-th from the I-th); writes "
-                                   "OUT/predict-I-of-N.json. Default in a Slurm array: the task's own share."),
+                                   "OUT/predict-I-of-N.json [default: in a Slurm array the task's own share, else "
+                                   "all]"),
     merge_records: Path = typer.Option(None, "--merge-records", metavar="OUT",
                                        help="Merge OUT's shard records into OUT/predict.json (no SOURCE); exit 1 "
                                             "when shards are missing."),
@@ -94,9 +97,9 @@ def _merge(out: Path, sources: list[str]) -> None:
     if sources:
         fail("--merge-records OUT takes no SOURCE")
     record, missing = merge_records(out)
-    console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed {record['processed']}, "
-                  f"skipped {record['skipped']}, failed {len(record['failed'])} -> {out / 'predict.json'}",
-                  markup=False)
+    results_console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed "
+                          f"{record['processed']}, skipped {record['skipped']}, failed {len(record['failed'])} -> "
+                          f"{out / 'predict.json'}")
     if missing:
         fail(f"missing shards of {out}: {', '.join(missing)}", code=1)
 
