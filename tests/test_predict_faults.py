@@ -78,7 +78,7 @@ def assert_consistent(out: Path) -> dict:
 
 def test_a_second_predict_into_a_running_out_is_refused_naming_the_holder(tmp_path, src, weights):
     out = tmp_path / "out"
-    first = slow_run(src, out, weights)
+    first = slow_run(src, out, weights, delay=1.5)  # still running while the second one starts, twice
     try:
         wait_for_masks(first, out, 2)
         for extra in ([], ["--overwrite"]):  # a concurrent --overwrite must not remove the running run's files
@@ -88,6 +88,7 @@ def test_a_second_predict_into_a_running_out_is_refused_naming_the_holder(tmp_pa
             line = " ".join(second.output.split())
             assert f"another vitseg predict (pid {first.pid} on {socket.gethostname()})" in line
             assert set(before) <= {p.name for p in (out / "masks").iterdir()}
+            assert first.poll() is None  # the refusals came while it ran
         _, err = first.communicate(timeout=180)
         assert first.returncode == 0, err[-2000:]
     finally:

@@ -12,7 +12,8 @@ from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOpti
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
                      StrideOption, ThreadsOption, WeightsOption, WorkersOption,
-                     console, default_workers, fail, friendly_errors, inference_overrides, set_threads,
+                     console, default_workers, fail, friendly_errors, inference_overrides, results_console,
+                     set_threads,
                      tta_overrides)
 
 
@@ -25,8 +26,8 @@ def predict(
     spec: SpecOption = None,
     set_values: SetOption = None,
     out: Optional[str] = typer.Option(None, "--out", "-o",
-                                      help="Output folder [vitseg-out; vitseg-out2, ... when it holds another run], "
-                                           "or an fsspec URL (s3://bucket/run)."),
+                                      help="Output folder, or an fsspec URL such as s3://bucket/run [default: "
+                                           "vitseg-out, or vitseg-out2, ... when that holds another run]"),
     mode: ModeOption = None,
     crop_size: CropOption = None,
     stride: StrideOption = None,
@@ -48,18 +49,20 @@ def predict(
     workers: WorkersOption = default_workers(),
     threads: ThreadsOption = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
-    backend: Optional[str] = typer.Option(None, "--backend",
-                                          help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx [default: onnx for a .onnx "
+                                                                  "--weights file, else torch]"),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Videos: keep every K-th frame."),
     shard: str = typer.Option(None, "--shard", metavar="I/N",
                               help="Only shard I of N of the sorted inputs (every N-th from the I-th); writes "
-                                   "OUT/predict-I-of-N.json. Default in a Slurm array: the task's own share."),
+                                   "OUT/predict-I-of-N.json [default: in a Slurm array the task's own share, else "
+                                   "all]"),
     out_format: str = typer.Option("files", "--out-format",
                                    help="files (OUT/<kind>/...) or tar (OUT/shards/<shard>.tar per input tar shard)."),
     engine: str = typer.Option("torch", "--engine", help="torch (this process, or torchrun) or ray (Ray Data)."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="--engine ray: the cluster [local]."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="--engine ray: the cluster [default: a local one]"),
     num_gpus_per_worker: float = typer.Option(0.0, "--num-gpus-per-worker", min=0.0,
-                                              help="--engine ray: GPUs per predictor actor [0: CPU actors]."),
+                                              help="--engine ray: GPUs per predictor actor (0: CPU actors)."),
     concurrency: int = typer.Option(1, "--concurrency", min=1, help="--engine ray: predictor actors."),
     merge_records: str = typer.Option(None, "--merge-records", metavar="OUT",
                                        help="Merge OUT's shard records into OUT/predict.json (no SOURCE); exit 1 "
@@ -118,8 +121,9 @@ def _merge(out: str, sources: list[str]) -> None:
     if remote is not None:
         remote.publish_records()
     where = redact(out).rstrip("/") + "/predict.json" if remote is not None else Path(out) / "predict.json"
-    console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed {record['processed']}, "
-                  f"skipped {record['skipped']}, failed {len(record['failed'])} -> {where}", markup=False)
+    results_console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed "
+                          f"{record['processed']}, skipped {record['skipped']}, failed {len(record['failed'])} -> "
+                          f"{where}")
     if missing:
         fail(f"missing shards of {redact(out)}: {', '.join(missing)}", code=1)
 

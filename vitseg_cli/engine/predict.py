@@ -17,6 +17,7 @@ import time
 from contextlib import nullcontext, redirect_stdout
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Callable, Optional, TextIO
 
 import numpy as np
@@ -29,7 +30,7 @@ from ..checkpoints import is_safetensors
 from ..data.inputs import InputImage
 from ..data.storage import redact
 from ..data.tar_shards import count_samples, is_tar_source
-from ..data.io import atomic_write_bytes, read_image, refuse_non_folder
+from ..data.io import atomic_write_bytes, encoding_problem, grey_to_rgb_uint8, read_image, refuse_non_folder
 from ..data.shards import Shard
 from ..data.video import video_info
 from ..errors import VitsegError
@@ -41,10 +42,11 @@ from .distributed import DistContext, init_distributed
 from .inference import InferenceSettings, iter_predictions, iter_video_predictions, predict_array
 from .interrupt import sigterm_as_interrupt
 from .manifest import IDENTITY_MODES, ManifestLog
+from .model_info import announce_model
 from .onnx_backend import choose_backend
-from .outputs import DEFAULT_SAVE, OutputWriter, Prediction
+from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, output_paths
 from .predict_folder import DEFAULT_OUT, Claim, FolderRequest, claim_folder
-from .progress import ProgressReporter
+from .progress import ProgressReporter, StreamConsole
 from .ray_run import ray_predictions
 from .records import record_name
 from .remote_out import RemoteOutput, open_remote
@@ -61,7 +63,7 @@ def _as_rgb(source: Any) -> tuple[np.ndarray, Optional[Path]]:
     if isinstance(source, (str, Path)):
         return read_image(source), Path(source)
     if hasattr(source, "convert") and hasattr(source, "size"):  # a PIL image, without importing PIL
-        return np.asarray(source.convert("RGB")), None
+        return _pil_rgb(source), None
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8:
             raise VitsegError(f"predict: expected a uint8 image array, got {source.dtype}")
@@ -71,6 +73,25 @@ def _as_rgb(source: Any) -> tuple[np.ndarray, Optional[Path]]:
             raise VitsegError(f"predict: expected an RGB array of shape (H, W, 3), got {source.shape}")
         return np.ascontiguousarray(source), None
     raise VitsegError(f"predict: expected a path, an RGB uint8 array or a PIL image, got {type(source).__name__}")
+
+
+def _pil_rgb(image: Any) -> np.ndarray:
+    """A PIL image as RGB uint8, its 16-bit and float modes scaled as `read_image` scales such a file (PIL's own
+    convert('RGB') would clip them to 0..255); values those rules cannot hold are an error, never clipped."""
+    mode = getattr(image, "mode", "")
+    if not (mode.startswith("I") or mode == "F"):
+        return np.asarray(image.convert("RGB"))
+    grey = np.asarray(image)
+    low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+    if mode == "F" and not (0.0 <= low and high <= 1.0):
+        raise VitsegError(f"predict: a PIL mode 'F' image must hold values in 0..1 (read as 0..255), found "
+                          f"{low:g}..{high:g}; scale it or give an 8-bit RGB image")
+    if mode != "F":
+        if not (0 <= low and high <= 65535):
+            raise VitsegError(f"predict: a PIL mode {mode!r} image must hold 16-bit values (0..65535), found "
+                              f"{low:g}..{high:g}; give an 8-bit RGB image")
+        grey = grey.astype(np.uint16)
+    return grey_to_rgb_uint8(grey)
 
 
 def _size_pair(value: Any) -> Any:
@@ -228,7 +249,7 @@ def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> Pred
     """Predict every input (this rank's share under torchrun). The summary is every rank's on rank 0. SIGTERM (what
     timeout, Slurm and Kubernetes send) stops the run as Ctrl-C does: the files being written land, the records
     are written, the lock is released."""
-    console = console or Console(stderr=True, highlight=False)
+    console = console or StreamConsole(stderr=True)
     opts = replace(opts, backend=choose_backend(opts.backend, opts.weights))
     ctx = init_distributed(rank_device(opts.device))
     echo = sys.stdout if opts.json else None  # the manifest lines; anything else printed goes to stderr
@@ -261,6 +282,8 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console, echo: Optiona
     claimed = ctx.agree(lambda: _prepare(opts, ctx, note))
     claim, spec, model = claimed if claimed else (None, None, None)
     try:
+        if talk:
+            announce_model(SimpleNamespace(spec=spec), opts.weights, opts.spec)  # only its spec is shown
         for line in claim.notes if claim and note else ():
             note(line)
         summary = PredictSummary(skipped=claim.plan.skipped if claim else 0)
@@ -361,8 +384,9 @@ def _predict_all(opts: PredictOptions, ctx: DistContext, console: Console, talk:
                                                               want_probs=want_probs, keep_image=keep_image)
             for item, pred in zip(images, preds):
                 summary.bytes_read += getattr(item, "size", 0)  # an object's listed size (0: a local file)
-                if pred.error:
-                    failed(item, pred.error)
+                error = pred.error or _unwritable(out, item, pred, opts.save)
+                if error:
+                    failed(item, error)
                 else:
                     writer.put(pred, item, shared.identities.get(item.rel), shared.keep.get(item.rel))
                     summary.processed += 1
@@ -389,18 +413,25 @@ def _predict_all(opts: PredictOptions, ctx: DistContext, console: Console, talk:
         raise
     writer.check()
     if talk:
-        _print_summary(console, summary, ctx, redact(remote.url) if remote is not None else out)
+        _print_summary(summary, ctx, redact(remote.url) if remote is not None else out)
     return summary
 
 
-def _print_summary(console: Console, summary: PredictSummary, ctx: DistContext, out: Path) -> None:
+def _print_summary(summary: PredictSummary, ctx: DistContext, out: Path) -> None:
     rate = summary.processed / max(summary.infer_s, 1e-9)
     frames = f", {summary.frames} video frames" if summary.frames else ""
     derived = f", {summary.derived} given new kinds from their masks" if summary.derived else ""
     ranks = f" on {ctx.world_size} processes" if ctx.active else ""
-    console.print(f"processed {summary.processed}{frames}{derived}, skipped {summary.skipped} (done before), failed "
-                  f"{len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} -> {out}",
-                  markup=False)
+    # the result: stdout (stderr with --json, whose stdout holds only manifest lines)
+    StreamConsole().print(f"processed {summary.processed}{frames}{derived}, skipped {summary.skipped} (done "
+                          f"before), failed {len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s)"
+                          f"{ranks} -> {out}")
+
+
+def _unwritable(out: Path, item: InputImage, pred: Prediction, save: tuple[str, ...]) -> Optional[str]:
+    """Why an image's outputs cannot be encoded (a 1x100000 overlay as .jpg): the image is reported, not the run."""
+    problem = encoding_problem(output_paths(out, item.rel, save).values(), *pred.labels.shape[:2])
+    return f"{item.path}: {problem}" if problem else None
 
 
 def _todo(ctx: DistContext, todo: list) -> tuple[list, list, list]:

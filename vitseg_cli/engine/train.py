@@ -69,7 +69,7 @@ class TrainOptions:
     val_split: str = "val"
     iters: Optional[int] = None
     batch_size: Optional[int] = None
-    crop_size: Optional[int] = None
+    crop_size: "int | tuple[int, int] | None" = None  # (height, width), or one side of a square
     lr: Optional[float] = None
     amp: Optional[bool] = None
     accum: Optional[int] = None
@@ -107,7 +107,8 @@ class TrainResult:
 def cli_overrides(opts: TrainOptions) -> dict[str, Any]:
     out = {k: getattr(opts, k) for k in CLI_TRAIN_FIELDS if getattr(opts, k) is not None}
     if "crop_size" in out:
-        out["crop_size"] = [int(out["crop_size"])] * 2
+        crop = out["crop_size"]
+        out["crop_size"] = [int(crop)] * 2 if isinstance(crop, int) else [int(side) for side in crop]
     return out
 
 
