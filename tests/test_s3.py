@@ -23,7 +23,7 @@ moto_server = pytest.importorskip("moto.server")
 from vitseg_cli.cli import app  # noqa: E402
 from vitseg_cli.data import storage  # noqa: E402
 from vitseg_cli.data.io import encode_image, read_label, write_image  # noqa: E402
-from vitseg_cli.data.url_inputs import collect_sources  # noqa: E402
+from vitseg_cli.data.url_inputs import UrlImage, collect_sources  # noqa: E402
 
 from test_predict import image, make_weights  # noqa: E402
 
@@ -82,6 +82,7 @@ def test_url_sources_prefix_glob_and_list(s3):
     rec = json.loads(fs.cat_file("out/merge/predict.json"))
     assert (rec["processed"], rec["skipped"], rec["missing_shards"], rec["status"]) == (5, 1, [], "done")
     assert storage.redact("simplecache::s3://k:s@bucket/x") == "simplecache::s3://bucket/x"
+    assert UrlImage("https://u:pw@host/a.png", "a").path == "https://host/a.png"  # what the records show
 
 
 def _masks(fs, kind: str = "masks") -> set[str]:

@@ -30,7 +30,8 @@ class UrlImage:
 
     @property
     def path(self) -> str:
-        return self.url
+        """The URL as shown and recorded: without a `user:password@` (read through `url`)."""
+        return storage.redact(self.url)
 
     def identity(self, mode: str = "stat") -> dict:
         """Its key relative to the root and its size, as listed (objects have no cheap modification time here)."""

@@ -378,10 +378,10 @@ def _predict_all(opts: PredictOptions, ctx: DistContext, console: Console, talk:
             if opts.engine == "ray" and (videos or shards or want_probs):
                 raise VitsegError("--engine ray segments images (local or URLs) into masks, color, overlay or rle: "
                                   "give videos, tar shards and --save probs to a torch run")
-            preds = () if not images else ray_predictions([i.path for i in images], opts, keep_image) \
-                if opts.engine == "ray" else iter_predictions(w.model, [i.path for i in images], w.settings,
-                                                              ctx.device, workers=opts.workers,
-                                                              want_probs=want_probs, keep_image=keep_image)
+            reads = [getattr(i, "url", i.path) for i in images]  # an object's URL as given, credentials and all
+            preds = () if not images else ray_predictions(reads, opts, keep_image) if opts.engine == "ray" else \
+                iter_predictions(w.model, reads, w.settings, ctx.device, workers=opts.workers, want_probs=want_probs,
+                                 keep_image=keep_image)
             for item, pred in zip(images, preds):
                 summary.bytes_read += getattr(item, "size", 0)  # an object's listed size (0: a local file)
                 error = pred.error or _unwritable(out, item, pred, opts.save)
