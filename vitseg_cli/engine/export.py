@@ -31,13 +31,16 @@ DEFAULT_OPSET = 17
 DYNAMIC_OPSET = 18  # the torch.export-based exporter's lowest
 
 
-def _pool_matrix(size: int, out: int, like: torch.Tensor) -> torch.Tensor:
-    """(out, size) averaging matrix of adaptive average pooling: bin i covers [floor(i*size/out), ceil((i+1)*size/out))."""
-    m = torch.zeros(out, size, dtype=like.dtype, device=like.device)
-    for i in range(out):
-        a, b = (i * size) // out, -((-(i + 1) * size) // out)
-        m[i, a:b] = 1.0 / (b - a)
-    return m
+def _pool_matrix(size, out: int, like: torch.Tensor) -> torch.Tensor:
+    """(out, size) averaging matrix of adaptive average pooling: bin i covers [floor(i*size/out), ceil((i+1)*size/out)).
+
+    Built by arithmetic on `size`, so a traced input size stays symbolic in the graph."""
+    i = torch.arange(out, device=like.device)
+    j = torch.arange(size, device=like.device)
+    start = (i * size) // out
+    end = (i * size + size + out - 1) // out
+    inside = (j[None, :] >= start[:, None]) & (j[None, :] < end[:, None])
+    return inside.to(like.dtype) / (end - start).to(like.dtype)[:, None]
 
 
 @contextlib.contextmanager
@@ -51,8 +54,8 @@ def _traceable_adaptive_pool() -> Iterator[None]:
 
     def pool(x: torch.Tensor, output_size) -> torch.Tensor:
         oh, ow = (output_size, output_size) if isinstance(output_size, int) else output_size
-        h, w = int(x.shape[-2]), int(x.shape[-1])
-        oh, ow = oh or h, ow or w
+        h, w = x.shape[-2:]
+        oh, ow = (h if oh is None else oh), (w if ow is None else ow)
         return _pool_matrix(h, oh, x) @ x @ _pool_matrix(w, ow, x).T
 
     F.adaptive_avg_pool2d = pool
