@@ -36,7 +36,7 @@ def exported(request, parity_dir, tmp_path_factory):
     path = tmp_path_factory.mktemp("onnx") / "m.onnx"
     (h, w), _ = CASES[request.param]
     done = CliRunner().invoke(app, ["export", str(parity_dir / request.param), "--out", str(path), "--dynamic",
-                                    "--height", str(h), "--width", str(w)])
+                                    "--size", f"{w}x{h}"])
     assert done.exit_code == 0, done.output
     assert "not traced with" in done.output
     assert float(done.output.split("max abs logit difference")[1].split()[0]) <= 1e-3

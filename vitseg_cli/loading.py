@@ -42,9 +42,18 @@ SpecLike = "Spec | dict | str | Path | None"
 # -------------------------------------------------------------------------------------------------------- the zoo
 
 
+DEFAULT_MODEL = "default"  # the name of the shipped model
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+
+
 def resolve_weights(path: "str | Path") -> Path:
-    """A local checkpoint file for `path`: the path itself when it exists, else the converted file of the zoo
-    release of that name (fetched and converted on first use). Unknown names get 'did you mean' suggestions."""
+    """A local checkpoint file for `path`: the path itself when it exists, the shipped default model for the name
+    'default', else the converted file of the zoo release of that name (fetched and converted on first use).
+    Unknown names get 'did you mean' suggestions."""
+    if str(path) == DEFAULT_MODEL and not Path(path).exists():
+        if not DEFAULT_WEIGHTS.is_file():
+            raise VitsegError(f"no default model is shipped with this installation ({DEFAULT_WEIGHTS} is missing)")
+        return DEFAULT_WEIGHTS
     release = zoo.release_for(path)
     return fetch_release(release) if release is not None else Path(path)
 
@@ -76,7 +85,7 @@ def _convert_release(release: Release, checkpoint: Path, converted: Path, backbo
     """Load the official file (and the backbone file of a two-file release) with the release's config or preset
     (inferred when it has neither) and save the vitseg file."""
     spec, notes = _release_spec(release)
-    model = load_model(checkpoint, spec, backbone_weights=backbone)
+    model = load_model(checkpoint, spec, device="cpu", backbone_weights=backbone)
     model.load_notes = [*notes, *model.load_notes]
     how = next((n for n in notes if n.startswith("spec")), None)
     save_model(model, converted, source=f"zoo {release.name} ({zoo.official_basename(release)}"
@@ -162,10 +171,12 @@ def read_spec(path: "str | Path", spec: SpecLike = None, overrides: Sequence[str
     return _resolve(path, spec, overrides, with_state=False)[1].spec
 
 
-def load_model(path: "str | Path", spec: SpecLike = None, device: "str | torch.device" = "cpu",
+def load_model(path: "str | Path" = DEFAULT_MODEL, spec: SpecLike = None, device: "str | torch.device" = "auto",
                overrides: Sequence[str] = (), backbone_weights: "str | Path | None" = None) -> Segmentor:
-    """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth`/`.zip` (+ optional spec), or the
-    name of an official release (`vitseg zoo`), fetched and converted on first use.
+    """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth`/`.zip` (+ optional spec), the
+    name of an official release (`vitseg zoo`), fetched and converted on first use, or 'default' (the shipped model,
+    also what no path gives). `device` 'auto' is CUDA when available, else the CPU. (`vitseg_cli.load_model`, the
+    public one, returns this model with the image-level API: model.predict(...), model("image.jpg").)
 
     On a vitseg file a YAML/dict `spec` is merged onto the embedded one (a file that only sets `test.resize` keeps
     the class names); a `Spec` object replaces it. `overrides` (`key.path=value`, as `--set`) apply last.
@@ -178,6 +189,8 @@ def load_model(path: "str | Path", spec: SpecLike = None, device: "str | torch.d
         model = Segmentor(resolved.spec)
     model.load_notes = resolved.notes + load_state_strict(model, resolved.state, path)
     model.source = resolved.source
+    if str(device) == "auto":  # as `--device auto` (engine.device); the loading module sits below the engine
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval()
 
 

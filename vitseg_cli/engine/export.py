@@ -2,7 +2,7 @@
 
 Deformable attention is exported as gather-based bilinear sampling (`msda.ms_deform_attn_gather`), so the graph has
 no GridSample and does not depend on how a runtime implements it. The graph is captured by the TorchScript tracer
-(seconds, where torch.export took tens of minutes on these models). The batch axis is dynamic. By default the
+(under a minute for the parity models even on a loaded machine, where torch.export did not finish in 25 minutes). The batch axis is dynamic. By default the
 spatial size is fixed at export (`height` x `width`). With `dynamic=True` height and width are free as well: while
 tracing, the model computes every size-dependent quantity (padding to its size divisor, reference points, level sizes
 and offsets, position-embedding resize, pooling bins) by tensor arithmetic on the input's shape, so nothing is baked

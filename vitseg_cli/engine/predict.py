@@ -34,7 +34,8 @@ from .distributed import DistContext, init_distributed
 from .inference import InferenceSettings, iter_predictions, iter_video_predictions, predict_array
 from .onnx_backend import choose_backend
 from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done
-from .progress import ProgressReporter
+from .model_info import announce_model
+from .progress import ProgressReporter, StreamConsole
 from .records import record_name
 from .rle import RleLog, done_inputs
 
@@ -183,7 +184,7 @@ def _frame_estimate(path: Path, stride: int) -> int:
 
 def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> PredictSummary:
     """Predict every input (this rank's share under torchrun). The summary is every rank's on rank 0."""
-    console = console or Console(stderr=True, highlight=False)
+    console = console or StreamConsole(stderr=True)
     opts = replace(opts, backend=choose_backend(opts.backend, opts.weights))
     ctx = init_distributed(rank_device(opts.device))
     try:
@@ -199,6 +200,8 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
     talk = not opts.quiet and ctx.is_main
     note = (lambda line: console.print(Text("note: " + line, style="yellow"), soft_wrap=True)) if talk else None
     model, settings, inputs = ctx.agree(lambda: _prepare(opts, ctx, note))
+    if talk:
+        announce_model(model, opts.weights, opts.spec)
     inputs = ctx.broadcast(inputs)
     load_s = time.perf_counter() - t0
 
@@ -257,9 +260,9 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
         rate = summary.processed / max(summary.infer_s, 1e-9)
         frames = f", {summary.frames} video frames" if summary.frames else ""
         ranks = f" on {ctx.world_size} processes" if ctx.active else ""
-        console.print(f"processed {summary.processed}{frames}, skipped {summary.skipped} (done before), failed "
-                      f"{len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} -> {out}",
-                      markup=False)
+        StreamConsole().print(f"processed {summary.processed}{frames}, skipped {summary.skipped} (done before), "
+                              f"failed {len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} "
+                              f"-> {out}")  # the result: stdout
     return summary
 
 

@@ -27,6 +27,7 @@ from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label
 from ..data.classes import default_palette
 from ..viz import colorize, error_map, overlay, panel, thumbnail, with_legend
 from .common import default_weights_path
+from .progress import StreamConsole
 from ..data.inputs import collect_inputs
 
 
@@ -84,8 +85,8 @@ def _match(folder: Path, rel: str, kind: str) -> Path:
 
 def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> tuple[list[Entry], int]:
     """Draw every image; returns the entries drawn and the number of images skipped (reported as they happen)."""
-    console = console or Console(stderr=True, highlight=False)
-    for folder, flag in ((opts.masks, "--masks"), (opts.gt, "--gt")):
+    console = console or StreamConsole(stderr=True)
+    for folder, flag in ((opts.masks, "--pred"), (opts.gt, "--gt")):
         if folder is not None and not Path(folder).is_dir():
             raise VitsegError(f"{flag} {folder}: folder not found")
     if not 0.0 <= opts.alpha <= 1.0:
@@ -100,7 +101,7 @@ def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> 
     entries: list[Entry] = []
     failures = 0
     progress = Progress(TextColumn("visualize"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, disable=opts.quiet)
+                        console=console, disable=opts.quiet or not console.is_terminal)  # piped: no bar
     with progress:
         task = progress.add_task("visualize", total=len(inputs))
         for item in inputs:
@@ -113,7 +114,7 @@ def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> 
     if opts.gallery:
         write_gallery(out, entries, has_gt=opts.gt is not None)
     if not opts.quiet:
-        console.print(f"drew {len(entries)} images, skipped {failures} -> {out}", markup=False)
+        StreamConsole().print(f"drew {len(entries)} images, skipped {failures} -> {out}")  # the result: stdout
     return entries, failures
 
 
