@@ -2,13 +2,13 @@
 
 Deformable attention is exported as gather-based bilinear sampling (`msda.ms_deform_attn_gather`), so the graph has
 no GridSample and does not depend on how a runtime implements it. The graph is captured by the TorchScript tracer
-(under a minute for the parity models even on a loaded machine, where torch.export did not finish in 25 minutes). The batch axis is dynamic. By default the
-spatial size is fixed at export (`height` x `width`). With `dynamic=True` height and width are free as well: while
-tracing, the model computes every size-dependent quantity (padding to its size divisor, reference points, level sizes
-and offsets, position-embedding resize, pooling bins) by tensor arithmetic on the input's shape, so nothing is baked
-in, and the export is then checked at a size it was not captured with. The spec YAML, the export size (0 x 0 when
-dynamic) and, for a backbone that takes one size only, the largest input go into the metadata_props, so
-`OnnxSegmentor(path)` needs nothing else.
+(under a minute for the parity models even on a loaded machine; torch.export did not finish in 25 minutes). The
+batch axis is dynamic. By default the spatial size is fixed at export (`height` x `width`). With `dynamic=True`
+height and width are free as well: while tracing, the model computes every size-dependent quantity (padding to its
+size divisor, reference points, level sizes and offsets, position-embedding resize, pooling bins) by tensor
+arithmetic on the input's shape, so nothing is baked in, and the export is then checked at a size it was not
+captured with. The spec YAML, the export size (0 x 0 when dynamic) and, for a backbone that takes one size only, the
+largest input go into the metadata_props, so `OnnxSegmentor(path)` needs nothing else.
 """
 
 from __future__ import annotations
