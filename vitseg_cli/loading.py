@@ -22,7 +22,7 @@ import torch
 
 from . import zoo
 from ._version import __version__
-from .checkpoints import (check_file, is_safetensors, read_safetensors, read_torch_file, read_vitseg,
+from .checkpoints import (check_file, is_safetensors, read_safetensors, read_torch_file, read_torch_meta, read_vitseg,
                           read_vitseg_metadata, unwrap_state_dict, write_vitseg)
 from .errors import VitsegError
 from .model.dinov3 import is_head_file as is_two_file_head
@@ -34,7 +34,7 @@ from .model.registry import backbone_family
 from .model.segmentor import Segmentor
 from .releases import Release
 from .safe_yaml import load_yaml
-from .spec import SPEC_PRESETS, Spec, merge_spec, read_spec_data, spec_from_dict, with_overrides
+from .spec import SPEC_PRESETS, Spec, load_spec, merge_spec, read_spec_data, spec_from_dict, with_overrides
 
 SpecLike = "Spec | dict | str | Path | None"
 
@@ -81,9 +81,51 @@ def _release_spec(release: Release) -> tuple["dict | str | None", list[str]]:
     return release.name, notes
 
 
+# Spec fields only training reads: a release's config may differ from its preset there and predict the same.
+_TRAINING_ONLY = {"preset", "drop_path_rate", "dropout_ratio", "loss", "with_cp", "use_checkpoint"}
+
+
+def _differences(carried: Any, preset: Any, where: str = "") -> list[str]:
+    if isinstance(carried, dict) and isinstance(preset, dict):
+        return [d for key in sorted(set(carried) | set(preset)) if key not in _TRAINING_ONLY
+                for d in _differences(carried.get(key), preset.get(key), f"{where}.{key}" if where else key)]
+    return [] if carried == preset else [f"{where}: {carried!r}, the preset {preset!r}"]
+
+
+def _check_carried_config(release: Release, checkpoint: Path) -> None:
+    """An official release's checkpoint that carries its config (`meta['config']`) must describe that release's
+    preset exactly: the model, the normalisation and label treatment, and the single- or multi-scale test. A
+    reconstructed preset (the served config is the authority) and a file without a config are not checked."""
+    if release.reconstructed or release.name not in SPEC_PRESETS:
+        return
+    text = read_torch_meta(checkpoint).get("config")
+    if not isinstance(text, str) or not text.strip():
+        return
+    how = f"; to use it anyway, load the file by path with --spec {release.name}"
+    try:
+        data, _ = spec_from_config_text(text)
+        carried = spec_from_dict(data, source=f"{checkpoint.name} (its config)").to_dict()
+    except VitsegError as err:  # ConfigRefused too
+        raise zoo.RefusedFile(f"{checkpoint}: the config it carries cannot be read ({err}), so it is not shown to "
+                              f"be the release {release.name}; removed from the cache{how}") from None
+    found = []
+    for name in (release.name, f"{release.name}_ms"):
+        if name in SPEC_PRESETS:
+            preset = load_spec(name).to_dict()
+            found.append(_differences({k: carried[k] for k in ("model", "test")},
+                                      {k: preset[k] for k in ("model", "test")}) +
+                         _differences({k: carried["data"][k] for k in ("mean", "std", "reduce_zero_label")},
+                                      {k: preset["data"][k] for k in ("mean", "std", "reduce_zero_label")}, "data"))
+    if all(found):
+        first = min(found, key=len)
+        raise zoo.RefusedFile(f"{checkpoint}: the config it carries is not the release {release.name} "
+                              f"({len(first)} difference(s), e.g. {first[0]}); removed from the cache{how}")
+
+
 def _convert_release(release: Release, checkpoint: Path, converted: Path, backbone: Optional[Path] = None) -> None:
     """Load the official file (and the backbone file of a two-file release) with the release's config or preset
     (inferred when it has neither) and save the vitseg file."""
+    _check_carried_config(release, checkpoint)
     spec, notes = _release_spec(release)
     model = load_model(checkpoint, spec, device="cpu", backbone_weights=backbone)
     model.load_notes = [*notes, *model.load_notes]

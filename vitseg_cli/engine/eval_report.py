@@ -1,5 +1,6 @@
 """Evaluation reports: metrics.json, per_class.csv, per_image.csv, confusion.csv, confusion.png,
-report.md, and the terminal table. Every file is written atomically; NaN is `null` in JSON and empty in CSV."""
+report.md, and the terminal table. Every file is written atomically; NaN is `null` in JSON and empty in CSV. File
+names that are not UTF-8 keep their bytes in the CSV files and are escaped in JSON, Markdown and drawn text."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..data.io import atomic_write_bytes, encode_image, remove_stale_parts
 from ..metrics import METRIC_KEYS, PER_CLASS_KEYS, nan_to_none
+from ..viz import drawable_text, escape_undecodable
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "per_image.csv", "confusion.csv", "confusion.png", "report.md")
 
@@ -34,7 +36,7 @@ def _csv_bytes(rows: Sequence[Sequence[Any]]) -> bytes:
     writer = csv.writer(buf, lineterminator="\n")
     for row in rows:
         writer.writerow([_num(v) for v in row])
-    return buf.getvalue().encode("utf-8")
+    return buf.getvalue().encode("utf-8", "surrogateescape")  # a non-UTF-8 file name keeps its bytes
 
 
 def metrics_json(summary: dict, meta: dict) -> bytes:
@@ -83,7 +85,7 @@ def confusion_png(conf: np.ndarray, names: Sequence[str]) -> np.ndarray:
     show_names = k <= 300  # up to COCO-Stuff size: one named row per class (small print past ~90 classes)
     cell = int(np.clip(900 // max(k, 1), 10 if show_names else 3, 48))
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(cell / 30.0, 0.3, 0.5))
-    labels = [str(n)[:24] for n in names] if show_names else []
+    labels = [drawable_text(str(n))[:24] for n in names] if show_names else []
     text_w = max([cv2.getTextSize(s, font, scale, 1)[0][0] for s in labels] + [0]) + 8
     margin = max(text_w, 40)
     size = k * cell
@@ -156,7 +158,7 @@ def report_md(summary: dict, per_image: Sequence[dict], meta: dict) -> bytes:
         lines += [f"| {r['key']} | {_pct(r['pixel_acc'])} | {_pct(r['mIoU'])} |" for r in worst]
     lines += ["", "Metrics follow mmseg: NaN (0/0) classes are left out of the means; see metrics.json for fractions.",
               ""]
-    return "\n".join(lines).encode("utf-8")
+    return escape_undecodable("\n".join(lines)).encode("utf-8")  # a non-UTF-8 file name's bytes as \xNN
 
 
 def write_reports(out: Path, summary: dict, conf: np.ndarray, per_image: Sequence[dict], meta: dict) -> list[Path]:
