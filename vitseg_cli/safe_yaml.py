@@ -84,10 +84,9 @@ def load_yaml(text: "str | bytes", source: str) -> Any:
         loader.dispose()
 
 
-def read_regular_file(path: "str | Path", max_bytes: int) -> bytes:
-    """The bytes of a regular file of at most `max_bytes`: a FIFO or device (which would block or never end) and an
-    oversized file are refused before reading."""
-    path = Path(path)
+def regular_file_size(path: Path) -> int:
+    """The size of `path`, refused in one line unless it is a regular file (a FIFO or a device would block or never
+    end)."""
     try:
         info = path.stat()
     except FileNotFoundError:
@@ -96,8 +95,16 @@ def read_regular_file(path: "str | Path", max_bytes: int) -> bytes:
         raise VitsegError(f"{path}: cannot read ({err.strerror or err})") from None
     if not stat.S_ISREG(info.st_mode):
         raise VitsegError(f"{path}: not a regular file")
-    if info.st_size > max_bytes:
-        raise VitsegError(f"{path}: {info.st_size / 1e6:.1f} MB is more than the {max_bytes >> 20} MiB allowed here")
+    return info.st_size
+
+
+def read_regular_file(path: "str | Path", max_bytes: int) -> bytes:
+    """The bytes of a regular file of at most `max_bytes`: a FIFO or device (which would block or never end) and an
+    oversized file are refused before reading."""
+    path = Path(path)
+    size = regular_file_size(path)
+    if size > max_bytes:
+        raise VitsegError(f"{path}: {size / 1e6:.1f} MB is more than the {max_bytes >> 20} MiB allowed here")
     try:
         return path.read_bytes()
     except OSError as err:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import io as _io
 import os
 import re
-import stat
 import tempfile
 import warnings
 from pathlib import Path
@@ -27,6 +26,7 @@ import cv2
 import numpy as np
 
 from ..errors import VitsegError
+from ..safe_yaml import regular_file_size
 from . import storage
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
@@ -39,19 +39,11 @@ def is_image_path(path: "str | Path") -> bool:
 
 
 def _regular_file(path: Path) -> int:
-    """The size of `path`, refused in one line unless it is a non-empty regular file (a FIFO or a device would block
-    or never end)."""
-    try:
-        info = path.stat()
-    except FileNotFoundError:
-        raise VitsegError(f"{path}: file not found") from None
-    except OSError as err:
-        raise VitsegError(f"{path}: cannot read ({err.strerror or err})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise VitsegError(f"{path}: not a regular file")
-    if info.st_size == 0:
+    """The size of `path`, refused in one line unless it is a non-empty regular file."""
+    size = regular_file_size(path)
+    if size == 0:
         raise VitsegError(f"{path}: empty file")
-    return info.st_size
+    return size
 
 
 def _read_bytes(path: "str | Path") -> np.ndarray:
