@@ -1,4 +1,5 @@
-"""Shared test fixtures: the parity vectors made with the official implementation, and small threads."""
+"""Shared test fixtures: the parity vectors made with the official implementation, small threads, and a tiny
+folder dataset with a random nano model."""
 
 from __future__ import annotations
 
@@ -27,3 +28,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def nano_folder_dataset(root: Path, count: int) -> tuple[Path, Path]:
+    """`count` random 40x32 images with 6-class masks in root/ds (folder layout) and a random whole-mode nano model
+    in root/nano.safetensors: the smallest inputs a CLI run needs."""
+    import numpy as np
+    import yaml
+
+    from vitseg_cli.data.io import write_image
+    from vitseg_cli.loading import save_model
+    from vitseg_cli.model.segmentor import build_model
+    from vitseg_cli.spec import load_spec
+
+    rng = np.random.default_rng(0)
+    for i in range(count):
+        write_image(root / "ds" / "images" / f"{i}.png", rng.integers(0, 255, (32, 40, 3), dtype=np.uint8))
+        write_image(root / "ds" / "masks" / f"{i}.png", rng.integers(0, 6, (32, 40), dtype=np.uint8))
+    (root / "ds" / "classes.yaml").write_text(yaml.safe_dump({"classes": list("abcdef")}))
+    ckpt = root / "nano.safetensors"
+    save_model(build_model(load_spec("nano").updated(test={"mode": "whole"})), ckpt)
+    return root / "ds", ckpt

@@ -11,15 +11,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from rich.console import Console
 from typer.testing import CliRunner
 
+from conftest import nano_folder_dataset
 from vitseg_cli.cli import app
-from vitseg_cli.data.io import read_image, write_image
 from vitseg_cli.engine.eval_report import confusion_png, report_md
-from vitseg_cli.loading import save_model
-from vitseg_cli.model.segmentor import build_model
-from vitseg_cli.spec import load_spec
 from vitseg_cli.zoo import as_records
 
 runner = CliRunner()
@@ -37,15 +33,7 @@ def plain_pipe(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("console")
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        write_image(root / "ds" / "images" / f"{i}.png", rng.integers(0, 255, (32, 40, 3), dtype=np.uint8))
-        write_image(root / "ds" / "masks" / f"{i}.png", rng.integers(0, 6, (32, 40), dtype=np.uint8))
-    (root / "ds" / "classes.yaml").write_text(yaml.safe_dump({"classes": list("abcdef")}))
-    ckpt = root / "nano.safetensors"
-    save_model(build_model(load_spec("nano").updated(test={"mode": "whole"})), ckpt)
-    return root / "ds", ckpt
+    return nano_folder_dataset(tmp_path_factory.mktemp("console"), 2)
 
 
 def _long(tmp_path: Path, name: str) -> Path:

@@ -7,18 +7,14 @@ import io
 import re
 from pathlib import Path
 
-import numpy as np
 import pytest
 import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from vitseg_cli.loading import save_model
+from conftest import nano_folder_dataset
 from vitseg_cli.cli import app
-from vitseg_cli.data.io import write_image
 from vitseg_cli.engine.progress import ProgressReporter
-from vitseg_cli.model.segmentor import build_model
-from vitseg_cli.spec import load_spec
 
 runner = CliRunner()
 
@@ -30,15 +26,7 @@ def every_step(monkeypatch):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> tuple[Path, Path]:
-    root = tmp_path_factory.mktemp("prog")
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        write_image(root / "ds" / "images" / f"{i}.png", rng.integers(0, 255, (32, 40, 3), dtype=np.uint8))
-        write_image(root / "ds" / "masks" / f"{i}.png", rng.integers(0, 6, (32, 40), dtype=np.uint8))
-    (root / "ds" / "classes.yaml").write_text(yaml.safe_dump({"classes": list("abcdef")}))
-    ckpt = root / "nano.safetensors"
-    save_model(build_model(load_spec("nano").updated(test={"mode": "whole"})), ckpt)
-    return root / "ds", ckpt
+    return nano_folder_dataset(tmp_path_factory.mktemp("prog"), 3)
 
 
 LINE = r"^{label} (\d+)/{total} \(\d+%\) \| [\d.]+ {unit}/s \| elapsed \d+:\d\d:\d\d \| ETA \d+:\d\d:\d\d"
