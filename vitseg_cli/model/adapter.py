@@ -66,8 +66,14 @@ class DWConv(nn.Module):
     def forward(self, x: torch.Tensor, shapes: Shapes) -> torch.Tensor:
         b, _, ch = x.shape
         parts = x.split([h * w for h, w in shapes], dim=1)
-        out = [self.dwconv(p.transpose(1, 2).reshape(b, ch, h, w)).flatten(2).transpose(1, 2)
-               for p, (h, w) in zip(parts, shapes)]
+        if get_msda_impl() != "reference" and not torch.is_grad_enabled():
+            # fast inference: each level's tokens are a channels_last map as they are, and so is the conv's output,
+            # so no transpose copies on either side (the official NCHW form is kept as the reference and for training)
+            out = [self.dwconv(p.unflatten(1, (h, w)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, ch)
+                   for p, (h, w) in zip(parts, shapes)]
+        else:
+            out = [self.dwconv(p.transpose(1, 2).reshape(b, ch, h, w)).flatten(2).transpose(1, 2)
+                   for p, (h, w) in zip(parts, shapes)]
         return torch.cat(out, dim=1)
 
 
