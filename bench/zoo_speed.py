@@ -13,7 +13,8 @@ does not depend on them); nothing is downloaded.
     python bench/zoo_speed.py --device cpu --full # real sizes on the CPU (hours)
 
 On the CPU a full row takes minutes (BEiT-L at 896 is ~1 min per crop on 2 cores), so by default the CPU table is a
-REDUCED set: the backbone cut to 4 blocks (one per interaction) and crop, stride and test scale divided by 8. Those
+REDUCED set: the backbone cut to 4 blocks (one per interaction), crop, stride and test scale divided by 8, and
+Mask2Former's pixel decoder cut to 1 layer of 6 and its transformer decoder to 3 of 9 (one per feature level). Those
 rows compare paths and presets with each other; they are not the releases' real cost.
 """
 
@@ -34,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 QUICK = ["upernet_deit_adapter_tiny_512_160k_ade20k", "upernet_beit_adapter_large_640_160k_ade20k",
          "mask2former_beit_adapter_large_896_80k_ade20k"]
 REDUCED_DEPTH, REDUCED_DIVISOR = 4, 8
+REDUCED_PIXEL_DECODER, REDUCED_DECODER = 1, 3  # Mask2Former layers in the reduced set (of 6 and 9)
 
 
 def release_presets() -> list[str]:
@@ -83,7 +85,12 @@ def reduced_overrides(spec: Any) -> dict[str, Any]:
         test["resize"] = resize
     if getattr(spec.test, "short_side", None):  # the DINOv3 procedure sizes its views by the short side
         test["short_side"] = crop
-    return {"model": {"backbone": over}, "test": test}
+    model: dict[str, Any] = {"backbone": over}
+    head = spec.model.decode_head
+    if hasattr(head, "pixel_decoder"):  # Mask2Former: its 1024-wide decoders would dominate a crop / 8
+        model["decode_head"] = {"pixel_decoder": {"num_layers": REDUCED_PIXEL_DECODER},
+                                "transformer_decoder": {"num_layers": REDUCED_DECODER}}
+    return {"model": model, "test": test}
 
 
 def _peak_mb(device: str) -> float:
@@ -215,7 +222,9 @@ def main(argv: "list[str] | None" = None) -> str:
     half_name = "fp16" if device == "cuda" else "bf16"
     out = [f"machine: {machine_line(device)}",
            f"device: {device}; " + (f"REDUCED SET on the CPU: backbone cut to {REDUCED_DEPTH} blocks, crop, stride "
-                                    f"and test scale / {REDUCED_DIVISOR}" if reduced else "full presets")
+                                    f"and test scale / {REDUCED_DIVISOR}, Mask2Former pixel decoder "
+                                    f"{REDUCED_PIXEL_DECODER} layer, transformer decoder {REDUCED_DECODER}"
+                                    if reduced else "full presets")
            + f"; median of {repeats}; official = the per-level grid_sample deformable attention", ""]
     rows = []
     start = time.perf_counter()
