@@ -4,6 +4,10 @@ than one GPU exists (or --procs asks), `torchrun --nproc_per_node N vitseg predi
 
     python bench/predict.py [--images 64] [--size 683x512] [--weights W | --spec tiny] [--device auto]
                             [--batch-size 1] [--half] [--compile] [--workers 0,2] [--procs 1,2]
+    python bench/predict.py --threads 1,2 [--busy K]    # CPU threads: the default rule against --threads N
+
+With --threads it times instead the default CPU threads (engine/threads.py's rule) against each --threads N, while K
+busy processes (default: as many as the CPUs this process may use) compete for the CPUs, as other work would.
 
 Without --weights or --spec it uses the shipped default model (or the `nano` preset with random weights when none is
 shipped); `--spec tiny` times the tiny UperNet with random weights. The goal on a GPU: the pipeline at >= 80% of the
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
@@ -33,6 +38,7 @@ from vitseg_cli.engine.common import default_weights_path, load_inference_model
 from vitseg_cli.engine.device import resolve_device
 from vitseg_cli.engine.inference import InferenceSettings, _model_forward, preprocess, slide_windows
 from vitseg_cli.engine.predict import PredictOptions, run_predict
+from vitseg_cli.engine.threads import allowed_cpus, plan_threads
 
 
 def machine(device: torch.device) -> str:
@@ -117,6 +123,65 @@ def predict_torchrun(procs: int, images: Path, out: Path, weights: Path, device,
     return whole, json.loads((out / "predict.json").read_text())["timings"]["images_per_s"]
 
 
+def _spin(stop) -> None:
+    while not stop.is_set():
+        pass
+
+
+def _cli_rate(images: Path, out: Path, weights: Path, device, workers: int, flags: list[str],
+              env: dict[str, str]) -> tuple[float, float]:
+    """(images/s over the whole `vitseg predict` process, images/s of its inference phase), run as a user would."""
+    cmd = [sys.executable, "-m", "vitseg_cli", "predict", str(images), "--out", str(out), "--weights", str(weights),
+           "--device", device.type, "--workers", str(workers), "--save", "masks", "-q", *flags]
+    start = time.perf_counter()
+    subprocess.run(cmd, env=env, check=True, stderr=subprocess.DEVNULL)
+    record = json.loads((out / "predict.json").read_text())
+    return record["processed"] / (time.perf_counter() - start), record["timings"]["images_per_s"]
+
+
+def thread_rows(images: Path, out: Path, weights: Path, device, workers: int, flags: list[str],
+                counts: list[int], busy: int) -> list[tuple[str, ...]]:
+    """`vitseg predict` with the default threads, with each --threads N, and with OpenMP's own wait policy (as
+    before vitseg set it), while `busy` spinning processes run."""
+    base = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "VITSEG_THREADS", "OMP_WAIT_POLICY")}
+    default = plan_threads(workers=workers, env=base)
+    runs = [(f"default threads ({default.threads}, the rule)", [], base)]
+    runs += [(f"--threads {n}", ["--threads", str(n)], base) for n in counts]
+    # an empty value is no policy to libgomp (it says so on stderr): torch's own spinning, as before
+    runs += [(f"default threads ({default.threads}), OpenMP's own wait policy (before)", [],
+              {**base, "OMP_WAIT_POLICY": ""})]
+    ctx = multiprocessing.get_context("fork")  # the spinners run plain Python: nothing of torch's state is used
+    stop = ctx.Event()
+    spinners = [ctx.Process(target=_spin, args=(stop,), daemon=True) for _ in range(busy)]
+    for proc in spinners:
+        proc.start()
+    rows = []
+    try:
+        for i, (name, extra, env) in enumerate(runs):
+            whole, steady = _cli_rate(images, out / f"threads{i}", weights, device, workers, [*flags, *extra], env)
+            rows.append((name, f"{whole:.2f}", f"{steady:.2f}"))
+    finally:
+        stop.set()
+        for proc in spinners:
+            proc.join()
+    return rows
+
+
+def print_thread_table(rows, title: str, busy: int, device) -> None:
+    table = Table(title=title, title_justify="left")
+    for name, justify in (("vitseg predict", "left"), ("images/s (whole process)", "right"),
+                          ("images/s (inference phase)", "right")):
+        table.add_column(name, justify=justify)
+    for row in rows:
+        table.add_row(*row)
+    console = Console(highlight=False, width=120)
+    console.print(table)
+    console.print(f"{busy} busy processes spinning during every row, besides the machine's other work (load "
+                  f"average {os.getloadavg()[0]:.1f}); the rule: {allowed_cpus()} CPUs this process may use (affinity "
+                  f"{len(os.sched_getaffinity(0))}, cgroup quota) / local ranks - workers", markup=False)
+    console.print(f"machine: {machine(device)}", markup=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--images", type=int, default=64)
@@ -128,6 +193,10 @@ def main() -> None:
     ap.add_argument("--half", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts to time")
+    ap.add_argument("--threads", default=None,
+                    help="comma-separated --threads values to time against the default threads, under --busy load")
+    ap.add_argument("--busy", type=int, default=None,
+                    help="busy processes during the --threads rows (default: the CPUs this process may use)")
     ap.add_argument("--procs", default=None,
                     help="comma-separated torchrun process counts, 0 for none (default: 1,2 where more than one GPU "
                          "exists)")
@@ -152,6 +221,14 @@ def main() -> None:
         settings = InferenceSettings.from_spec(model.spec, **{k: v for k, v in overrides.items() if v is not None})
         paths = synthetic_images(tmp / "images", args.images, h, w)
         n = len(paths)
+        if args.threads:
+            busy = allowed_cpus() if args.busy is None else args.busy
+            workers = int(args.workers.split(",")[0])
+            rows = thread_rows(tmp / "images", tmp, weights, device, workers, flags,
+                               [int(v) for v in args.threads.split(",")], busy)
+            print_thread_table(rows, f"predict with CPU threads under load: {n} images {h}x{w}, {weights.name}, "
+                                     f"{settings.mode}, workers={workers}, {device}", busy, device)
+            return
         forward_rate = n / bare_forward(model, paths, settings, device)
         rows = [("model forward only (same windows, same batch)", f"{forward_rate:.2f}", "", "100%")]
         for workers in (int(v) for v in args.workers.split(",")):

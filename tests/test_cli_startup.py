@@ -90,7 +90,7 @@ def test_brackets_are_printed_literally(tmp_path):
     line = one_error_line(runner.invoke(app, ["info", str(weird)]))
     assert f"{weird}: file not found" in line
     help_text = runner.invoke(app, ["train", "--help"]).output
-    assert "mmseg [folder]." in " ".join(help_text.split())  # rich markup used to eat '[folder]'
+    assert "mmseg [default: folder]" in " ".join(help_text.split())  # rich markup used to eat '[...]'
     assert "[default: auto]" in " ".join(help_text.split())
 
 

@@ -47,8 +47,7 @@ def test_onnx_rejects_other_sizes_unless_padding_is_allowed(exported):
 
 def test_export_command(parity_dir, tmp_path):
     out = tmp_path / "m.onnx"
-    args = ["export", str(parity_dir / "mini_full_checkpoint.pth"), "--out", str(out), "--height", "128",
-            "--width", "128"]
+    args = ["export", str(parity_dir / "mini_full_checkpoint.pth"), "--out", str(out), "--size", "128"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     assert out.exists() and "max abs logit difference" in result.output

@@ -370,7 +370,7 @@ def test_every_command_fails_in_one_line_on_an_unwritable_out(weights, tmp_path,
         ("visualize", image, "--masks", tmp_path / "pm", "--classes", data / "classes.yaml", "--out", UNWRITABLE),
         ("data", "synth", UNWRITABLE, "--num", 1, "--size", "16x16", "--workers", 1),
         ("convert", weights, "--out", f"{UNWRITABLE}/m.safetensors"),
-        ("export", weights, "--out", f"{UNWRITABLE}/m.onnx", "--height", 32, "--width", 32),
+        ("export", weights, "--out", f"{UNWRITABLE}/m.onnx", "--size", 32),
     ]
     for args in commands:
         msg = one_line_error(cli(*args))

@@ -102,7 +102,7 @@ def test_torchrun_predict_shares_the_inputs_and_gives_the_single_process_masks(t
     assert rec["world_size"] == 2 and [r["rank"] for r in rec["ranks"]] == [0, 1]
     assert all(r["processed"] >= 3 for r in rec["ranks"])  # the work was shared
     assert sum(r["processed"] for r in rec["ranks"]) == N_GOOD and sum(r["failed"] for r in rec["ranks"]) == 1
-    assert proc.stderr.count("processed 7, skipped 0") == 1  # rank 0 alone reports, for all ranks
+    assert proc.stdout.count("processed 7, skipped 0") == 1  # rank 0 alone reports, for all ranks
 
 
 def test_a_killed_torchrun_predict_is_finished_by_one_process(tmp_path, weights):

@@ -1,4 +1,4 @@
-"""Progress in logs: predict, eval and train print plain periodic lines when stdout is not a terminal; in a
+"""Progress in logs: predict, eval and train print plain periodic lines when stderr is not a terminal; in a
 terminal, notes go through the progress bar's console."""
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def test_train_prints_loss_lines_in_a_log(tmp_path, data):
 def test_interval_limits_lines_and_end_is_always_shown(monkeypatch):
     monkeypatch.setenv("VITSEG_PROGRESS_SECONDS", "3600")
     out = io.StringIO()
-    monkeypatch.setattr("sys.stdout", out)
+    monkeypatch.setattr("sys.stderr", out)  # progress goes to stderr, results to stdout
     with ProgressReporter("work", 5, interactive=False) as p:
         for i in range(5):
             p.advance(errors=0)

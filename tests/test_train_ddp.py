@@ -74,7 +74,7 @@ def test_torchrun_two_gloo_processes(tmp_path, setup, m2f_spec, head):
     assert state["iteration"] == 2 and state["world_size"] == 2 and len(state["rng"]) == 2
     model = load_model(out / "last.safetensors")
     assert model.num_classes == 6 and model.spec.model.decode_head.type == head
-    assert proc.stderr.count("done: iteration 2") == 1  # only rank 0 reports
+    assert proc.stdout.count("done: iteration 2") == 1  # only rank 0 reports
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

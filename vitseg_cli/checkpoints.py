@@ -22,6 +22,7 @@ from safetensors import safe_open
 from safetensors.torch import save as save_safetensors
 
 from .data.io import atomic_write_bytes, remove_stale_parts
+from .data.safe_zip import check_members, extract_member
 from .errors import VitsegError, first_line
 
 FORMAT_TAG = "vitseg"
@@ -62,18 +63,40 @@ def read_torch_file(path: Path) -> Any:
     member = _archived_checkpoint(path)
     if member is not None:
         with zipfile.ZipFile(path) as archive, tempfile.TemporaryDirectory(prefix="vitseg-zip-") as tmp:
-            inner = Path(archive.extract(member, tmp))
+            inner = Path(tmp) / "checkpoint.pth"
+            try:  # bounded: a small archive must not unpack gigabytes into $TMPDIR
+                extract_member(archive, archive.getinfo(member), inner, path)
+            except (zipfile.BadZipFile, EOFError, OSError) as err:
+                raise VitsegError(f"{path}: not a readable checkpoint (damaged zip: {first_line(err, 160)})") from None
             return _load_weights_only(inner, f"{path} ({member})")
     return _load_weights_only(path, str(path))
 
 
+def read_torch_meta(path: Path) -> dict[str, Any]:
+    """The `meta` dict of a zip-based torch checkpoint (empty when it has none), its tensors memory-mapped rather
+    than read (a release of gigabytes costs no copy); read whole when the file cannot be mapped."""
+    check_file(path)
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except pickle.UnpicklingError:
+        raise VitsegError(f"{path}: not a readable checkpoint (it holds Python objects that cannot be loaded "
+                          "safely)") from None
+    except Exception:  # not mappable (e.g. a release .zip holding the checkpoint): the ordinary reader
+        obj = read_torch_file(path)
+    meta = obj.get("meta") if isinstance(obj, dict) else None
+    return meta if isinstance(meta, dict) else {}
+
+
 def _archived_checkpoint(path: Path) -> Optional[str]:
-    """The one checkpoint inside a release `.zip`, or None when `path` is itself a torch file (also a zip)."""
+    """The one checkpoint inside a release `.zip`, or None when `path` is itself a torch file (also a zip); either
+    way the archive's declared sizes are bounded (`data.safe_zip`) before anything is inflated."""
     try:
         with zipfile.ZipFile(path) as archive:
-            names = [i.filename for i in archive.infolist() if not i.is_dir()]
+            infos = [i for i in archive.infolist() if not i.is_dir()]
     except (zipfile.BadZipFile, OSError) as err:
         raise VitsegError(f"{path}: not a readable checkpoint (damaged zip: {err})") from None
+    check_members(path, infos)
+    names = [i.filename for i in infos]
     if any(n == "data.pkl" or n.endswith("/data.pkl") for n in names):
         return None
     found = [n for n in names if n.endswith(_CHECKPOINT_SUFFIXES) and not Path(n).name.startswith(".")]

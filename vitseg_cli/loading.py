@@ -22,7 +22,7 @@ import torch
 
 from . import zoo
 from ._version import __version__
-from .checkpoints import (check_file, is_safetensors, read_safetensors, read_torch_file, read_vitseg,
+from .checkpoints import (check_file, is_safetensors, read_safetensors, read_torch_file, read_torch_meta, read_vitseg,
                           read_vitseg_metadata, unwrap_state_dict, write_vitseg)
 from .errors import VitsegError
 from .model.dinov3 import is_head_file as is_two_file_head
@@ -34,7 +34,7 @@ from .model.registry import backbone_family
 from .model.segmentor import Segmentor
 from .releases import Release
 from .safe_yaml import load_yaml
-from .spec import SPEC_PRESETS, Spec, merge_spec, read_spec_data, spec_from_dict, with_overrides
+from .spec import SPEC_PRESETS, Spec, load_spec, merge_spec, read_spec_data, spec_from_dict, with_overrides
 
 SpecLike = "Spec | dict | str | Path | None"
 
@@ -42,9 +42,18 @@ SpecLike = "Spec | dict | str | Path | None"
 # -------------------------------------------------------------------------------------------------------- the zoo
 
 
+DEFAULT_MODEL = "default"  # the name of the shipped model
+DEFAULT_WEIGHTS = Path(__file__).resolve().parent / "weights" / "default.safetensors"
+
+
 def resolve_weights(path: "str | Path") -> Path:
-    """A local checkpoint file for `path`: the path itself when it exists, else the converted file of the zoo
-    release of that name (fetched and converted on first use). Unknown names get 'did you mean' suggestions."""
+    """A local checkpoint file for `path`: the path itself when it exists, the shipped default model for the name
+    'default', else the converted file of the zoo release of that name (fetched and converted on first use).
+    Unknown names get 'did you mean' suggestions."""
+    if str(path) == DEFAULT_MODEL and not Path(path).exists():
+        if not DEFAULT_WEIGHTS.is_file():
+            raise VitsegError(f"no default model is shipped with this installation ({DEFAULT_WEIGHTS} is missing)")
+        return DEFAULT_WEIGHTS
     release = zoo.release_for(path)
     return fetch_release(release) if release is not None else Path(path)
 
@@ -72,11 +81,53 @@ def _release_spec(release: Release) -> tuple["dict | str | None", list[str]]:
     return release.name, notes
 
 
+# Spec fields only training reads: a release's config may differ from its preset there and predict the same.
+_TRAINING_ONLY = {"preset", "drop_path_rate", "dropout_ratio", "loss", "with_cp", "use_checkpoint"}
+
+
+def _differences(carried: Any, preset: Any, where: str = "") -> list[str]:
+    if isinstance(carried, dict) and isinstance(preset, dict):
+        return [d for key in sorted(set(carried) | set(preset)) if key not in _TRAINING_ONLY
+                for d in _differences(carried.get(key), preset.get(key), f"{where}.{key}" if where else key)]
+    return [] if carried == preset else [f"{where}: {carried!r}, the preset {preset!r}"]
+
+
+def _check_carried_config(release: Release, checkpoint: Path) -> None:
+    """An official release's checkpoint that carries its config (`meta['config']`) must describe that release's
+    preset exactly: the model, the normalisation and label treatment, and the single- or multi-scale test. A
+    reconstructed preset (the served config is the authority) and a file without a config are not checked."""
+    if release.reconstructed or release.name not in SPEC_PRESETS:
+        return
+    text = read_torch_meta(checkpoint).get("config")
+    if not isinstance(text, str) or not text.strip():
+        return
+    how = f"; to use it anyway, load the file by path with --spec {release.name}"
+    try:
+        data, _ = spec_from_config_text(text)
+        carried = spec_from_dict(data, source=f"{checkpoint.name} (its config)").to_dict()
+    except VitsegError as err:  # ConfigRefused too
+        raise zoo.RefusedFile(f"{checkpoint}: the config it carries cannot be read ({err}), so it is not shown to "
+                              f"be the release {release.name}; removed from the cache{how}") from None
+    found = []
+    for name in (release.name, f"{release.name}_ms"):
+        if name in SPEC_PRESETS:
+            preset = load_spec(name).to_dict()
+            found.append(_differences({k: carried[k] for k in ("model", "test")},
+                                      {k: preset[k] for k in ("model", "test")}) +
+                         _differences({k: carried["data"][k] for k in ("mean", "std", "reduce_zero_label")},
+                                      {k: preset["data"][k] for k in ("mean", "std", "reduce_zero_label")}, "data"))
+    if all(found):
+        first = min(found, key=len)
+        raise zoo.RefusedFile(f"{checkpoint}: the config it carries is not the release {release.name} "
+                              f"({len(first)} difference(s), e.g. {first[0]}); removed from the cache{how}")
+
+
 def _convert_release(release: Release, checkpoint: Path, converted: Path, backbone: Optional[Path] = None) -> None:
     """Load the official file (and the backbone file of a two-file release) with the release's config or preset
     (inferred when it has neither) and save the vitseg file."""
+    _check_carried_config(release, checkpoint)
     spec, notes = _release_spec(release)
-    model = load_model(checkpoint, spec, backbone_weights=backbone)
+    model = load_model(checkpoint, spec, device="cpu", backbone_weights=backbone)
     model.load_notes = [*notes, *model.load_notes]
     how = next((n for n in notes if n.startswith("spec")), None)
     save_model(model, converted, source=f"zoo {release.name} ({zoo.official_basename(release)}"
@@ -162,10 +213,12 @@ def read_spec(path: "str | Path", spec: SpecLike = None, overrides: Sequence[str
     return _resolve(path, spec, overrides, with_state=False)[1].spec
 
 
-def load_model(path: "str | Path", spec: SpecLike = None, device: "str | torch.device" = "cpu",
+def load_model(path: "str | Path" = DEFAULT_MODEL, spec: SpecLike = None, device: "str | torch.device" = "auto",
                overrides: Sequence[str] = (), backbone_weights: "str | Path | None" = None) -> Segmentor:
-    """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth`/`.zip` (+ optional spec), or the
-    name of an official release (`vitseg zoo`), fetched and converted on first use.
+    """A ready model (eval mode) from a vitseg `.safetensors`, an official `.pth`/`.zip` (+ optional spec), the
+    name of an official release (`vitseg zoo`), fetched and converted on first use, or 'default' (the shipped model,
+    also what no path gives). `device` 'auto' is CUDA when available, else the CPU. (`vitseg_cli.load_model`, the
+    public one, returns this model with the image-level API: model.predict(...), model("image.jpg").)
 
     On a vitseg file a YAML/dict `spec` is merged onto the embedded one (a file that only sets `test.resize` keeps
     the class names); a `Spec` object replaces it. `overrides` (`key.path=value`, as `--set`) apply last.
@@ -178,6 +231,8 @@ def load_model(path: "str | Path", spec: SpecLike = None, device: "str | torch.d
         model = Segmentor(resolved.spec)
     model.load_notes = resolved.notes + load_state_strict(model, resolved.state, path)
     model.source = resolved.source
+    if str(device) == "auto":  # as `--device auto` (engine.device); the loading module sits below the engine
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     return model.to(device).eval()
 
 

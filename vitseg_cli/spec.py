@@ -248,8 +248,8 @@ def spec_from_dict(data: dict[str, Any], source: str = "spec") -> Spec:
     if "preset" in data:
         name = data["preset"]
         if name not in SPEC_PRESETS:
-            raise VitsegError(f"{source}: preset: unknown preset {name!r}{did_you_mean(str(name), SPEC_PRESETS)} "
-                              f"(allowed: {', '.join(SPEC_PRESETS)})")
+            raise VitsegError(f"{source}: preset: unknown preset {name!r}{did_you_mean(str(name), SPEC_PRESETS)}; "
+                              f"{PRESETS_HINT}")
         data = _deep_merge(SPEC_PRESETS[name], {k: v for k, v in data.items() if k != "preset"})
     try:
         return Spec.model_validate(data)
@@ -274,6 +274,9 @@ def load_spec(spec: "Spec | dict | str | Path | None") -> Spec:
 # ------------------------------------------------------------------------------ partial specs and --set overrides
 
 
+PRESETS_HINT = "`vitseg info --presets` lists the presets"
+
+
 def read_spec_data(spec: "str | Path") -> dict[str, Any]:
     """What a user wrote as `--spec`, unvalidated and without defaults: a preset name gives `{'preset': NAME}`, a
     YAML file its mapping. Merged onto another spec, only the fields it names change."""
@@ -282,8 +285,8 @@ def read_spec_data(spec: "str | Path") -> dict[str, Any]:
         return {"preset": text}
     path = Path(text)
     if not path.exists():
-        raise VitsegError(f"{path}: spec file not found{did_you_mean(text, SPEC_PRESETS)} (or give a preset: "
-                          f"{', '.join(SPEC_PRESETS)})")
+        raise VitsegError(f"{path}: spec file not found, and not a preset{did_you_mean(text, SPEC_PRESETS)}; "
+                          f"{PRESETS_HINT}")
     data = read_yaml_file(path)  # regular files only; size, depth and alias expansion capped
     if data is None:
         return {}

@@ -6,9 +6,9 @@ from __future__ import annotations
 import os
 
 
-def _env_int(name: str, default: int) -> int:
+def _env_int(name: str, default: int, env=None) -> int:
     try:
-        return int(os.environ.get(name, default))
+        return int((os.environ if env is None else env).get(name, default))
     except ValueError:
         return default
 
@@ -21,6 +21,11 @@ def rank_and_world() -> tuple[int, int]:
 def local_rank() -> int:
     """LOCAL_RANK: the index of this process on its machine (its GPU under torchrun)."""
     return _env_int("LOCAL_RANK", 0)
+
+
+def local_world_size(env=None) -> int:
+    """LOCAL_WORLD_SIZE: torchrun's processes on this machine (1 in a plain process); `env` defaults to os.environ."""
+    return max(1, _env_int("LOCAL_WORLD_SIZE", 1, env))
 
 
 def is_main_process() -> bool:

@@ -1,13 +1,29 @@
 """Visualisation: label maps coloured with a palette, blended over their images, legends, error maps and panels.
 
-One drawing implementation serves `vitseg predict --save overlay` and `vitseg visualize`."""
+One drawing implementation serves `vitseg predict --save overlay` and `vitseg visualize`. Text is drawn through
+`drawable_text`: OpenCV's fonts are ASCII only, and a file name that is not UTF-8 (surrogate escapes) crashes it."""
 
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import cv2
 import numpy as np
+
+
+_SURROGATE = re.compile("[\udc80-\udcff]")
+
+
+def escape_undecodable(text: str) -> str:
+    """`text` with the bytes a non-UTF-8 file name left as surrogate escapes written as \\xNN."""
+    return _SURROGATE.sub(lambda m: f"\\x{ord(m.group()) - 0xDC00:02x}", str(text))
+
+
+def drawable_text(text: str) -> str:
+    """`text` as printable ASCII for OpenCV's fonts: the bytes of a non-UTF-8 file name as \\xNN, other non-ASCII
+    characters as \\uNNNN escapes."""
+    return escape_undecodable(text).encode("ascii", "backslashreplace").decode("ascii")
 
 
 def palette_array(palette: Sequence[Sequence[int]]) -> np.ndarray:
@@ -53,7 +69,7 @@ def legend(class_ids: Sequence[int], names: Sequence[str], palette: Sequence[Seq
            height: int) -> np.ndarray:
     """A white column listing each class with its colour swatch; at least `height` pixels tall."""
     colors = palette_array(palette)
-    labels = [names[i] if i < len(names) else f"class_{i}" for i in class_ids]
+    labels = [drawable_text(names[i]) if i < len(names) else f"class_{i}" for i in class_ids]
     width = 28 + max([cv2.getTextSize(t, _FONT, _TEXT_SCALE, 1)[0][0] for t in labels] + [40]) + 8
     out = np.full((max(height, 8 + _LINE * len(labels)), width, 3), 255, np.uint8)
     for row, (i, text) in enumerate(zip(class_ids, labels)):
@@ -78,7 +94,7 @@ def with_legend(image: np.ndarray, labels: np.ndarray, names: Sequence[str],
 
 def _title_bar(text: str, width: int, height: int = 24) -> np.ndarray:
     bar = np.full((height, width, 3), 255, np.uint8)
-    cv2.putText(bar, text, (6, height - 8), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    cv2.putText(bar, drawable_text(text), (6, height - 8), _FONT, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     return bar
 
 

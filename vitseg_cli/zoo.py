@@ -10,7 +10,10 @@ Cache (`$VITSEG_HOME`, default `~/.cache/vitseg`), one folder per release:
     <file>.sha256                         beside each, written when the file was made and checked when it is used
 Downloads go to `<file>.part` and are renamed when complete; an interrupted one resumes with an HTTP Range request
 when the server allows it. `VITSEG_ZOO_MIRROR=URL` fetches `URL/<official basename>` instead of the official URL.
-Each download is bounded in bytes (VITSEG_ZOO_MAX_BYTES, or 1.5x the known size) and time (VITSEG_ZOO_TIMEOUT).
+Each download is bounded in bytes (VITSEG_ZOO_MAX_BYTES, or 1.5x the known size) and time (VITSEG_ZOO_TIMEOUT);
+what a zip inflates to is bounded by the release's size or parameter count before anything is inflated. A fresh
+download is checked against a SHA256SUMS file when there is one: VITSEG_ZOO_SHA256SUMS (a path or URL), else the
+mirror's own `URL/SHA256SUMS` when it serves one.
 This module imports no torch.
 """
 
@@ -20,7 +23,6 @@ import dataclasses
 import hashlib
 import http.client
 import os
-import shutil
 import time
 import urllib.error
 import urllib.parse
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 from . import releases
+from .data.safe_zip import check_members, extract_member
 from .errors import VitsegError, did_you_mean
 
 CHUNK = 1 << 20
@@ -143,6 +146,11 @@ def release_for(path: "str | Path") -> Optional[releases.Release]:
 Convert = Callable[[releases.Release, Path, Path], None]  # (release, official checkpoint, converted file to write)
 
 
+class RefusedFile(VitsegError):
+    """Raised by `convert` when the official file's content is not what the release is (its config describes
+    another model): `fetch` removes the file from the cache, so nothing refused is kept or used later."""
+
+
 def fetch(release: releases.Release, convert: Convert) -> Path:
     """The converted vitseg file of `release`, downloading it and having `convert` write the converted file first if
     the cache lacks it."""
@@ -160,10 +168,15 @@ def fetch(release: releases.Release, convert: Convert) -> Path:
                 return converted
             checkpoint = _official_checkpoint(release)
             _official_config(release)  # a config served beside the checkpoint: `convert` reads it from the cache
-            if release.backbone_url:  # a release made of two files: the backbone's own file too
-                convert(release, checkpoint, converted, _official_checkpoint(release, release.backbone_url))
-            else:
-                convert(release, checkpoint, converted)
+            try:
+                if release.backbone_url:  # a release made of two files: the backbone's own file too
+                    convert(release, checkpoint, converted, _official_checkpoint(release, release.backbone_url))
+                else:
+                    convert(release, checkpoint, converted)
+            except RefusedFile:
+                checkpoint.unlink(missing_ok=True)
+                Path(f"{checkpoint}.sha256").unlink(missing_ok=True)
+                raise
             record_digest(converted)
         except OSError as err:  # the cache itself: full disk, permissions
             raise VitsegError(f"{folder}: cannot use the model cache ({err.strerror or err}); free some space or set "
@@ -225,6 +238,83 @@ def check_digest(path: Path) -> None:
                           f"or is damaged); delete {path.parent} and run again to fetch it anew")
 
 
+# ------------------------------------------------------------------------------------------------ SHA256SUMS
+
+
+SUMS_ENV, SUMS_NAME = "VITSEG_ZOO_SHA256SUMS", "SHA256SUMS"
+SUMS_MAX_BYTES = 1 << 20
+
+
+def listed_digests() -> Optional[tuple[str, dict[str, str]]]:
+    """(where, {file name: SHA-256}) from VITSEG_ZOO_SHA256SUMS (a file or an http(s) URL; it must be readable) or
+    else the mirror's own `SHA256SUMS` when it serves one; None when there is none (the upstream releases publish
+    no hashes)."""
+    where = os.environ.get(SUMS_ENV, "").strip()
+    if where and not where.startswith(("http://", "https://")):
+        try:
+            with open(Path(where).expanduser(), "rb") as f:
+                text = f.read(SUMS_MAX_BYTES + 1)
+        except OSError as err:
+            raise VitsegError(f"{SUMS_ENV}={where}: cannot read ({err.strerror or err})") from None
+    else:
+        url = where or (f"{mirror().rstrip('/')}/{SUMS_NAME}" if mirror() else "")
+        if not url:
+            return None
+        text = _small_download(url, required=bool(where))
+        if text is None:
+            return None
+        where = url
+    if len(text) > SUMS_MAX_BYTES:
+        raise VitsegError(f"{where}: more than {SUMS_MAX_BYTES} bytes; not a SHA256SUMS file")
+    return where, _parse_sums(text.decode("utf-8", "replace"), where)
+
+
+def _small_download(url: str, required: bool) -> Optional[bytes]:
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers={"User-Agent": "vitseg"}),
+                                    timeout=60) as response:
+            return response.read(SUMS_MAX_BYTES + 1)
+    except urllib.error.HTTPError as err:
+        if not required and err.code in (403, 404, 410):
+            return None  # the mirror serves none: nothing to check against
+        raise VitsegError(f"{url}: the server answered {err.code} {err.reason} for the SHA256SUMS file") from None
+    except (urllib.error.URLError, OSError) as err:
+        raise VitsegError(f"cannot download {url} ({getattr(err, 'reason', err)})") from None
+
+
+def _parse_sums(text: str, where: str) -> dict[str, str]:
+    """`sha256sum` output: '<64 hex>  <name>' (or ' *<name>'), keyed by the name's last part."""
+    sums = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        value, _, name = line.strip().partition(" ")
+        name = name.strip().lstrip("*")
+        if len(value) != 64 or any(c not in "0123456789abcdefABCDEF" for c in value) or not name:
+            raise VitsegError(f"{where}: line {number} is not '<sha256>  <file name>'")
+        sums[name.rsplit("/", 1)[-1]] = value.lower()
+    return sums
+
+
+def verify_listed_digest(path: Path) -> None:
+    """Check a fresh download against the SHA256SUMS in use, if any; a file it does not list, or whose digest
+    differs, is removed and refused."""
+    try:
+        listed = listed_digests()
+    except VitsegError:  # sums that cannot be read: the download stays unverified, so it is not kept
+        path.unlink(missing_ok=True)
+        raise
+    if listed is None:
+        return
+    where, sums = listed
+    expected = sums.get(path.name)
+    problem = (f"{where} lists no {path.name}" if expected is None else
+               None if sha256_of(path) == expected else f"its SHA-256 differs from the one {where} lists")
+    if problem:
+        path.unlink(missing_ok=True)
+        raise VitsegError(f"{path}: {problem}; the download was not kept")
+
+
 # -------------------------------------------------------------------------------------------- the official file
 
 
@@ -242,11 +332,12 @@ def _official_checkpoint(release: releases.Release, url: Optional[str] = None) -
     download = release_dir(release) / official_basename(release, url)
     if not download.is_file():
         _download(download_url(release, url), download, download_limit(release))
+        verify_listed_digest(download)
     if _is_zip_release(release):
-        _extract_checkpoint(download, target)
+        _extract_checkpoint(download, target, inflate_limit(release))
         download.unlink()
     else:
-        _check_torch_file(target, remove=True)
+        _check_torch_file(target, remove=True, limit=inflate_limit(release))
     record_digest(target)
     return target
 
@@ -260,15 +351,23 @@ def _official_config(release: releases.Release) -> Optional[Path]:
         check_digest(target)  # a file placed by hand gets its record now
         return target
     _download(config_download_url(release), target, CONFIG_MAX_BYTES)
+    verify_listed_digest(target)
     record_digest(target)
     return target
 
 
-def _check_torch_file(path: Path, remove: bool) -> None:
-    """A torch checkpoint is a zip archive holding a `data.pkl`; its CRCs catch a damaged or truncated file."""
+def _check_torch_file(path: Path, remove: bool, limit: Optional[int] = None) -> None:
+    """A torch checkpoint is a zip archive holding a `data.pkl`; its CRCs catch a damaged or truncated file. Its
+    declared sizes are bounded (`limit`) before the CRC check inflates anything."""
     problem = None
     try:
         with zipfile.ZipFile(path) as archive:
+            try:
+                check_members(path, archive.infolist(), limit)
+            except VitsegError:
+                if remove:
+                    path.unlink(missing_ok=True)
+                raise
             if not any(n.endswith("data.pkl") for n in archive.namelist()):
                 problem = "a zip archive but not a torch checkpoint"
             elif (bad := archive.testzip()) is not None:
@@ -281,27 +380,52 @@ def _check_torch_file(path: Path, remove: bool) -> None:
         raise VitsegError(f"{path}: {problem}{'; removed from the cache' if remove else ''}")
 
 
-def _extract_checkpoint(archive_path: Path, target: Path) -> None:
-    """The one checkpoint inside a `.zip` release, written to `target` (whole or not at all)."""
+def _extract_checkpoint(archive_path: Path, target: Path, limit: int) -> None:
+    """The one checkpoint inside a `.zip` release, written to `target` (whole or not at all). The members' declared
+    sizes are checked against `limit` before anything is inflated (a zip bomb); a refused or unreadable archive is
+    removed from the cache, so a retry downloads it again rather than inflating it again."""
     try:
         with zipfile.ZipFile(archive_path) as archive:
-            members = [m for m in archive.infolist() if not m.is_dir() and not m.filename.startswith("__MACOSX")
+            members = [m for m in archive.infolist() if not m.is_dir()]
+            check_members(archive_path, members, limit)
+            members = [m for m in members if not m.filename.startswith("__MACOSX")
                        and m.filename.lower().endswith(CHECKPOINT_SUFFIXES)]
             if len(members) != 1:
                 found = ", ".join(m.filename for m in members) or "none"
                 raise VitsegError(f"{archive_path}: expected exactly one checkpoint inside, found {len(members)} "
-                                  f"({found})")
+                                  f"({found}); removed from the cache")
             part = Path(f"{target}.part")
             try:
-                with archive.open(members[0]) as src, open(part, "wb") as dst:
-                    shutil.copyfileobj(src, dst, CHUNK)
-                _check_torch_file(part, remove=True)
+                extract_member(archive, members[0], part, archive_path, limit)
+                _check_torch_file(part, remove=True, limit=limit)
                 os.replace(part, target)
             finally:
                 part.unlink(missing_ok=True)
     except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as err:
         archive_path.unlink(missing_ok=True)
         raise VitsegError(f"{archive_path}: not a readable zip archive ({err}); removed from the cache") from None
+    except VitsegError:
+        archive_path.unlink(missing_ok=True)
+        raise
+
+
+_PARAM_UNITS = {"K": 1e3, "M": 1e6, "B": 1e9, "G": 1e9}
+BYTES_PER_PARAM = 16  # float32 weights and AdamW's two moments (12 bytes), with room for buffers
+CHECKPOINT_EXTRA = 64 << 20  # metadata, a config, the pickle itself
+
+
+def inflate_limit(release: releases.Release) -> int:
+    """The most bytes a release's archive may inflate to: its known download size (times 1.5), else what its
+    parameter count can fill (BYTES_PER_PARAM each), never past VITSEG_ZOO_MAX_BYTES."""
+    cap = int(_env_number(MAX_BYTES_ENV, DEFAULT_MAX_BYTES))
+    if release.size:
+        return min(cap, download_limit(release))
+    text = (release.params or "").strip().upper()
+    try:
+        params = float(text[:-1]) * _PARAM_UNITS[text[-1:]]
+    except (ValueError, KeyError):
+        return cap
+    return min(cap, int(params * BYTES_PER_PARAM) + CHECKPOINT_EXTRA)
 
 
 # ---------------------------------------------------------------------------------------------------- download

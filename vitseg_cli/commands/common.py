@@ -1,6 +1,7 @@
-"""What every subcommand shares: turning `VitsegError` into one line and an exit code, and the console.
+"""What every subcommand shares: turning `VitsegError` into one line and an exit code, and the consoles.
 
-The console prints text literally (no rich markup): paths, class names and messages may hold brackets."""
+`console` (stderr) takes progress, notes and errors; `results_console` (stdout) the results and summaries. Both
+print text literally (no rich markup: paths, class names and messages may hold brackets) and do not wrap when piped."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ from typing import Annotated, Any, Callable, Optional, TypeVar
 
 import click
 import typer
-from rich.console import Console
 from rich.text import Text
 
+from ..engine.progress import StreamConsole
 from ..errors import VitsegError, first_line, not_one_of
 from ..torchrun import rank_and_world
 
-console = Console(stderr=True, highlight=False, markup=False)
+console = StreamConsole(stderr=True)
+results_console = StreamConsole()
 F = TypeVar("F", bound=Callable)
 
 
@@ -89,8 +91,8 @@ def friendly_errors(fn: F) -> F:
 
 # Options predict and eval share: declared once, so both commands spell and explain them alike.
 WeightsOption = Annotated[Optional[Path], typer.Option(
-    "--weights", "-w", help="vitseg .safetensors, official .pth, or a zoo name (vitseg zoo) "
-                            "(default: the shipped model).")]
+    "--weights", "-w", help="vitseg .safetensors, official .pth, .onnx, or a zoo name (vitseg zoo) "
+                            "[default: the shipped model, a synthetic-shapes demo]")]
 BackboneWeightsOption = Annotated[Optional[Path], typer.Option(
     "--backbone-weights", help="The backbone file of a release made of two files (DINOv3: --weights HEAD "
                                "--backbone-weights VIT.pth).")]
@@ -100,9 +102,12 @@ SpecOption = Annotated[Optional[str], typer.Option(
 SetOption = Annotated[Optional[list[str]], typer.Option(
     "--set", metavar="KEY.PATH=VALUE", help="Override one spec field (value read as YAML), e.g. --set test.mode=whole;"
                                             " repeatable; applied after --spec.")]
-ModeOption = Annotated[Optional[str], typer.Option("--mode", help="whole or slide (default: the spec's test.mode).")]
-CropOption = Annotated[Optional[int], typer.Option("--crop-size", min=1, help="Slide window size in pixels.")]
-StrideOption = Annotated[Optional[int], typer.Option("--stride", min=1, help="Slide window stride in pixels.")]
+ModeOption = Annotated[Optional[str], typer.Option("--mode", help="whole or slide [default: the spec's test.mode]")]
+CropOption = Annotated[Optional[str], typer.Option(
+    "--crop-size", metavar="WxH", help="Slide window size: WxH, or N for a square [default: the spec's "
+                                       "test.crop_size]")]
+StrideOption = Annotated[Optional[str], typer.Option(
+    "--stride", metavar="WxH", help="Slide window stride: WxH, or N for both [default: the spec's test.stride]")]
 FlipOption = Annotated[Optional[bool], typer.Option("--flip/--no-flip",
                                                     help="Left-right flip test-time augmentation.")]
 ScalesOption = Annotated[Optional[str], typer.Option("--scales", help="Multi-scale TTA ratios, e.g. 0.75,1,1.25.")]
@@ -117,9 +122,29 @@ HalfOption = Annotated[bool, typer.Option(
 CompileOption = Annotated[bool, typer.Option(
     "--compile", help="torch.compile the model: each new input size first compiles (a minute or more), then runs "
                       "faster (H200, tiny, bf16: 2.4x). For many images of one size.")]
-WorkersOption = Annotated[int, typer.Option(
-    "--workers", min=0, help="Image decoding processes (0: in the main process). Default: all cores but two, at "
-                             "most 4, so that on a small CPU decoding does not take cores from the model.")]
+
+
+def renamed(new: Any, old: Any, name: str, old_name: str) -> Any:
+    """The value of an option given by its name or by the hidden old spelling kept for old scripts (not both)."""
+    if new is not None and old is not None:
+        raise VitsegError(f"{old_name} is the old spelling of {name}: give only {name}")
+    return new if new is not None else old
+
+ThreadsOption = Annotated[Optional[int], typer.Option(
+    "--threads", min=1,
+    help="CPU threads of torch and OpenCV (also VITSEG_THREADS) [default: OMP_NUM_THREADS when set, else the CPUs "
+         "this process may use (affinity, cgroup quota) / torchrun's local ranks - --workers, at least 1]")]
+
+
+def set_threads(threads: Optional[int], workers: int) -> None:
+    """Apply --threads (or the rule's default) before any computing; an oversubscription warning once, on rank 0."""
+    from ..engine.threads import apply_threads
+
+    def warn(message: str) -> None:
+        if rank_and_world()[0] == 0:
+            console.print(Text("warning: ", style="yellow") + Text(message), soft_wrap=True)
+
+    apply_threads(threads, workers=workers, warn=warn)
 
 
 def default_workers() -> int:
@@ -128,7 +153,29 @@ def default_workers() -> int:
     return min(4, max(0, (os.cpu_count() or 1) - 2))
 
 
-def inference_overrides(mode: Optional[str], crop_size: Optional[int], stride: Optional[int],
+WorkersOption = Annotated[int, typer.Option(
+    "--workers", min=0, show_default=False,
+    help="Image decoding processes (0: in the main process), so that on a small CPU decoding does not take cores "
+         f"from the model [default: all cores but two, at most 4; here {default_workers()}]")]
+
+
+def parse_size(text: Optional[str], option: str, minimum: int = 1) -> Optional[tuple[int, int]]:
+    """A size option: 'WxH' (width first, as every size in vitseg) or 'N' for a square -> (height, width), the
+    spec's order; None stays None."""
+    if text is None:
+        return None
+    try:
+        dims = [int(part) for part in text.lower().strip().split("x")]
+    except ValueError:
+        dims = []
+    dims = dims * 2 if len(dims) == 1 else dims
+    if len(dims) != 2 or min(dims) < minimum:
+        raise VitsegError(f"{option} {text!r}: expected WxH (width x height) or one number for a square, e.g. "
+                          f"640x480 or 512; each side at least {minimum}")
+    return dims[1], dims[0]
+
+
+def inference_overrides(mode: Optional[str], crop_size: Optional[str], stride: Optional[str],
                         flip: Optional[bool], scales: Optional[str], batch_size: Optional[int],
                         half: bool = False, compile_model: bool = False) -> dict[str, Any]:
     """The inference options shared by predict and eval, checked, as `InferenceSettings` overrides (None = spec)."""
@@ -147,8 +194,8 @@ def inference_overrides(mode: Optional[str], crop_size: Optional[int], stride: O
                               f"{MAX_TEST_SCALE:g}, e.g. 0.75,1,1.25")
     return {
         "mode": mode,
-        "crop_size": (crop_size, crop_size) if crop_size else None,
-        "stride": (stride, stride) if stride else None,
+        "crop_size": parse_size(crop_size, "--crop-size"),
+        "stride": parse_size(stride, "--stride"),
         "flip": flip,
         "scales": ratios,
         "batch_size": batch_size,

@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from .common import console, friendly_errors
+from .common import console, friendly_errors, results_console
 
 data_app = typer.Typer(help="Dataset utilities.", no_args_is_help=True, rich_markup_mode=None)
 
@@ -36,11 +36,11 @@ def synth(
     hw = parse_size(size)
     start = time.perf_counter()
     with Progress(TextColumn("synth"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                  console=console, transient=True, disable=num < 200) as bar:
+                  console=console, transient=True, disable=num < 200 or not console.is_terminal) as bar:
         task = bar.add_task("synth", total=num)
         make_synthetic(out, num, seed, hw, workers=workers, progress=lambda done: bar.update(task, completed=done),
                        overwrite=overwrite, easy=easy)
-    console.print(f"wrote {num} images ({hw[1]}x{hw[0]}) to {out} in {time.perf_counter() - start:.1f}s "
+    results_console.print(f"wrote {num} images ({hw[1]}x{hw[0]}) to {out} in {time.perf_counter() - start:.1f}s "
                   f"(use: --format folder)")
 
 

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 
 from ..data.formats import FORMATS
 from ..data.io import check_output_dir
@@ -15,17 +14,18 @@ from ..torchrun import rank_and_world
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
-                     StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, friendly_errors, inference_overrides,
-                     tta_overrides, note)
+                     StrideOption, ThreadsOption, WeightsOption, WorkersOption,
+                     console, default_workers, friendly_errors, inference_overrides, renamed, results_console,
+                     set_threads, tta_overrides, note)
 
 
 @friendly_errors
 def eval_cmd(
-    dataset: Optional[Path] = typer.Argument(None, help="Dataset root (not needed with --pred/--gt)."),
+    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (not with --pred/--gt)."),
+    dataset: Optional[Path] = typer.Argument(None, hidden=True),  # the old spelling of --data
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
-                                      help=f"Dataset layout: {', '.join(FORMATS)} [the release's for a zoo name or "
-                                           "official preset, else folder]."),
+                                      help=f"Dataset layout: {', '.join(FORMATS)} [default: the release's for a zoo name "
+                                           "or official preset, else folder]"),
     split: str = typer.Option("val", "--split", help="Split: val, train, ... (ADE20K: validation/training)."),
     weights: WeightsOption = None,
     backbone_weights: BackboneWeightsOption = None,
@@ -42,9 +42,10 @@ def eval_cmd(
     half: HalfOption = False,
     compile_model: CompileOption = False,
     device: DeviceOption = "auto",
-    backend: Optional[str] = typer.Option(None, "--backend",
-                                          help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx [default: onnx for a .onnx "
+                                                                  "--weights file, else torch]"),
     workers: WorkersOption = default_workers(),
+    threads: ThreadsOption = None,
     save_predictions: bool = typer.Option(False, "--save-predictions",
                                           help="Also write predict's outputs to OUT/predictions/."),
     label_offset: int = typer.Option(0, "--label-offset", min=0, max=255,
@@ -60,17 +61,17 @@ def eval_cmd(
     num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Class count (--pred/--gt)."),
     ignore_index: int = typer.Option(255, "--ignore-index", help="Label value left out of the metrics (--pred/--gt)."),
     reduce_zero_label: bool = typer.Option(False, "--reduce-zero-label",
-                                           help="Ground truth 0 = ignore, k -> k-1 (ADE20K style). With a DATASET: "
+                                           help="Ground truth 0 = ignore, k -> k-1 (ADE20K style). With --data: "
                                                 "the same as --set data.reduce_zero_label=true."),
     label_map: Optional[str] = typer.Option(None, "--label-map",
                                             help="mapillary/mmseg: raw label values -> classes, a YAML/JSON file or "
                                                  "mapillary_to_cityscapes."),
-    img_dir: Optional[str] = typer.Option(None, "--img-dir", help="mmseg format: image folder under DATASET."),
-    ann_dir: Optional[str] = typer.Option(None, "--ann-dir", help="mmseg format: label folder under DATASET."),
+    img_dir: Optional[str] = typer.Option(None, "--img-dir", help="mmseg format: image folder under --data."),
+    ann_dir: Optional[str] = typer.Option(None, "--ann-dir", help="mmseg format: label folder under --data."),
     img_suffix: str = typer.Option(".jpg", "--img-suffix", help="mmseg format: image file ending."),
     seg_map_suffix: str = typer.Option(".png", "--seg-map-suffix", help="mmseg format: label file ending."),
     split_file: Optional[str] = typer.Option(None, "--split-file",
-                                             help="mmseg format: file under DATASET listing the image names."),
+                                             help="mmseg format: file under --data listing the image names."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar or table; errors only."),
 ) -> None:
     """Score a model on a labelled dataset (or --pred masks against --gt masks) and write reports to OUT:
@@ -78,6 +79,7 @@ def eval_cmd(
     from ..engine.evaluate import ModelEvalOptions, PairOptions, evaluate_model, evaluate_pairs
 
     rank = rank_and_world()[0]
+    dataset = renamed(data, dataset, "--data", "a positional DATASET")
     if pred is not None or gt is not None:
         _check_pair_mode(pred, gt, num_classes, dataset, weights)
         _refuse_out_inside(out, {"--pred": pred, "--gt": gt})
@@ -86,7 +88,7 @@ def eval_cmd(
                                             reduce_zero_label=reduce_zero_label, classes=classes, quiet=quiet))
     else:
         if dataset is None:
-            raise VitsegError("give a DATASET folder (with --format), or --pred and --gt")
+            raise VitsegError("give --data DATASET (with --format), or --pred and --gt")
         fmt = _dataset_format(dataset, fmt, weights, spec)
         if label_offset and not save_predictions:
             raise VitsegError("--label-offset changes the masks --save-predictions writes: give both")
@@ -94,9 +96,10 @@ def eval_cmd(
         if reduce_zero_label:
             set_values = [*(set_values or []), "data.reduce_zero_label=true"]
         overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
-        # a dataset's formats read only their own subfolders: a report folder inside DATASET is fine, DATASET is not
-        _refuse_out_inside(out, {"DATASET": dataset}, nested=False)
+        # a dataset's formats read only their own subfolders: a report folder inside --data is fine, --data itself is not
+        _refuse_out_inside(out, {"--data": dataset}, nested=False)
         check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
+        set_threads(threads, workers)
         result = evaluate_model(ModelEvalOptions(
             dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
             backbone_weights=backbone_weights, backend=backend,
@@ -126,7 +129,7 @@ def _check_pair_mode(pred, gt, num_classes, dataset, weights) -> None:
     if num_classes is None:
         raise VitsegError("--pred/--gt needs --num-classes")
     if dataset is not None or weights is not None:
-        raise VitsegError("--pred/--gt scores existing masks: give no DATASET or --weights")
+        raise VitsegError("--pred/--gt scores existing masks: give no --data or --weights")
 
 
 def _dataset_format(dataset: Path, fmt: Optional[str], weights: Optional[Path], spec: Optional[str]) -> str:
@@ -161,7 +164,7 @@ def custom_layout(fmt: str, img_dir, ann_dir, img_suffix: str, seg_map_suffix: s
             raise VitsegError(f"{given[0]} describes the mmseg format's layout, not {fmt}")
         return None
     if not img_dir or not ann_dir:
-        raise VitsegError("--format mmseg needs --img-dir and --ann-dir (folders under DATASET)")
+        raise VitsegError("--format mmseg needs --img-dir and --ann-dir (folders under --data)")
     return CustomLayout(img_dir, ann_dir, img_suffix, seg_map_suffix, split_file)
 
 
@@ -179,11 +182,10 @@ def _report(result, out: Path, quiet: bool) -> None:
         console.print(warning, markup=False, soft_wrap=True)
     if quiet:
         return
-    stdout = Console(highlight=False, markup=False)
-    stdout.print(terminal_table(result.summary, title=f"{result.meta.get('num_images')} images, "
-                                                      f"{result.summary['num_classes']} classes (%)"))
-    stdout.print(summary_line(result.summary))
-    console.print(f"reports in {out}/ ({result.elapsed_s:.1f}s)", markup=False)
+    results_console.print(terminal_table(result.summary, title=f"{result.meta.get('num_images')} images, "
+                                                               f"{result.summary['num_classes']} classes (%)"))
+    results_console.print(summary_line(result.summary))
+    results_console.print(f"reports in {out}/ ({result.elapsed_s:.1f}s)")
 
 
 def register(app: typer.Typer) -> None:

@@ -8,17 +8,20 @@ from typing import Optional
 import typer
 
 from ..errors import VitsegError, not_one_of
-from .common import console, friendly_errors, note
+from .common import friendly_errors, note, parse_size, results_console
 
 
 @friendly_errors
 def export(
     weights: Path = typer.Argument(..., help="A vitseg .safetensors, an official .pth checkpoint, or a zoo name."),
-    fmt: str = typer.Option("onnx", "--format", "-f", help="Export format (only onnx)."),
+    fmt: str = typer.Option("onnx", "--format", help="Export format (only onnx)."),  # no -f: the dataset format
     out: Path = typer.Option(..., "--out", "-o", help="Output .onnx file."),
     spec: Optional[str] = typer.Option(None, "--spec", "-s", help="Spec (YAML or preset); inferred if omitted."),
-    height: int = typer.Option(512, "--height", help="Input height the graph is built for (fixed)."),
-    width: int = typer.Option(512, "--width", help="Input width the graph is built for (fixed)."),
+    size: Optional[str] = typer.Option(None, "--size", metavar="WxH",
+                                       help="Input size the graph is built for (fixed; with --dynamic the size it is "
+                                            "traced at): WxH, or N for a square [default: 512x512]"),
+    height: Optional[int] = typer.Option(None, "--height", min=1, hidden=True),  # old spelling of --size
+    width: Optional[int] = typer.Option(None, "--width", min=1, hidden=True),  # old spelling of --size
     dynamic: bool = typer.Option(False, "--dynamic", help="Any input height and width (needs onnxscript)."),
     opset: Optional[int] = typer.Option(None, "--opset", min=16,
                                         help="ONNX opset [default: 17, with --dynamic 18]."),
@@ -27,6 +30,7 @@ def export(
 ) -> None:
     """Export a segmentor to ONNX (dynamic batch, fixed or --dynamic HxW, normalized float32 NCHW in, logits at 1/4
     out; deformable attention as gather-based sampling, no GridSample)."""
+    height, width = _input_size(size, height, width)
     if fmt.lower() != "onnx":
         raise not_one_of("--format", fmt, ("onnx",))
     if out.exists() and not overwrite:
@@ -35,17 +39,26 @@ def export(
     from ..engine.export import DEFAULT_OPSET, DYNAMIC_OPSET, check_export, export_onnx
 
     opset = opset or (DYNAMIC_OPSET if dynamic else DEFAULT_OPSET)
-    model = load_model(weights, spec)
+    model = load_model(weights, spec, device="cpu")
     export_onnx(model, out, height, width, opset, dynamic=dynamic)
     size = "any input size" if dynamic else f"input {width}x{height} (WxH)"
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {size}, dynamic batch, opset {opset})")
+    results_console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {size}, dynamic batch, opset {opset})")
     if verify:
         try:
             err = check_export(model, out)
         except ImportError:
             note("onnxruntime not installed: not verified")
         else:
-            console.print(f"onnxruntime vs PyTorch: max abs logit difference {err:.2e}")
+            results_console.print(f"onnxruntime vs PyTorch: max abs logit difference {err:.2e}")
+
+
+def _input_size(size: Optional[str], height: Optional[int], width: Optional[int]) -> tuple[int, int]:
+    """(height, width) from --size, or from the old --height/--width (512 where not given)."""
+    if size is not None:
+        if height is not None or width is not None:
+            raise VitsegError("--height/--width are the old spelling of --size: give only --size WxH")
+        return parse_size(size, "--size")
+    return height or 512, width or 512
 
 
 def register(app: typer.Typer) -> None:

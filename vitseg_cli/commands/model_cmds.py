@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from ..errors import VitsegError
-from .common import BackboneWeightsOption, console, friendly_errors, note
+from .common import BackboneWeightsOption, friendly_errors, note, results_console
 
 SPEC_HELP = ("Spec: a YAML file or a preset (nano..large, nano_mask2former, or an official release name: "
              "`vitseg info --presets`). Read from the checkpoint if omitted.")
@@ -29,11 +29,11 @@ def convert(
         raise VitsegError(f"--out {out}: exists (use --overwrite)")
     from ..loading import load_model, save_model
 
-    model = load_model(checkpoint, spec, backbone_weights=backbone_weights)
+    model = load_model(checkpoint, spec, device="cpu", backbone_weights=backbone_weights)
     for line in model.load_notes:
         note(line)
     save_model(model, out, half=half, source=model.source)
-    console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)")
+    results_console.print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB, {model.num_classes} classes)")
 
 
 def presets_table():
@@ -74,11 +74,10 @@ def info(
                                                           "and nano..large) instead."),
 ) -> None:
     """Describe a checkpoint: architecture, classes, parameter counts and where it came from."""
-    from rich.console import Console
     from rich.table import Table
 
     if presets:
-        Console(highlight=False, markup=False, width=200).print(presets_table())
+        results_console.print(presets_table())
         return
     if weights is None:
         raise VitsegError("info: give a WEIGHTS file or zoo name, or --presets to list the spec presets")
@@ -92,7 +91,7 @@ def info(
         if not fits:
             raise VitsegError(f"{weights}: {line.removeprefix('memory: ')}")
         print(line, flush=True)  # stdout, with the table: stderr keeps errors only
-    model = load_model(weights, spec, backbone_weights=backbone_weights)
+    model = load_model(weights, spec, device="cpu", backbone_weights=backbone_weights)
     s = model.spec
     b = s.model.backbone
     table = Table(title=str(weights), show_header=False, title_justify="left")
@@ -112,7 +111,7 @@ def info(
     table.add_row("classes", f"{s.model.num_classes}: {shown}")
     table.add_row("test", f"{s.test.mode}, crop {list(s.test.crop_size)}, stride {list(s.test.stride)}, "
                           f"resize {list(s.test.resize.scale) if s.test.resize else 'native'}")
-    out = Console(highlight=False, markup=False)
+    out = results_console
     out.print(table)
     for line in model.load_notes:
         out.print(f"note: {line}", soft_wrap=True)

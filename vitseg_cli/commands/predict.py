@@ -11,8 +11,9 @@ from ..torchrun import is_main_process
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
                      HalfOption, ModeOption, ScalesOption, SetOption, SpecOption,
                      TtaOption,
-                     StrideOption, WeightsOption, WorkersOption,
-                     console, default_workers, fail, friendly_errors, inference_overrides,
+                     StrideOption, ThreadsOption, WeightsOption, WorkersOption,
+                     console, default_workers, fail, friendly_errors, inference_overrides, results_console,
+                     set_threads,
                      tta_overrides)
 
 
@@ -40,13 +41,15 @@ def predict(
     overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs whose outputs exist; replace the outputs "
                                                                  "of a run with other weights or settings."),
     workers: WorkersOption = default_workers(),
+    threads: ThreadsOption = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
-    backend: Optional[str] = typer.Option(None, "--backend",
-                                          help="torch or onnx [onnx for a .onnx --weights file, else torch]."),
+    backend: Optional[str] = typer.Option(None, "--backend", help="torch or onnx [default: onnx for a .onnx "
+                                                                  "--weights file, else torch]"),
     vid_stride: int = typer.Option(1, "--vid-stride", min=1, help="Videos: keep every K-th frame."),
     shard: str = typer.Option(None, "--shard", metavar="I/N",
                               help="Only shard I of N of the sorted inputs (every N-th from the I-th); writes "
-                                   "OUT/predict-I-of-N.json. Default in a Slurm array: the task's own share."),
+                                   "OUT/predict-I-of-N.json [default: in a Slurm array the task's own share, else "
+                                   "all]"),
     merge_records: Path = typer.Option(None, "--merge-records", metavar="OUT",
                                        help="Merge OUT's shard records into OUT/predict.json (no SOURCE); exit 1 "
                                             "when shards are missing."),
@@ -71,6 +74,7 @@ def predict(
                           save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend,
                           vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard))
+    set_threads(threads, workers)
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
     # rank 0 before it has written predict.json
@@ -84,9 +88,9 @@ def _merge(out: Path, sources: list[str]) -> None:
     if sources:
         fail("--merge-records OUT takes no SOURCE")
     record, missing = merge_records(out)
-    console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed {record['processed']}, "
-                  f"skipped {record['skipped']}, failed {len(record['failed'])} -> {out / 'predict.json'}",
-                  markup=False)
+    results_console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed "
+                          f"{record['processed']}, skipped {record['skipped']}, failed {len(record['failed'])} -> "
+                          f"{out / 'predict.json'}")
     if missing:
         fail(f"missing shards of {out}: {', '.join(missing)}", code=1)
 

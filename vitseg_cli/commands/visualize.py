@@ -7,20 +7,23 @@ from typing import List, Optional
 
 import typer
 
-from .common import console, friendly_errors
+from ..errors import VitsegError
+from .common import console, friendly_errors, renamed
 
 
 @friendly_errors
 def visualize(
     images: List[str] = typer.Argument(..., help="Images: files, folders (recursive), globs or .txt lists."),
-    masks: Path = typer.Option(..., "--masks", "-m", help="Folder of predicted index masks (e.g. vitseg-out/masks)."),
+    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted index masks (e.g. "
+                                                             "vitseg-out/masks), as eval's --pred."),
+    masks: Optional[Path] = typer.Option(None, "--masks", "-m", hidden=True),  # the old name of --pred
     gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth index masks: adds panels with "
                                                           "an error map, pixel accuracy and mIoU per image."),
     out: Path = typer.Option(Path("vitseg-viz"), "--out", "-o", help="Output folder."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names (+ palette): YAML, JSON or txt."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w",
                                            help="Take class names and palette from this checkpoint or zoo name "
-                                                "(default: the shipped model, when neither is given)."),
+                                                "[default: the shipped model's, when --classes is not given]"),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Opacity of the mask colours over the image."),
     legend: bool = typer.Option(True, "--legend/--no-legend", help="Add a legend of the classes present."),
     panels: bool = typer.Option(False, "--panel", help="Also draw image | prediction panels (always with --gt)."),
@@ -34,6 +37,9 @@ def visualize(
     """Draw overlays with a legend, image | ground truth | prediction | error panels, and an HTML gallery."""
     from ..engine.visualize import VisualizeOptions, run_visualize
 
+    masks = renamed(pred, masks, "--pred", "--masks")
+    if masks is None:
+        raise VitsegError("give --pred FOLDER: the predicted masks to draw (e.g. vitseg-out/masks)")
     opts = VisualizeOptions(images=images, masks=masks, gt=gt, out=out, classes=classes, weights=weights,
                             alpha=alpha, legend=legend, panel=panels, gallery=gallery, ignore_index=ignore_index,
                             reduce_zero_label=reduce_zero_label, quiet=quiet)

@@ -3,7 +3,8 @@
 Reading goes through OpenCV on bytes (so non-ASCII paths work); a file that cannot be decoded raises `VitsegError`
 naming it. Only regular files are read (a FIFO would block forever), and an image whose header says it has more
 than `max_pixels()` pixels (env `VITSEG_MAX_PIXELS`, default 2^28 = 16384x16384; 0 = no limit) is refused before
-it is decoded: a small PNG can declare 30000x30000 pixels and decode to gigabytes.
+it is decoded: a small PNG can declare 30000x30000 pixels and decode to gigabytes. The header is read before the
+file: a file far larger than its header's pixels need (32 bytes a pixel and 16 MiB of metadata) is refused unread.
 
 Writes go to a temporary file in the same folder and are renamed into place: a killed run never leaves a partial
 output (`remove_stale_parts` deletes what a kill left). A failed write is a `VitsegError` naming the file.
@@ -13,14 +14,13 @@ point outside the output folder.
 
 from __future__ import annotations
 
-import io as _io
 import os
 import re
 import stat
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Iterable, Optional
 
 import cv2
 import numpy as np
@@ -36,10 +36,24 @@ def is_image_path(path: "str | Path") -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
+def _regular_file(path: Path) -> int:
+    """The size of `path`, refused in one line unless it is a non-empty regular file (a FIFO or a device would block
+    or never end)."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise VitsegError(f"{path}: file not found") from None
+    except OSError as err:
+        raise VitsegError(f"{path}: cannot read ({err.strerror or err})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise VitsegError(f"{path}: not a regular file")
+    if info.st_size == 0:
+        raise VitsegError(f"{path}: empty file")
+    return info.st_size
+
+
 def _read_bytes(path: Path) -> np.ndarray:
     try:
-        if not stat.S_ISREG(path.stat().st_mode):  # a FIFO or a device would block or never end
-            raise VitsegError(f"{path}: not a regular file")
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
         raise VitsegError(f"{path}: file not found") from None
@@ -64,8 +78,15 @@ def max_pixels() -> int:
     return value
 
 
-def _header_size(data: np.ndarray) -> Optional[tuple[int, int]]:
-    """(width, height) from the file's header without decoding the pixels (Pillow reads headers lazily)."""
+# What a file may hold beyond its pixels' raw size (32 bytes a pixel: four 64-bit channels, more than any
+# compressed or plain encoding needs) for metadata: EXIF, ICC profiles, XMP, thumbnails.
+MAX_BYTES_PER_PIXEL = 32
+METADATA_BYTES = 16 << 20
+
+
+def _open_header(path: Path) -> Optional[tuple[int, int, int]]:
+    """(width, height, frames) from the file's header, without reading the pixels (Pillow reads headers lazily);
+    None for a format Pillow does not know."""
     try:
         from PIL import Image
     except ImportError:  # pragma: no cover - Pillow comes with torchvision
@@ -75,8 +96,9 @@ def _header_size(data: np.ndarray) -> Optional[tuple[int, int]]:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(_io.BytesIO(data.tobytes())) as im:
-                return im.size
+            with Image.open(path) as im:
+                frames = getattr(im, "n_frames", 1)
+                return im.size[0], im.size[1], frames if isinstance(frames, int) and frames > 0 else 1
     except Exception:  # not a format Pillow knows: checked after decoding instead
         return None
 
@@ -88,13 +110,25 @@ def _check_pixels(path: Path, width: int, height: int) -> None:
                           f"{MAX_PIXELS_ENV}=N, 0 for none)")
 
 
+def check_pixels(what: "str | Path", width: int, height: int) -> None:
+    """Refuse a `width` x `height` image or frame past VITSEG_MAX_PIXELS, in one line naming `what`."""
+    _check_pixels(Path(what), int(width), int(height))
+
+
 def _read_checked(path: Path) -> np.ndarray:
-    """The file's bytes, refused early when its header declares more pixels than the limit."""
-    data = _read_bytes(path)
-    size = _header_size(data)
-    if size is not None:
-        _check_pixels(path, *size)
-    return data
+    """The file's bytes, refused before they are read when its header declares more pixels than the limit, or when
+    the file is far larger than the pixels its header declares (a 32x32 PNG header followed by gigabytes): at most
+    MAX_BYTES_PER_PIXEL a pixel of each frame, plus METADATA_BYTES."""
+    size = _regular_file(path)
+    header = _open_header(path)
+    if header is not None:
+        width, height, frames = header
+        _check_pixels(path, width, height)
+        allowed = width * height * frames * MAX_BYTES_PER_PIXEL + METADATA_BYTES
+        if size > allowed:
+            raise VitsegError(f"{path}: {size} bytes behind a {width}x{height} image header (at most {allowed} "
+                              "expected): not read")
+    return _read_bytes(path)
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:
@@ -105,6 +139,12 @@ def _to_uint8(img: np.ndarray) -> np.ndarray:
     if np.issubdtype(img.dtype, np.floating):
         return (np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def grey_to_rgb_uint8(grey: np.ndarray) -> np.ndarray:
+    """A single-channel image as RGB uint8, scaled as `read_image` scales a file of that depth: 16-bit by 1/257,
+    floating point from 0..1."""
+    return np.ascontiguousarray(np.repeat(_to_uint8(grey)[..., None], 3, axis=2))
 
 
 def read_image(path: "str | Path") -> np.ndarray:
@@ -129,7 +169,7 @@ def read_label(path: "str | Path") -> np.ndarray:
     path = Path(path)
     data = _read_checked(path)
     if path.suffix.lower() == ".png":
-        label = _read_png_indices(data)
+        label = _read_png_indices(path)
         if label is not None:
             return label
     label = cv2.imdecode(data, cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION)
@@ -143,7 +183,7 @@ def read_label(path: "str | Path") -> np.ndarray:
     return label
 
 
-def _read_png_indices(data: np.ndarray) -> "np.ndarray | None":
+def _read_png_indices(path: Path) -> "np.ndarray | None":
     """Indices of a palette PNG (OpenCV would expand them to colours), via Pillow when it is installed."""
     try:
         from PIL import Image
@@ -152,7 +192,7 @@ def _read_png_indices(data: np.ndarray) -> "np.ndarray | None":
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's own size limit: ours was checked from the header
-            with Image.open(_io.BytesIO(data.tobytes())) as im:
+            with Image.open(path) as im:
                 if im.mode != "P":
                     return None
                 return np.asarray(im, dtype=np.uint8).copy()
@@ -259,6 +299,21 @@ def safe_relpath(key: str) -> str:
     folder: separators normalised, empty, '.' and absolute parts dropped, '..' replaced by '__'."""
     parts = ["__" if part == ".." else part for part in re.split(r"[\\/]+", str(key)) if part not in ("", ".")]
     return "/".join(parts) or "_"
+
+
+# The longest side each format can encode (OpenCV fails on longer ones); other formats allow 2^31.
+MAX_ENCODED_SIDE = {".jpg": 65500, ".jpeg": 65500, ".webp": 16383}
+
+
+def encoding_problem(paths: "Iterable[str | Path]", height: int, width: int) -> Optional[str]:
+    """Why a `width` x `height` image cannot be written to one of `paths` (its format's side limit), or None."""
+    for path in paths:
+        ext = Path(path).suffix.lower()
+        side = MAX_ENCODED_SIDE.get(ext)
+        if side is not None and max(height, width) > side:
+            return (f"a {width}x{height} image cannot be encoded as {ext} (at most {side} pixels a side), needed for "
+                    f"{Path(path).name}; its outputs are not written")
+    return None
 
 
 def encode_image(path: "str | Path", img: np.ndarray, jpeg_quality: int = 92) -> bytes:

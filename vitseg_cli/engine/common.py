@@ -9,7 +9,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from ..errors import VitsegError
-from ..loading import load_model, resolve_weights
+from ..loading import DEFAULT_WEIGHTS, load_model, resolve_weights
 from ..model.segmentor import Segmentor
 from .onnx_backend import OnnxSegmentor, choose_backend
 
@@ -17,7 +17,7 @@ from .onnx_backend import OnnxSegmentor, choose_backend
 def default_weights_path() -> Path:
     """The shipped default model: package data, `vitseg_cli/weights/default.safetensors` (how it was made:
     weights/README.md at the repository root)."""
-    return Path(__file__).resolve().parents[1] / "weights" / "default.safetensors"
+    return DEFAULT_WEIGHTS
 
 
 def weights_file(weights: "Optional[str | Path]") -> Path:

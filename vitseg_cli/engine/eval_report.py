@@ -1,5 +1,6 @@
 """Evaluation reports: metrics.json, per_class.csv, per_image.csv, confusion.csv, confusion.png,
-report.md, and the terminal table. Every file is written atomically; NaN is `null` in JSON and empty in CSV."""
+report.md, and the terminal table. Every file is written atomically; NaN is `null` in JSON and empty in CSV. File
+names that are not UTF-8 keep their bytes in the CSV files and are escaped in JSON, Markdown and drawn text."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..data.io import atomic_write_bytes, encode_image, remove_stale_parts
 from ..metrics import METRIC_KEYS, PER_CLASS_KEYS, nan_to_none
+from ..viz import drawable_text, escape_undecodable
 
 REPORT_FILES = ("metrics.json", "per_class.csv", "per_image.csv", "confusion.csv", "confusion.png", "report.md")
 
@@ -34,7 +36,7 @@ def _csv_bytes(rows: Sequence[Sequence[Any]]) -> bytes:
     writer = csv.writer(buf, lineterminator="\n")
     for row in rows:
         writer.writerow([_num(v) for v in row])
-    return buf.getvalue().encode("utf-8")
+    return buf.getvalue().encode("utf-8", "surrogateescape")  # a non-UTF-8 file name keeps its bytes
 
 
 def metrics_json(summary: dict, meta: dict) -> bytes:
@@ -61,28 +63,45 @@ def confusion_csv(conf: np.ndarray, names: Sequence[str]) -> bytes:
     return _csv_bytes(rows)
 
 
+CONFUSION_TITLE = "confusion (rows: label, normalised; columns: prediction)"
+COLOUR_BAR_W = 48  # the bar (14 px) and its labels
+
+
+def _colour_bar(canvas: np.ndarray, x: int, y: int, height: int) -> None:
+    """The heat map's scale: VIRIDIS from 1 (top) to 0 (bottom), labelled 1, 0.5 and 0."""
+    ramp = np.round(np.linspace(255, 0, height)).astype(np.uint8)[:, None].repeat(14, 1)
+    canvas[y:y + height, x:x + 14] = cv2.applyColorMap(ramp, cv2.COLORMAP_VIRIDIS)[..., ::-1]
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for value, row in (("1", y + 8), ("0.5", y + height // 2 + 4), ("0", y + height)):
+        cv2.putText(canvas, value, (x + 18, row), font, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
+
+
 def confusion_png(conf: np.ndarray, names: Sequence[str]) -> np.ndarray:
-    """A row-normalised heat map (rows = label, columns = prediction), class names on both axes, as RGB uint8."""
+    """A row-normalised heat map (rows = label, columns = prediction), class names on both axes and a colour bar,
+    as RGB uint8."""
     k = conf.shape[0]
     rows = conf.sum(1, keepdims=True).astype(np.float64)
     norm = np.divide(conf, rows, out=np.zeros(conf.shape, np.float64), where=rows > 0)
     show_names = k <= 300  # up to COCO-Stuff size: one named row per class (small print past ~90 classes)
     cell = int(np.clip(900 // max(k, 1), 10 if show_names else 3, 48))
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, float(np.clip(cell / 30.0, 0.3, 0.5))
-    labels = [str(n)[:24] for n in names] if show_names else []
+    labels = [drawable_text(str(n))[:24] for n in names] if show_names else []
     text_w = max([cv2.getTextSize(s, font, scale, 1)[0][0] for s in labels] + [0]) + 8
     margin = max(text_w, 40)
     size = k * cell
     title_h = 28
-    canvas = np.full((title_h + margin + size + 8, margin + size + 8, 3), 255, np.uint8)
+    title_w = cv2.getTextSize(CONFUSION_TITLE, font, 0.5, 1)[0][0] + 12
+    bar_x = margin + size + 12  # the colour bar, right of the map
+    width = max(bar_x + COLOUR_BAR_W, title_w)
+    canvas = np.full((title_h + margin + max(size, 60) + 8, width, 3), 255, np.uint8)
     heat = cv2.applyColorMap(np.round(norm * 255).astype(np.uint8), cv2.COLORMAP_VIRIDIS)[..., ::-1]
     heat = cv2.resize(heat, (size, size), interpolation=cv2.INTER_NEAREST)
     empty_rows = np.repeat(rows[:, 0] == 0, cell)
     heat[empty_rows] = 200  # classes absent from the labels: grey rows
     y0, x0 = title_h + margin, margin
     canvas[y0:y0 + size, x0:x0 + size] = heat
-    cv2.putText(canvas, "confusion (rows: label, normalised; columns: prediction)", (6, 19), font, 0.5, (0, 0, 0), 1,
-                cv2.LINE_AA)
+    cv2.putText(canvas, CONFUSION_TITLE, (6, 19), font, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+    _colour_bar(canvas, bar_x, y0, max(size, 60))
     if show_names:
         th = cv2.getTextSize("Ag", font, scale, 1)[0][1]
         side = np.full((size, text_w), 255, np.uint8)  # row names, right-aligned
@@ -107,10 +126,17 @@ def confusion_png(conf: np.ndarray, names: Sequence[str]) -> np.ndarray:
     return canvas
 
 
+def _split_used(meta: dict) -> bool:
+    """A folder dataset has a split only when it has images/<split>/ (else every image is read, whatever --split)."""
+    if meta.get("format") != "folder":
+        return True
+    return (Path(str(meta.get("dataset", ""))) / "images" / str(meta["split"])).is_dir()
+
+
 def report_md(summary: dict, per_image: Sequence[dict], meta: dict) -> bytes:
     lines = ["# vitseg evaluation", ""]
     for key in ("dataset", "format", "split", "weights", "pred", "gt"):
-        if meta.get(key):
+        if meta.get(key) and (key != "split" or _split_used(meta)):
             lines.append(f"- {key}: `{meta[key]}`")
     lines.append(f"- images: {meta.get('num_images')}, classes: {summary['num_classes']}, labelled pixels: "
                  f"{summary['total_pixels']}")
@@ -132,7 +158,7 @@ def report_md(summary: dict, per_image: Sequence[dict], meta: dict) -> bytes:
         lines += [f"| {r['key']} | {_pct(r['pixel_acc'])} | {_pct(r['mIoU'])} |" for r in worst]
     lines += ["", "Metrics follow mmseg: NaN (0/0) classes are left out of the means; see metrics.json for fractions.",
               ""]
-    return "\n".join(lines).encode("utf-8")
+    return escape_undecodable("\n".join(lines)).encode("utf-8")  # a non-UTF-8 file name's bytes as \xNN
 
 
 def write_reports(out: Path, summary: dict, conf: np.ndarray, per_image: Sequence[dict], meta: dict) -> list[Path]:

@@ -29,6 +29,7 @@ from ..data.official_layouts import CustomLayout
 from ..errors import VitsegError
 from ..metrics import reduce_zero_label
 from .common import load_backend, weights_file
+from .model_info import announce_model
 from .onnx_backend import choose_backend
 from .device import rank_device
 from .distributed import DistContext, init_distributed
@@ -226,6 +227,8 @@ def evaluate_model(opts: ModelEvalOptions, note: Optional[Callable[[str], None]]
             model = load_backend(opts.backend, opts.weights, opts.spec, device, note=note if ctx.is_main else None,
                                  overrides=opts.overrides, spec_overrides=opts.spec_overrides,
                                  backbone_weights=opts.backbone_weights)
+            if note is not None and ctx.is_main:  # not with --quiet
+                announce_model(model, opts.weights, opts.spec)
             settings = InferenceSettings.from_spec(model.spec, **opts.overrides)
             settings.check_device(device)
             ds = _dataset_for_model(opts, model)

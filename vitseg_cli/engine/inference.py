@@ -26,7 +26,7 @@ import warnings
 from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, Iterable, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import torch
@@ -387,6 +387,21 @@ def iter_video_predictions(model: Any, path: Path, settings: InferenceSettings, 
     spec: Spec = model.spec
     dataset = _VideoFrames(path, stride, settings, spec.data.mean, spec.data.std, keep_image)
     yield from _predict_dataset(model, dataset, settings, device, min(workers, 1), want_probs)
+
+
+class _Prepared(torch.utils.data.IterableDataset):
+    def __init__(self, items: Iterable[dict[str, Any]]):
+        self.items = items
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return iter(self.items)
+
+
+def iter_prepared_predictions(model: Any, items: Iterable[dict[str, Any]], settings: InferenceSettings,
+                              device: torch.device, *, want_probs: bool = False) -> Iterator[Prediction]:
+    """One `Prediction` per item made by `prepare_item`, in order, the items taken only as they are needed (the
+    Python API's stream over a generator); in whole mode, same-size images share forward passes as in a run."""
+    yield from _predict_dataset(model, _Prepared(items), settings, device, 0, want_probs)
 
 
 def _predict_dataset(model: Any, dataset: torch.utils.data.Dataset, settings: InferenceSettings,

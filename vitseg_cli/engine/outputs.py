@@ -25,6 +25,7 @@ from ..data.video import VideoOutput
 from ..errors import VitsegError, did_you_mean
 from ..viz import colorize
 from ..viz import overlay as blend
+from . import result_formats as formats
 from .fingerprint import check_output_folder, make_fingerprint
 from .rle import RleLog
 
@@ -66,6 +67,26 @@ class Prediction:
 
     def classes_present(self) -> list[str]:
         return [self.class_names[i] for i in np.unique(self.labels)]
+
+    def areas(self, fraction: bool = False) -> dict[str, float]:
+        """Class name -> pixel count (or, with `fraction`, share of the image's pixels), for each class present."""
+        return formats.class_areas(self.labels, self.class_names, fraction)
+
+    def to_rle(self) -> dict[str, dict]:
+        """Class name -> COCO RLE ({"size": [H, W], "counts": text}, pycocotools' encoding) of each class present."""
+        return formats.class_rles(self.labels, self.class_names)
+
+    def polygons(self) -> dict[str, list[list[tuple[int, int]]]]:
+        """Class name -> outer contours of its regions (cv2.findContours), each a list of (x, y) points."""
+        return formats.class_polygons(self.labels, self.class_names)
+
+    def to_json(self, rle: bool = False, indent: Optional[int] = None) -> str:
+        """JSON text: path, size [H, W], and per class present id, name, pixels, fraction (and rle, when asked)."""
+        return formats.to_json(self.labels, self.class_names, self.path, rle=rle, indent=indent, error=self.error,
+                               frame=self.frame)
+
+    def __repr__(self) -> str:  # one line: the arrays are not printed
+        return formats.describe(self.labels, self.class_names, self.path, self.error, self.probs is not None)
 
     def save(self, out: "str | Path", name: Optional[str] = None,
              kinds: Sequence[str] = ("masks", "color", "overlay"), alpha: float = 0.5) -> dict[str, Path]:

@@ -24,7 +24,7 @@ from rich.text import Text
 
 from .._version import __version__
 from ..data.inputs import InputImage, collect_inputs
-from ..data.io import atomic_write_bytes, read_image, refuse_non_folder
+from ..data.io import atomic_write_bytes, encoding_problem, grey_to_rgb_uint8, read_image, refuse_non_folder
 from ..data.shards import Shard, shard_items
 from ..data.video import video_info
 from ..errors import VitsegError
@@ -33,8 +33,9 @@ from .device import rank_device, resolve_device
 from .distributed import DistContext, init_distributed
 from .inference import InferenceSettings, iter_predictions, iter_video_predictions, predict_array
 from .onnx_backend import choose_backend
-from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done
-from .progress import ProgressReporter
+from .model_info import announce_model
+from .outputs import DEFAULT_SAVE, OutputWriter, Prediction, claim_output_folder, is_done, output_paths
+from .progress import ProgressReporter, StreamConsole
 from .records import record_name
 from .rle import RleLog, done_inputs
 
@@ -46,7 +47,7 @@ def _as_rgb(source: Any) -> tuple[np.ndarray, Optional[Path]]:
     if isinstance(source, (str, Path)):
         return read_image(source), Path(source)
     if hasattr(source, "convert") and hasattr(source, "size"):  # a PIL image, without importing PIL
-        return np.asarray(source.convert("RGB")), None
+        return _pil_rgb(source), None
     if isinstance(source, np.ndarray):
         if source.dtype != np.uint8:
             raise VitsegError(f"predict: expected a uint8 image array, got {source.dtype}")
@@ -56,6 +57,25 @@ def _as_rgb(source: Any) -> tuple[np.ndarray, Optional[Path]]:
             raise VitsegError(f"predict: expected an RGB array of shape (H, W, 3), got {source.shape}")
         return np.ascontiguousarray(source), None
     raise VitsegError(f"predict: expected a path, an RGB uint8 array or a PIL image, got {type(source).__name__}")
+
+
+def _pil_rgb(image: Any) -> np.ndarray:
+    """A PIL image as RGB uint8, its 16-bit and float modes scaled as `read_image` scales such a file (PIL's own
+    convert('RGB') would clip them to 0..255); values those rules cannot hold are an error, never clipped."""
+    mode = getattr(image, "mode", "")
+    if not (mode.startswith("I") or mode == "F"):
+        return np.asarray(image.convert("RGB"))
+    grey = np.asarray(image)
+    low, high = (float(grey.min()), float(grey.max())) if grey.size else (0.0, 0.0)
+    if mode == "F" and not (0.0 <= low and high <= 1.0):
+        raise VitsegError(f"predict: a PIL mode 'F' image must hold values in 0..1 (read as 0..255), found "
+                          f"{low:g}..{high:g}; scale it or give an 8-bit RGB image")
+    if mode != "F":
+        if not (0 <= low and high <= 65535):
+            raise VitsegError(f"predict: a PIL mode {mode!r} image must hold 16-bit values (0..65535), found "
+                              f"{low:g}..{high:g}; give an 8-bit RGB image")
+        grey = grey.astype(np.uint16)
+    return grey_to_rgb_uint8(grey)
 
 
 def _size_pair(value: Any) -> Any:
@@ -183,7 +203,7 @@ def _frame_estimate(path: Path, stride: int) -> int:
 
 def run_predict(opts: PredictOptions, console: Optional[Console] = None) -> PredictSummary:
     """Predict every input (this rank's share under torchrun). The summary is every rank's on rank 0."""
-    console = console or Console(stderr=True, highlight=False)
+    console = console or StreamConsole(stderr=True)
     opts = replace(opts, backend=choose_backend(opts.backend, opts.weights))
     ctx = init_distributed(rank_device(opts.device))
     try:
@@ -199,6 +219,8 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
     talk = not opts.quiet and ctx.is_main
     note = (lambda line: console.print(Text("note: " + line, style="yellow"), soft_wrap=True)) if talk else None
     model, settings, inputs = ctx.agree(lambda: _prepare(opts, ctx, note))
+    if talk:
+        announce_model(model, opts.weights, opts.spec)
     inputs = ctx.broadcast(inputs)
     load_s = time.perf_counter() - t0
 
@@ -227,8 +249,9 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
             preds = iter_predictions(model, [i.path for i in images], settings, ctx.device, workers=opts.workers,
                                      want_probs=want_probs, keep_image=keep_image)
             for item, pred in zip(images, preds):
-                if pred.error:
-                    failed(item.path, pred.error)
+                error = pred.error or _unwritable(out, item, pred, opts.save)
+                if error:
+                    failed(item.path, error)
                 else:
                     writer.put(pred, item)
                     summary.processed += 1
@@ -257,10 +280,16 @@ def _run(opts: PredictOptions, ctx: DistContext, console: Console) -> PredictSum
         rate = summary.processed / max(summary.infer_s, 1e-9)
         frames = f", {summary.frames} video frames" if summary.frames else ""
         ranks = f" on {ctx.world_size} processes" if ctx.active else ""
-        console.print(f"processed {summary.processed}{frames}, skipped {summary.skipped} (done before), failed "
-                      f"{len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} -> {out}",
-                      markup=False)
+        StreamConsole().print(f"processed {summary.processed}{frames}, skipped {summary.skipped} (done before), "
+                              f"failed {len(summary.failed)} in {summary.elapsed_s:.1f} s ({rate:.2f} img/s){ranks} "
+                              f"-> {out}")  # the result: stdout
     return summary
+
+
+def _unwritable(out: Path, item: InputImage, pred: Prediction, save: tuple[str, ...]) -> Optional[str]:
+    """Why an image's outputs cannot be encoded (a 1x100000 overlay as .jpg): the image is reported, not the run."""
+    problem = encoding_problem(output_paths(out, item.rel, save).values(), *pred.labels.shape[:2])
+    return f"{item.path}: {problem}" if problem else None
 
 
 def _todo(opts: PredictOptions, ctx: DistContext, inputs: list, summary: PredictSummary) -> tuple[list, list]:

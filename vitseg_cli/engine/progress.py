@@ -1,22 +1,46 @@
-"""Progress of the long loops (train, predict, eval): a bar in a terminal, plain periodic lines in a log.
+"""The console and the progress of the long loops (train, predict, eval).
 
-In a terminal (stdout and stderr both TTYs) a rich progress bar is drawn on stderr and `print` sends notes and
+`StreamConsole`: the one kind of console every command prints with. Progress, notes and errors go to stderr;
+results and summaries to stdout. In a terminal text wraps at its width; piped or redirected it never wraps (a path
+or a row of figures stays on one line, for grep and logs). Text is printed literally (no markup).
+
+`ProgressReporter`: in a terminal (stderr a TTY) a rich progress bar is drawn on stderr and `print` sends notes and
 validation lines through the bar's console, so they appear above it instead of tearing it. Anywhere else (a cluster
-job, `> log`, a pipe) a bar would show nothing until the end: one plain line (done/total, rate, elapsed, ETA and the
-loop's own fields such as loss or failed counts) goes to stdout at the first step, then every
+job, `2> log`, a pipe) a bar would show nothing until the end: one plain line (done/total, rate, elapsed, ETA and the
+loop's own fields such as loss or failed counts) goes to stderr at the first step, then every
 `VITSEG_PROGRESS_SECONDS` seconds (default 30) and at the end.
 """
 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from typing import Any, Callable, Optional
 
-from rich.console import Console
+from rich.console import Console, ConsoleDimensions
 
 DEFAULT_INTERVAL_S = 30.0
+PIPED_WIDTH = 1 << 16  # "no limit": rich needs a number; nothing printed here pads to the width
+
+
+class StreamConsole(Console):
+    """A rich console on stdout (or stderr) that wraps at the terminal's width, and not at all when its stream is
+    not a terminal. The stream is looked up at each print (so a redirection made later is followed)."""
+
+    def __init__(self, stderr: bool = False, **options: Any):
+        options.setdefault("highlight", False)
+        options.setdefault("markup", False)
+        super().__init__(stderr=stderr, **options)
+
+    @property
+    def size(self) -> ConsoleDimensions:
+        if self._width is None and not self.is_terminal:
+            return ConsoleDimensions(PIPED_WIDTH, self._height or 25)
+        return super().size
+
+    @size.setter
+    def size(self, new_size: tuple[int, int]) -> None:
+        Console.size.fset(self, new_size)  # type: ignore[attr-defined]
 
 
 def _interval() -> float:
@@ -45,11 +69,11 @@ class ProgressReporter:
                  console: Optional[Console] = None, fallback: Optional[Callable[[Any], None]] = None,
                  transient: bool = False, interactive: Optional[bool] = None):
         self.label, self.total, self.unit, self.enabled = label, total, unit, enabled
-        self.console = console or Console(stderr=True, highlight=False)
+        self.console = console or StreamConsole(stderr=True)
         self.fallback = fallback
         self.transient = transient
         if interactive is None:
-            interactive = sys.stdout.isatty() and self.console.is_terminal
+            interactive = self.console.is_terminal
         self.interactive = interactive
         self.done = self.first = start
         self.fields: dict[str, Any] = {}
@@ -124,7 +148,7 @@ class ProgressReporter:
         extra = _fields_text(self.fields)
         if extra:
             parts.append(extra)
-        print(" | ".join(parts), file=sys.stdout, flush=True)
+        print(" | ".join(parts), file=self.console.file, flush=True)  # progress: stderr, beside the notes
 
     # -- notes
     def print(self, message: Any) -> None:

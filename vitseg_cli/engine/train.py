@@ -47,6 +47,7 @@ from .loggers import build_loggers, logger_names
 from .progress import ProgressReporter
 from .train_data import (CLASS_FIELDS, AugmentedCrops, batch_loader, check_dataset, class_fields_set, fit_classes,
                          loader_stopped, unwrap_worker_error)
+from .threads import apply_threads
 from .train_state import (LOG_COLUMNS, CsvLog, RunLock, capture_rng, check_run_folder, load_state, read_log_for_resume,
                           read_run_info, restore_rng, save_state, seed_everything, write_json)
 
@@ -68,7 +69,7 @@ class TrainOptions:
     val_split: str = "val"
     iters: Optional[int] = None
     batch_size: Optional[int] = None
-    crop_size: Optional[int] = None
+    crop_size: "int | tuple[int, int] | None" = None  # (height, width), or one side of a square
     lr: Optional[float] = None
     amp: Optional[bool] = None
     accum: Optional[int] = None
@@ -85,6 +86,7 @@ class TrainOptions:
     loggers: Optional[str] = None  # --logger tb,mlflow,...; default: the run's own, else tb when installed
     stop_at: Optional[int] = None
     quiet: bool = False
+    threads: Optional[int] = None  # CPU threads; None: engine.threads' rule (VITSEG_THREADS, OMP_NUM_THREADS, CPUs)
     command: list[str] = field(default_factory=lambda: list(sys.argv))
     hooks: list[HookBase] = field(default_factory=list)  # extra hooks, called after the built-in ones
 
@@ -105,7 +107,8 @@ class TrainResult:
 def cli_overrides(opts: TrainOptions) -> dict[str, Any]:
     out = {k: getattr(opts, k) for k in CLI_TRAIN_FIELDS if getattr(opts, k) is not None}
     if "crop_size" in out:
-        out["crop_size"] = [int(out["crop_size"])] * 2
+        crop = out["crop_size"]
+        out["crop_size"] = [int(crop)] * 2 if isinstance(crop, int) else [int(side) for side in crop]
     return out
 
 
@@ -422,6 +425,7 @@ class Trainer(TrainerBase):
         if run.resuming:
             self.say(f"resuming {self.out} at iteration {self.start_iter}/{t.iters}")
         crops = AugmentedCrops(run.dataset, self.spec)
+        apply_threads(self.opts.threads, workers=t.workers, warn=lambda msg: self.say(f"warning: {msg}"))
         self.batches = batch_loader(crops, run.micro, ctx.rank, ctx.world_size, self.start_iter * t.accum, t.workers,
                                     pin_memory=ctx.device.type == "cuda")
         stop_at = min(self.opts.stop_at, t.iters) if self.opts.stop_at else t.iters

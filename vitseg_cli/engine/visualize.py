@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import html
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -25,8 +26,9 @@ from ..errors import VitsegError
 from ..loading import read_spec
 from ..metrics import ConfusionMatrix, image_scores, reduce_zero_label
 from ..data.classes import default_palette
-from ..viz import colorize, error_map, overlay, panel, thumbnail, with_legend
+from ..viz import colorize, error_map, escape_undecodable, overlay, panel, thumbnail, with_legend
 from .common import default_weights_path
+from .progress import StreamConsole
 from ..data.inputs import collect_inputs
 
 
@@ -84,8 +86,8 @@ def _match(folder: Path, rel: str, kind: str) -> Path:
 
 def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> tuple[list[Entry], int]:
     """Draw every image; returns the entries drawn and the number of images skipped (reported as they happen)."""
-    console = console or Console(stderr=True, highlight=False)
-    for folder, flag in ((opts.masks, "--masks"), (opts.gt, "--gt")):
+    console = console or StreamConsole(stderr=True)
+    for folder, flag in ((opts.masks, "--pred"), (opts.gt, "--gt")):
         if folder is not None and not Path(folder).is_dir():
             raise VitsegError(f"{flag} {folder}: folder not found")
     if not 0.0 <= opts.alpha <= 1.0:
@@ -100,7 +102,7 @@ def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> 
     entries: list[Entry] = []
     failures = 0
     progress = Progress(TextColumn("visualize"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=console, disable=opts.quiet)
+                        console=console, disable=opts.quiet or not console.is_terminal)  # piped: no bar
     with progress:
         task = progress.add_task("visualize", total=len(inputs))
         for item in inputs:
@@ -113,7 +115,7 @@ def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> 
     if opts.gallery:
         write_gallery(out, entries, has_gt=opts.gt is not None)
     if not opts.quiet:
-        console.print(f"drew {len(entries)} images, skipped {failures} -> {out}", markup=False)
+        StreamConsole().print(f"drew {len(entries)} images, skipped {failures} -> {out}")  # the result: stdout
     return entries, failures
 
 
@@ -173,12 +175,13 @@ def write_gallery(out: Path, entries: list[Entry], has_gt: bool) -> Path:
         entries = sorted(entries, key=lambda e: (math.isnan(e.miou), e.miou))
     figures = []
     for e in entries:
-        link = quote(e.panel.relative_to(out).as_posix())
-        thumb = quote(e.thumb.relative_to(out).as_posix())
+        link = quote(os.fsencode(e.panel.relative_to(out).as_posix()))  # a file name's own bytes, even not UTF-8
+        thumb = quote(os.fsencode(e.thumb.relative_to(out).as_posix()))
+        shown = html.escape(escape_undecodable(e.rel))
         score = (f"<br>acc {100 * e.acc:.2f}% &middot; mIoU {100 * e.miou:.2f}%" if has_gt and not math.isnan(e.miou)
                  else "")
-        figures.append(f'<figure><a href="{link}"><img src="{thumb}" alt="{html.escape(e.rel)}" loading="lazy"></a>'
-                       f"<figcaption>{html.escape(e.rel)}{score}</figcaption></figure>")
+        figures.append(f'<figure><a href="{link}"><img src="{thumb}" alt="{shown}" loading="lazy"></a>'
+                       f"<figcaption>{shown}{score}</figcaption></figure>")
     order = "sorted worst first by mIoU" if has_gt else "in input order"
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>vitseg gallery</title>

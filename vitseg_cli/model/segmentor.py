@@ -65,6 +65,9 @@ class Segmentor(nn.Module):
     def forward(self, x: torch.Tensor, scores_at_input_size: bool = False, score_dtype: Optional[torch.dtype] = None):
         """`scores_at_input_size`: a head that defines its scores at the input size (`scores_at`, e.g. the DINOv3
         Mask2Former) gives them there, their final product taken in `score_dtype`; other heads give 1/4 scores."""
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"Segmentor() takes a normalized (B, 3, H, W) tensor, got {type(x).__name__}: segment an "
+                            "image with vitseg_cli.predict(model, image), or call a model from vitseg_cli.load_model")
         h, w = x.shape[-2:]
         feats = self.padded_features(x)
         if self.decode_head is None:

@@ -147,4 +147,4 @@ def dataset_format(r: Release) -> str:
 
 def eval_commands(r: Release) -> tuple[str, str]:
     """The commands that reproduce the release's single-scale and multi-scale mIoU (DATA: the dataset root)."""
-    return f"vitseg eval DATA -w {r.name}", f"vitseg eval DATA -w {r.name} --tta"
+    return f"vitseg eval --data DATA -w {r.name}", f"vitseg eval --data DATA -w {r.name} --tta"
