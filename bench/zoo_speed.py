@@ -180,6 +180,11 @@ def run_row(name: str, device: str, reduced: bool, repeats: int, timeout: float)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _rate(x: float) -> str:
+    """images/s with two significant digits below 0.1 (a reduced ViT-7B row is ~0.003), else two decimals."""
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+
+
 def table(rows: list[dict[str, Any]], half_name: str) -> str:
     head = (f"| preset | crop | mode | s/crop fp32 | s/crop official | speedup | s/crop {half_name} | "
             f"img/s fp32 | img/s {half_name} | peak MB |")
@@ -190,9 +195,9 @@ def table(rows: list[dict[str, Any]], half_name: str) -> str:
             continue
         mode = r["mode"] + ("+flip" if r["flip"] else "")
         half = "n/a" if r["half"] is None else f"{r['half']:.3f}"
-        img_half = "n/a" if r["img_half"] is None else f"{r['img_half']:.2f}"
+        img_half = "n/a" if r["img_half"] is None else _rate(r["img_half"])
         lines.append(f"| {r['name']} | {r['crop']} | {mode} | {r['fp32']:.3f} | {r['official']:.3f} | "
-                     f"{r['official'] / r['fp32']:.2f}x | {half} | {r['img_fp32']:.2f} | {img_half} | "
+                     f"{r['official'] / r['fp32']:.2f}x | {half} | {_rate(r['img_fp32'])} | {img_half} | "
                      f"{r['peak_mb']:.0f} |")
     return "\n".join(lines)
 
