@@ -3,7 +3,7 @@ the bare model forward on the same images, same windows and same batch size, on 
 than one GPU exists (or --procs asks), `torchrun --nproc_per_node N vitseg predict` for N = 1, 2, ...
 
     python bench/predict.py [--images 64] [--size 683x512] [--weights W | --spec tiny] [--device auto]
-                            [--batch-size 1] [--half] [--compile] [--workers 0,2] [--procs 1,2]
+                            [--batch-size 1] [--half] [--compile] [--workers 0,2] [--procs 1,2] [--scale]
     python bench/predict.py --threads 1,2 [--busy K]    # CPU threads: the default rule against --threads N
 
 With --threads it times instead the default CPU threads (engine/threads.py's rule) against each --threads N, while K
@@ -11,7 +11,8 @@ busy processes (default: as many as the CPUs this process may use) compete for t
 
 Without --weights or --spec it uses the shipped default model (or the `nano` preset with random weights when none is
 shipped); `--spec tiny` times the tiny UperNet with random weights. The goal on a GPU: the pipeline at >= 80% of the
-forward rate.
+forward rate. `--scale` adds, on the same images, tar-shard input against the loose files and `--engine ray` with 2
+CPU actors against `torchrun --nproc_per_node 2` on the CPU (`bench/scale_rows.py`).
 """
 
 from __future__ import annotations
@@ -193,6 +194,7 @@ def main() -> None:
     ap.add_argument("--half", action="store_true")
     ap.add_argument("--compile", action="store_true")
     ap.add_argument("--workers", default="0,2", help="comma-separated DataLoader worker counts to time")
+    ap.add_argument("--scale", action="store_true", help="add the tar-shard, Ray and torchrun CPU rows")
     ap.add_argument("--threads", default=None,
                     help="comma-separated --threads values to time against the default threads, under --busy load")
     ap.add_argument("--busy", type=int, default=None,
@@ -241,6 +243,12 @@ def main() -> None:
                                              int(args.workers.split(",")[-1]), flags)
             rows.append((f"torchrun --nproc_per_node {k} vitseg predict", f"{whole:.2f}", f"{steady:.2f}",
                          f"{steady / forward_rate:.0%}"))
+        if args.scale:
+            from scale_rows import scale_rows  # bench/ is on the path of `python bench/predict.py`
+
+            rows += [(name, whole, steady, f"{float(steady) / forward_rate:.0%}" + (f"; {note}" if note else ""))
+                     for name, whole, steady, note in scale_rows(tmp / "images", tmp, weights,
+                                                                 int(args.workers.split(",")[-1]), overrides)]
     title = (f"predict throughput: {n} images {h}x{w}, {weights.name}, {settings.mode} "
              f"{'native' if settings.resize is None else list(settings.resize.scale)}, batch {settings.batch_size}"
              f"{', half' if settings.half else ''}{', compiled' if settings.compile else ''}, {device}")

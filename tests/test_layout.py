@@ -121,7 +121,7 @@ LAYERS = [
     ("vitseg_cli.data", "vitseg_cli.metrics", "vitseg_cli.viz"),
     ("vitseg_cli.model", "vitseg_cli.checkpoints", "vitseg_cli.zoo"),
     ("vitseg_cli.loading",),
-    ("vitseg_cli.engine",),
+    ("vitseg_cli.engine", "vitseg_cli.ray"),  # the Ray Data predictor: a model loaded, inferring
     ("vitseg_cli.commands",),
     ("vitseg_cli.cli", "vitseg_cli.__main__", "vitseg_cli"),
 ]

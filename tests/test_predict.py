@@ -193,15 +193,14 @@ def test_masks_are_uint16_past_255_classes(tmp_path):
 def test_sources_globs_lists_and_output_names(tmp_path, nano_weights):
     src = tmp_path / "src"
     write_image(src / "a.jpg", image(16, 16))
-    write_image(src / "a.png", image(16, 16, seed=1))
     write_image(src / "sub" / "b.png", image(16, 16, seed=2))
     out = src / "results"  # inside the source folder: its files must never become inputs
     result = invoke(src, "--weights", nano_weights, "--out", out, "--workers", 0, "--save", "masks")
     assert result.exit_code == 0, result.output
     assert sorted(p.relative_to(out / "masks").as_posix() for p in (out / "masks").rglob("*.png")) == \
-        ["a.jpg.png", "a.png.png", "sub/b.png"]
+        ["a.png", "sub/b.png"]
     again = invoke(src, "--weights", nano_weights, "--out", out, "--workers", 0, "--save", "masks")
-    assert again.exit_code == 0 and (record(out)["inputs"], record(out)["skipped"]) == (3, 3)
+    assert again.exit_code == 0 and (record(out)["inputs"], record(out)["skipped"]) == (2, 2)
 
     glob_out = tmp_path / "glob_out"
     result = invoke(str(src / "**" / "b.png"), "--weights", nano_weights, "--out", glob_out, "--workers", 0,
@@ -209,12 +208,32 @@ def test_sources_globs_lists_and_output_names(tmp_path, nano_weights):
     assert result.exit_code == 0, result.output
     assert (glob_out / "masks" / "sub" / "b.png").exists()
 
+    # a list names a file as the command line does: by its file name (as its own folder would)
     listing = src / "list.txt"
     listing.write_text("# images to do\nsub/b.png\n\nmissing.png\n")
     list_out = tmp_path / "list_out"
     result = invoke(listing, "--weights", nano_weights, "--out", list_out, "--workers", 0, "--save", "masks")
     assert result.exit_code == 1 and "missing.png" in result.output
-    assert (list_out / "masks" / "sub" / "b.png").exists()
+    assert [p.name for p in (list_out / "masks").rglob("*.png")] == ["b.png"]
+    folder_out = tmp_path / "folder_out"
+    assert invoke(src / "sub", "--weights", nano_weights, "--out", folder_out, "--workers", 0,
+                  "--save", "masks").exit_code == 0
+    assert (read_label(folder_out / "masks" / "b.png") == read_label(list_out / "masks" / "b.png")).all()
+
+
+def test_an_output_name_never_depends_on_the_neighbours(tmp_path, nano_weights):
+    """img.png alone is masks/img.png; an img.jpg beside it does not rename it (the pair is refused instead)."""
+    src = tmp_path / "src"
+    write_image(src / "img.png", image(16, 16))
+    out = tmp_path / "out"
+    assert invoke(src, "--weights", nano_weights, "--out", out, "--workers", 0, "--save", "masks").exit_code == 0
+    assert [p.name for p in (out / "masks").iterdir()] == ["img.png"]
+    write_image(src / "img.jpg", image(16, 16, seed=1))
+    refused = invoke(src, "--weights", nano_weights, "--out", tmp_path / "out2", "--workers", 0, "--save", "masks")
+    assert refused.exit_code == 2
+    line = " ".join(refused.output.split())
+    assert "img.jpg" in line and "img.png" in line and "would both be written as img" in line
+    assert not (tmp_path / "out2" / "masks").exists()
 
 
 def test_user_errors_are_one_line(tmp_path, nano_weights, monkeypatch):

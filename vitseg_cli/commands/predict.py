@@ -25,7 +25,9 @@ def predict(
     backbone_weights: BackboneWeightsOption = None,
     spec: SpecOption = None,
     set_values: SetOption = None,
-    out: Path = typer.Option(Path("vitseg-out"), "--out", "-o", help="Output folder."),
+    out: Optional[str] = typer.Option(None, "--out", "-o",
+                                      help="Output folder, or an fsspec URL such as s3://bucket/run [default: "
+                                           "vitseg-out, or vitseg-out2, ... when that holds another run]"),
     mode: ModeOption = None,
     crop_size: CropOption = None,
     stride: StrideOption = None,
@@ -38,8 +40,12 @@ def predict(
     compile_model: CompileOption = False,
     save: str = typer.Option("masks,color,overlay", "--save", help="Outputs: masks, color, overlay, probs, rle."),
     alpha: float = typer.Option(0.5, "--alpha", min=0.0, max=1.0, help="Overlay opacity of the colours."),
-    overwrite: bool = typer.Option(False, "--overwrite", help="Redo inputs whose outputs exist; replace the outputs "
-                                                                 "of a run with other weights or settings."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start OUT afresh: remove what an earlier vitseg run "
+                                                                 "wrote there (never other files) and redo every input."),
+    identity: str = typer.Option("stat", "--identity", help="How an input is told from another file under its "
+                                                            "output name: stat (path, size, mtime) or hash (sha256)."),
+    json_lines: bool = typer.Option(False, "--json", help="Print each image's manifest line on stdout (progress "
+                                                          "and summary stay on stderr)."),
     workers: WorkersOption = default_workers(),
     threads: ThreadsOption = None,
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar, notes or summary; errors only."),
@@ -50,15 +56,25 @@ def predict(
                               help="Only shard I of N of the sorted inputs (every N-th from the I-th); writes "
                                    "OUT/predict-I-of-N.json [default: in a Slurm array the task's own share, else "
                                    "all]"),
-    merge_records: Path = typer.Option(None, "--merge-records", metavar="OUT",
+    out_format: str = typer.Option("files", "--out-format",
+                                   help="files (OUT/<kind>/...) or tar (OUT/shards/<shard>.tar per input tar shard)."),
+    engine: str = typer.Option("torch", "--engine", help="torch (this process, or torchrun) or ray (Ray Data)."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="--engine ray: the cluster [default: a local one]"),
+    num_gpus_per_worker: float = typer.Option(0.0, "--num-gpus-per-worker", min=0.0,
+                                              help="--engine ray: GPUs per predictor actor (0: CPU actors)."),
+    concurrency: int = typer.Option(1, "--concurrency", min=1, help="--engine ray: predictor actors."),
+    merge_records: str = typer.Option(None, "--merge-records", metavar="OUT",
                                        help="Merge OUT's shard records into OUT/predict.json (no SOURCE); exit 1 "
                                             "when shards are missing."),
 ) -> None:
     """Segment every image and video: OUT/masks (class indices), OUT/color, OUT/overlay, OUT/probs, OUT/rle (COCO
-    RLE lines), OUT/video (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/predict.json.
+    RLE lines), OUT/video (overlay videos; their frames' masks in OUT/masks/<video>/), OUT/manifest.jsonl (a line
+    per image: input identity, outputs, classes, scores), OUT/predict.json.
 
-    Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings; unreadable
-    files are reported and the exit code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
+    Existing outputs are skipped (rerun to resume) when OUT was made with the same weights and settings from the same
+    input files; kinds added to --save are made from the saved masks. Unreadable files are reported and the exit
+    code is 1. Also runs under torchrun (the inputs are shared across ranks)."""
     if merge_records is not None:
         _merge(merge_records, sources)
         return
@@ -68,12 +84,23 @@ def predict(
     from ..engine.outputs import parse_save
     from ..engine.predict import PredictOptions, run_predict
 
+    if out_format not in ("files", "tar"):
+        fail(f"--out-format {out_format}: must be files or tar")
+    if engine not in ("torch", "ray"):
+        fail(f"--engine {engine}: must be torch or ray")
+    from ..data.storage import is_url
+
     overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
-    opts = PredictOptions(sources=list(sources), out=out, weights=weights, spec=spec, overrides=overrides,
+    opts = PredictOptions(sources=list(sources), out=out if out is None or is_url(out) else Path(out),
+                          weights=weights, spec=spec,
+                          overrides=overrides,
                           spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
                           save=parse_save(save), alpha=alpha,
                           overwrite=overwrite, workers=workers, quiet=quiet, backend=backend,
-                          vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard))
+                          vid_stride=vid_stride, backbone_weights=backbone_weights, shard=resolve_shard(shard),
+                          identity=identity, json=json_lines, out_format=out_format, engine=engine,
+                          ray={"address": ray_address, "num_gpus_per_worker": num_gpus_per_worker,
+                               "concurrency": concurrency})
     set_threads(threads, workers)
     summary = run_predict(opts, console=console)
     # under torchrun rank 0 holds every rank's counts; another rank exiting non-zero first would make torchrun stop
@@ -82,17 +109,23 @@ def predict(
         raise typer.Exit(summary.exit_code)
 
 
-def _merge(out: Path, sources: list[str]) -> None:
+def _merge(out: str, sources: list[str]) -> None:
+    from ..data.storage import redact
     from ..engine.records import merge_records
+    from ..engine.remote_out import open_remote
 
     if sources:
         fail("--merge-records OUT takes no SOURCE")
-    record, missing = merge_records(out)
+    remote = open_remote(out, "merge-records")  # a URL: its records are fetched, merged, the merge uploaded
+    record, missing = merge_records(remote.staging if remote is not None else Path(out))
+    if remote is not None:
+        remote.publish_records()
+    where = redact(out).rstrip("/") + "/predict.json" if remote is not None else Path(out) / "predict.json"
     results_console.print(f"merged {len(record['shards'])} of {record['shard_count']} shards: processed "
                           f"{record['processed']}, skipped {record['skipped']}, failed {len(record['failed'])} -> "
-                          f"{out / 'predict.json'}")
+                          f"{where}")
     if missing:
-        fail(f"missing shards of {out}: {', '.join(missing)}", code=1)
+        fail(f"missing shards of {redact(out)}: {', '.join(missing)}", code=1)
 
 
 def register(app: typer.Typer) -> None:

@@ -1,8 +1,12 @@
 """The inputs of a run: files, folders (searched recursively), globs and `.txt` lists, each mapped to its output name.
 
-An input's name `<rel>` is its path relative to the source folder it was found in, without extension, '/'-separated;
-its outputs go to `OUT/<kind>/<rel>.*`. Names that would collide (`a.jpg` and `a.png` keep their extensions, two
-sources with the same relative path are refused), and inputs inside the output folder are refused.
+One rule, which depends on the file alone (never on which other files exist): an input's name `<rel>` is its path
+relative to its root, without its extension, '/'-separated; its outputs go to `OUT/<kind>/<rel>.*`. The root of a
+file found in a folder is that folder, of a glob's match the folder before the first wildcard; a file named directly
+(on the command line or as a line of a `.txt` list) is its own root's only file, so its name is its file name
+without extension (a list of a folder's files names them as the folder does). Two inputs with the same name (`a.jpg`
+beside `a.png`, or the same relative path under two sources) are refused with one line, as are inputs inside the
+output folder.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from .video import is_video_path
 class InputImage:
     path: Path
     rel: str  # output name relative to OUT/<kind>/, without extension, '/'-separated
+    source_rel: str = ""  # the path relative to its root, with extension: part of the input's recorded identity
 
     @property
     def is_video(self) -> bool:
@@ -71,7 +76,7 @@ def _list_file(path: Path) -> list[tuple[Path, Path]]:
             continue
         p = Path(line).expanduser()
         p = p if p.is_absolute() else base / p
-        out.append((p, base if _inside(p, base) else p.parent))
+        out.append((p, p.parent))
     return out
 
 
@@ -110,15 +115,12 @@ def _refuse_inside_out(source: "str | Path", path: Path, out_dir: Path) -> None:
 
 def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputImage]:
     rel_paths = [p.resolve().relative_to(base.resolve()) if _inside(p, base) else Path(p.name) for p, base in found]
-    stems = [r.with_suffix("").as_posix() for r in rel_paths]
-    clashing = {s for s in stems if stems.count(s) > 1}
-    # a.jpg and a.png in one folder would both write masks/a.png: keep their extensions in their names
-    names = [r.as_posix() if s in clashing else s for r, s in zip(rel_paths, stems)]
+    names = [r.with_suffix("").as_posix() for r in rel_paths]
     seen: dict[str, Path] = {}
     for (p, _), name in zip(found, names):
         if name in seen:
-            raise VitsegError(f"{p} and {seen[name]} would both be written as {name}: give their folders as "
-                              "separate runs with different --out")
+            raise VitsegError(f"{p} and {seen[name]} would both be written as {name} (an output is named by its "
+                              "input's path without extension): give them as separate runs with different --out")
         seen[name] = p
     # a video's frames are written as <name>/<frame>.*: no other input may be named inside that folder
     folders = {name.rsplit("/", k)[0]: name for name in names for k in range(1, name.count("/") + 1)}
@@ -127,4 +129,4 @@ def _name_outputs(found: list[tuple[Path, Path]]) -> list[InputImage]:
             inside = folders[name]
             raise VitsegError(f"{p}: its frames would be written where {seen[inside]} goes ({inside}): give them "
                               "as separate runs with different --out")
-    return [InputImage(p, name) for (p, _), name in zip(found, names)]
+    return [InputImage(p, name, r.as_posix()) for (p, _), name, r in zip(found, names, rel_paths)]

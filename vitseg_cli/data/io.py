@@ -14,6 +14,7 @@ point outside the output folder.
 
 from __future__ import annotations
 
+import io as _io
 import os
 import re
 import stat
@@ -26,6 +27,7 @@ import cv2
 import numpy as np
 
 from ..errors import VitsegError
+from . import storage
 
 IMAGE_EXTENSIONS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".jp2", ".pbm", ".pgm", ".ppm"}
 MAX_PIXELS_ENV = "VITSEG_MAX_PIXELS"
@@ -52,7 +54,12 @@ def _regular_file(path: Path) -> int:
     return info.st_size
 
 
-def _read_bytes(path: Path) -> np.ndarray:
+def _read_bytes(path: "str | Path") -> np.ndarray:
+    if storage.is_url(path):  # an object in a store: fetched whole (images are small)
+        data = np.frombuffer(storage.read_bytes(path), dtype=np.uint8)
+        if data.size == 0:
+            raise VitsegError(f"{storage.redact(path)}: empty object")
+        return data
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except FileNotFoundError:
@@ -148,9 +155,25 @@ def grey_to_rgb_uint8(grey: np.ndarray) -> np.ndarray:
 
 
 def read_image(path: "str | Path") -> np.ndarray:
-    """An image as RGB uint8 (H, W, 3): grayscale expanded, alpha dropped, 16-bit scaled, EXIF orientation applied."""
+    """An image as RGB uint8 (H, W, 3): grayscale expanded, alpha dropped, 16-bit scaled, EXIF orientation applied.
+    `path` may be an fsspec URL (the object is fetched whole, then checked as `decode_image` checks bytes)."""
+    if storage.is_url(path):
+        return decode_image(_read_bytes(path), path)
     path = Path(path)
-    data = _read_checked(path)
+    return decode_image(_read_checked(path), path, checked=True)
+
+
+def decode_image(data: "bytes | np.ndarray", name: "str | Path", checked: bool = False) -> np.ndarray:
+    """`read_image` for an image file's bytes already in memory (a tar shard's member, an object); `name` names it in
+    errors; `checked`: its header was checked against the pixel limit already."""
+    data = np.frombuffer(data, dtype=np.uint8) if isinstance(data, (bytes, bytearray)) else data
+    if data.size == 0:
+        raise VitsegError(f"{name}: empty file")
+    if not checked:
+        header = _open_header(_io.BytesIO(data.tobytes()))
+        if header is not None:
+            _check_pixels(name, header[0], header[1])
+    path = name
     # IMREAD_COLOR applies the EXIF orientation and expands grayscale / palette images; ANYDEPTH keeps 16 bits
     img = cv2.imdecode(data, cv2.IMREAD_COLOR | cv2.IMREAD_ANYDEPTH)
     if img is None or img.size == 0:

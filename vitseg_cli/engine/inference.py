@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.io import read_image
+from ..data.storage import is_url
 from ..data.test_transforms import round_up
 from ..data.video import read_frames
 from ..data.workers import worker_init
@@ -136,7 +137,7 @@ class _ImageDataset(torch.utils.data.Dataset):
     """Reads and preprocesses one image per item; never raises for a bad file (the item carries the error)."""
 
     def __init__(self, paths: Sequence[Path], settings: InferenceSettings, mean, std, keep_image: bool):
-        self.paths = [Path(p) for p in paths]
+        self.paths = [p if is_url(p) else Path(p) for p in paths]  # an object store's URL stays a URL
         self.settings, self.mean, self.std, self.keep_image = settings, mean, std, keep_image
 
     def __len__(self) -> int:
@@ -342,9 +343,14 @@ def _pass_inputs(item: dict[str, Any], settings: InferenceSettings, device: torc
             yield mirrored, True, valid
 
 
+TOP1_ROW_STEP = 4  # the rows the top-1 probability statistics are taken on: 0, 4, 8, ...
+
+
 def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, device: torch.device,
                  num_classes: int, want_probs: bool,
-                 ready: Optional[list[torch.Tensor]] = None) -> tuple[np.ndarray, Optional[np.ndarray]]:
+                 ready: Optional[list[torch.Tensor]] = None) -> tuple[np.ndarray, Optional[np.ndarray], tuple]:
+    """Labels, the averaged softmax when `want_probs`, and the (mean, minimum) top-1 probability over the pixels of
+    every TOP1_ROW_STEP-th row."""
     out_size = tuple(int(s) for s in item["size"])
     passes = [_ScorePass(forward, x, settings, out_size, flipped, None if ready is None else ready[k], valid)
               for k, (x, flipped, valid) in enumerate(_pass_inputs(item, settings, device))]
@@ -352,6 +358,7 @@ def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, dev
     labels = np.empty(out_size, dtype=label_dtype)
     probs = np.empty((num_classes, *out_size), dtype=np.float16) if want_probs else None
     step = _band_rows(num_classes, [out_size[1]] + [p.in_size[1] for p in passes])
+    top1_sum, top1_min, top1_count = 0.0, 1.0, 0
     for a in range(0, out_size[0], step):
         b = min(out_size[0], a + step)
         if len(passes) == 1 and probs is None:
@@ -364,10 +371,21 @@ def _predict_one(forward, item: dict[str, Any], settings: InferenceSettings, dev
             if len(passes) > 1:
                 total /= len(passes)
         # max(0).indices: same first-maximum rule as argmax(0), several times faster on CPU over the class axis
-        labels[a:b] = total.max(0).indices.cpu().numpy().astype(label_dtype)
+        top = total.max(0)
+        labels[a:b] = top.indices.cpu().numpy().astype(label_dtype)
         if probs is not None:
             probs[:, a:b] = total.half().cpu().numpy()
-    return labels, probs
+        # the top-1 probability on every TOP1_ROW_STEP-th image row (all of it would cost more than the argmax on
+        # a CPU); raw logits in the one-pass case: the top softmax value is exp(max - logsumexp)
+        first = (-a) % TOP1_ROW_STEP
+        top1 = top.values[first::TOP1_ROW_STEP]
+        if top1.numel():
+            if len(passes) == 1 and probs is None:
+                top1 = (top1 - total[:, first::TOP1_ROW_STEP].logsumexp(0)).exp()
+            top1_sum += float(top1.double().sum())
+            top1_count += top1.numel()
+            top1_min = min(top1_min, float(top1.min()))
+    return labels, probs, (top1_sum / max(1, top1_count), top1_min)
 
 
 def iter_predictions(model: Any, paths: Sequence[Path], settings: InferenceSettings, device: torch.device, *,
@@ -443,6 +461,13 @@ def _predict_dataset(model: Any, dataset: torch.utils.data.Dataset, settings: In
         yield from run(group)
 
 
+def predict_items(model: Any, dataset: torch.utils.data.Dataset, settings: InferenceSettings, device: torch.device,
+                  *, workers: int = 0, want_probs: bool = False) -> Iterator[Prediction]:
+    """`iter_predictions` over any dataset of `prepare_item` dicts (or error dicts): a tar shard's samples. An item's
+    optional `read_bytes` (bytes read to make it) comes back in the Prediction's `timings`."""
+    yield from _predict_dataset(model, dataset, settings, device, workers, want_probs)
+
+
 def predict_array(model: Any, image: np.ndarray, settings: InferenceSettings, device: torch.device, *,
                   want_probs: bool = False, path: Optional[Path] = None) -> Prediction:
     """`iter_predictions` for one RGB uint8 (H, W, 3) image already in memory: the same preprocessing, windows, TTA
@@ -480,10 +505,11 @@ def _predict_group(forward, items: list[dict[str, Any]], settings: InferenceSett
     for item, ready in zip(items, readies):
         path = item["path"]
         if item["error"]:
-            yield Prediction(path=path, labels=None, probs=None, image=None, error=item["error"])
+            yield Prediction(path=path, labels=None, probs=None, image=None, error=item["error"],
+                             timings={"read_bytes": item.get("read_bytes", 0)})
             continue
         try:
-            labels, probs = _predict_one(forward, item, settings, device, num_classes, want_probs, ready)
+            labels, probs, top1 = _predict_one(forward, item, settings, device, num_classes, want_probs, ready)
         except torch.cuda.OutOfMemoryError:
             torch.cuda.empty_cache()
             h, w = item["size"]
@@ -492,4 +518,5 @@ def _predict_group(forward, items: list[dict[str, Any]], settings: InferenceSett
                                    f"smaller --crop-size or --device cpu)")
             continue
         yield Prediction(path=path, labels=labels, probs=probs, image=item.get("image"), error=None,
-                         timings={"infer_s": (time.perf_counter() - start) / len(items)}, frame=item.get("frame"))
+                         timings={"infer_s": (time.perf_counter() - start) / len(items),
+                                  "read_bytes": item.get("read_bytes", 0)}, frame=item.get("frame"), top1=top1)

@@ -2,8 +2,9 @@
 
 `OnnxSegmentor(path)` reads the spec embedded by `vitseg export`; calling it on a normalized (B, 3, h, w) array (numpy,
 or a torch tensor from the shared inference loop) gives numpy logits (B, K, ceil(h/4), ceil(w/4)) like
-`Segmentor.forward`. This module never imports torch: an ONNX deployment runs without it. A graph exported with `--dynamic` takes any size, like
-the torch model. Otherwise the graph has a fixed spatial size (the export size), so other input sizes are an error:
+`Segmentor.forward`. This module never imports torch: an ONNX deployment runs without it. A graph exported with
+`--dynamic` takes any size the torch model takes (one whose backbone computes at a single size, such as BEiT, at most
+that size). Otherwise the graph has a fixed spatial size (the export size), so other input sizes are an error:
 use slide inference with crop = export size, or export at the size you feed. With `allow_pad=True` a smaller input
 is zero-padded bottom/right to the export size and the logits cropped; that is NOT what the torch model computes (it
 pads only to a multiple of 32, and attention sees the padding), so logits move.
@@ -22,6 +23,8 @@ from ..spec import Spec, load_spec, spec_from_dict
 
 # metadata_props keys written by `vitseg export`; a height and width of 0 mean a dynamic-size graph
 META_SPEC, META_HEIGHT, META_WIDTH, META_FORMAT = "vitseg_spec", "vitseg_input_height", "vitseg_input_width", "format"
+# the largest input of a dynamic graph whose backbone computes at one size only (BEiT's relative position bias)
+META_MAX_HEIGHT, META_MAX_WIDTH = "vitseg_max_input_height", "vitseg_max_input_width"
 MIN_DYNAMIC_SIDE = 64  # the smallest side a dynamic graph is exported for
 
 
@@ -85,6 +88,8 @@ class OnnxSegmentor:
         self.height = int(meta.get(META_HEIGHT, fixed[0]))
         self.width = int(meta.get(META_WIDTH, fixed[1]))
         self.dynamic = self.height == 0 or self.width == 0
+        self.max_height = int(meta.get(META_MAX_HEIGHT, 0)) or None
+        self.max_width = int(meta.get(META_MAX_WIDTH, 0)) or None
         self.input_name = self.session.get_inputs()[0].name
         self.path = path
         self.allow_pad = allow_pad
@@ -121,4 +126,8 @@ class OnnxSegmentor:
         if h < MIN_DYNAMIC_SIDE or w < MIN_DYNAMIC_SIDE:
             raise VitsegError(f"input {w}x{h} (WxH) is below the {MIN_DYNAMIC_SIDE} px per side the dynamic ONNX "
                               f"model {self.path.name} was exported for")
+        if h > (self.max_height or h) or w > (self.max_width or w):
+            raise VitsegError(f"input {w}x{h} (WxH) is larger than the {self.max_width}x{self.max_height} this "
+                              f"{self.spec.model.backbone.type} backbone takes (ONNX model {self.path.name}): use "
+                              f"slide mode with crop {self.max_height}x{self.max_width}")
         return self.session.run(None, {self.input_name: x})[0]

@@ -4,7 +4,8 @@
 frame `OUT/{masks,color,probs}/<rel>/<frame:06d>.*`. Every file is written atomically (a video under a temporary
 name, renamed when whole), so a killed run leaves only whole files; an input whose outputs all exist is done.
 The folder is claimed with a fingerprint (`engine/fingerprint.py`) before anything is written, so that a resumed run
-only trusts outputs made the same way.
+only trusts outputs made the same way; each image's line in the manifest (`engine/manifest.py`) is appended before
+its last file lands, so that every file on disk has its line.
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ from ..viz import colorize
 from ..viz import overlay as blend
 from . import result_formats as formats
 from .fingerprint import check_output_folder, make_fingerprint
+from .manifest import ManifestLog, image_line
 from .rle import RleLog
 
 SAVE_KINDS = ("masks", "color", "overlay", "probs", "rle")
 DEFAULT_SAVE = ("masks", "color", "overlay")
 OUTPUT_DIRS = SAVE_KINDS + ("video",)
+RECORDS = ("manifest*.jsonl", "predict.json", "predict-*-of-*.json")  # a run's records, beside its output folders
 _SUFFIX = {"masks": ".png", "color": ".png", "overlay": ".jpg", "probs": ".npz"}
 
 
@@ -52,6 +55,7 @@ class Prediction:
     frame: Optional[int] = None  # a video frame's index in the video, counting every frame
     class_names: list[str] = field(default_factory=list)
     palette: list[tuple[int, int, int]] = field(default_factory=list)
+    top1: Optional[tuple[float, float]] = None  # (mean, minimum) over the pixels of the top-1 probability
 
     @property
     def ok(self) -> bool:
@@ -121,12 +125,13 @@ def claim_output_folder(out: Path, weights: Path, backend: str, spec: dict[str, 
                         save: Sequence[str], alpha: float, overwrite: bool, *, vid_stride: Optional[int] = None,
                         label_offset: int = 0, option: str = "--out", clean: bool = True) -> None:
     """Before anything is written: create the folder (proved writable), refuse it when it holds outputs made another
-    way (unless `overwrite`, which removes them), record this run's fingerprint, drop a killed run's temporaries
-    (unless not `clean`: shards running side by side would drop each other's files being written)."""
+    way (unless `overwrite`, which removes what the earlier vitseg run wrote), record this run's fingerprint, drop a
+    killed run's temporaries (unless not `clean`: shards running side by side would drop each other's files being
+    written). `save` is not part of the fingerprint: a rerun may add kinds."""
     refuse_non_folder(out, option)
-    fingerprint = make_fingerprint(weights, backend, spec, settings, save, alpha, vid_stride, label_offset)
+    fingerprint = make_fingerprint(weights, backend, spec, settings, alpha, vid_stride, label_offset)
     prepare_output_dir(out, option)
-    check_output_folder(out, fingerprint, overwrite, OUTPUT_DIRS, option=option)
+    check_output_folder(out, fingerprint, overwrite, OUTPUT_DIRS, option=option, records=RECORDS)
     if clean:
         remove_stale_temporaries(out)
 
@@ -177,20 +182,31 @@ def mask_dtype(num_classes: int) -> type:
 
 
 def write_outputs(paths: dict[str, Path], labels: np.ndarray, *, image: Optional[np.ndarray],
-                  probs: Optional[np.ndarray], palette, alpha: float, mask_dtype: type, label_offset: int = 0) -> None:
-    """Write one prediction's files (kind -> path, from `output_paths`), each atomically. `label_offset` is added to
-    the mask values only (1: ADE20K's 1-based submission labels)."""
+                  probs: Optional[np.ndarray], palette, alpha: float, mask_dtype: type, label_offset: int = 0,
+                  before_last: Optional[Callable[[], None]] = None) -> None:
+    """Write one prediction's files (kind -> path, from `output_paths`), each atomically, the mask last.
+    `label_offset` is added to the mask values only (1: ADE20K's 1-based submission labels). `before_last` runs
+    just before the last file is written (the manifest line)."""
+    jobs: list[Callable[[], None]] = []
     if "probs" in paths:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, probs=probs)
-        atomic_write_bytes(paths["probs"], buf.getvalue())
+        def write_probs() -> None:
+            buf = io.BytesIO()
+            np.savez_compressed(buf, probs=probs)
+            atomic_write_bytes(paths["probs"], buf.getvalue())
+        jobs.append(write_probs)
     if "overlay" in paths:
-        write_image(paths["overlay"], blend(image, labels, palette, alpha))
+        jobs.append(lambda: write_image(paths["overlay"], blend(image, labels, palette, alpha)))
     if "color" in paths:
-        write_image(paths["color"], colorize(labels, palette))
+        jobs.append(lambda: write_image(paths["color"], colorize(labels, palette)))
     if "masks" in paths:
         masks = labels.astype(mask_dtype, copy=False)
-        write_image(paths["masks"], masks + mask_dtype(label_offset) if label_offset else masks)
+        jobs.append(lambda: write_image(paths["masks"], masks + mask_dtype(label_offset) if label_offset else masks))
+    for i, job in enumerate(jobs):
+        if before_last is not None and i == len(jobs) - 1:
+            before_last()
+        job()
+    if before_last is not None and not jobs:
+        before_last()
 
 
 def default_writer_threads() -> int:
@@ -204,9 +220,13 @@ class OutputWriter:
     kept and re-raised by `check`."""
 
     def __init__(self, out: Path, save: Sequence[str], palette, alpha: float, num_classes: int,
-                 label_offset: int = 0, threads: Optional[int] = None, rle: Optional[RleLog] = None):
+                 label_offset: int = 0, threads: Optional[int] = None, rle: Optional[RleLog] = None,
+                 manifest: Optional[ManifestLog] = None, class_names: Sequence[str] = (),
+                 publish: Optional[Callable[[list[Path]], None]] = None):
         self.out, self.save, self.palette, self.alpha = out, tuple(save), palette, alpha
+        self.publish = publish  # called with each input's files once written (a URL --out uploads them)
         self.rle = rle  # images' RLE lines, appended once their files landed
+        self.manifest, self.class_names = manifest, list(class_names)  # a line per image, before its last file
         self.label_offset = label_offset
         self.mask_dtype = mask_dtype(num_classes + label_offset)
         threads = threads or default_writer_threads()
@@ -236,20 +256,49 @@ class OutputWriter:
             if self.error is None:
                 self.error = err
 
-    def _write_files(self, pred: Prediction, paths: dict[str, Path]) -> None:
+    def _write_files(self, pred: Prediction, paths: dict[str, Path],
+                     before_last: Optional[Callable[[], None]] = None) -> None:
         write_outputs(paths, pred.labels, image=pred.image, probs=pred.probs, palette=self.palette,
-                      alpha=self.alpha, mask_dtype=self.mask_dtype, label_offset=self.label_offset)
+                      alpha=self.alpha, mask_dtype=self.mask_dtype, label_offset=self.label_offset,
+                      before_last=before_last)
+        if self.publish is not None:
+            self.publish(list(paths.values()))
 
-    def put(self, pred: Prediction, item: InputImage) -> None:
-        self._submit(self.pool, self._write_image, pred, output_paths(self.out, item.rel, self.save), item.rel)
+    def relative(self, path: Path) -> str:
+        return path.relative_to(self.out).as_posix()
+
+    def put(self, pred: Prediction, item: InputImage, ident: Optional[dict] = None,
+            keep: Optional[dict[str, str]] = None) -> None:
+        """Write one image's files; with a manifest, its line (identity `ident`, outputs: these files and the
+        earlier ones in `keep`) is appended before the last file."""
+        self._submit(self.pool, self._write_image, pred, output_paths(self.out, item.rel, self.save), item,
+                     ident, dict(keep or {}))
         self.submitted += 1
 
-    def _write_image(self, pred: Prediction, paths: dict[str, Path], rel: str) -> None:
-        self._write_files(pred, paths)
+    def _write_image(self, pred: Prediction, paths: dict[str, Path], item: InputImage, ident: Optional[dict],
+                     keep: dict[str, str]) -> None:
+        before_last = None
+        if self.manifest is not None:
+            outputs = {**keep, **{kind: self.relative(p) for kind, p in paths.items()}}
+            if self.rle is not None:
+                outputs["rle"] = self.relative(self.rle.path)
+            line = image_line(item, ident or {}, outputs, labels=pred.labels, class_names=self.class_names,
+                              top1=pred.top1, infer_s=pred.timings.get("infer_s"))
+            before_last = lambda: self.manifest.append(line)  # noqa: E731
+        try:
+            self._write_files(pred, paths, before_last)
+        except BaseException as err:
+            self.fail_line(item, ident, f"cannot write outputs: {err}")
+            raise
         if self.rle is not None:
-            self.rle.append(rel, pred.labels)
+            self.rle.append(item.rel, pred.labels)
         with self._count:
             self.written += 1
+
+    def fail_line(self, item: InputImage, ident: Optional[dict], error: str) -> None:
+        """The manifest line of an input that failed (its outputs, if any, are not to be trusted)."""
+        if self.manifest is not None:
+            self.manifest.append(image_line(item, ident or {}, {}, status="failed", error=error))
 
     # a video: start_video, put_frame for each frame, then finish_video (or abort_video)
 
@@ -270,12 +319,20 @@ class OutputWriter:
                                             frame_paths(self.out, item.rel, pred.frame, self.save)))
         self.video_jobs.append(self._submit(self.video_pool, self._video_frame, pred))
 
-    def finish_video(self) -> None:
-        """Rename the video into place once all its frames' files are written."""
+    def finish_video(self, ident: Optional[dict] = None, frames: int = 0) -> None:
+        """Rename the video into place once all its frames' files are written (its manifest line just before)."""
         wait(self.video_jobs)
         self.video_jobs = []
         if self.error is None and self.video is not None:
+            if self.manifest is not None:
+                item = self.video_args[0]
+                outputs = {"video": self.relative(video_path(self.out, item.rel)),
+                           **{kind: f"{kind}/{item.rel}/" for kind in self.save if kind in _SUFFIX
+                              and kind != "overlay"}}
+                self.manifest.append(image_line(item, ident or {}, outputs, frames=frames))
             self.video.finish()
+            if self.publish is not None:
+                self.publish([video_path(self.out, self.video_args[0].rel)])
             self.video = None
         self.abort_video()
         self.check()
@@ -300,3 +357,5 @@ class OutputWriter:
         self.abort_video()
         if self.rle is not None:
             self.rle.close()
+        if self.manifest is not None:
+            self.manifest.close()

@@ -29,7 +29,7 @@ from ..data.classes import default_palette
 from ..viz import colorize, error_map, escape_undecodable, overlay, panel, thumbnail, with_legend
 from .common import default_weights_path
 from .progress import StreamConsole
-from ..data.inputs import collect_inputs
+from ..data.url_inputs import collect_sources
 
 
 @dataclass
@@ -93,7 +93,7 @@ def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> 
     if not 0.0 <= opts.alpha <= 1.0:
         raise VitsegError(f"--alpha {opts.alpha}: must be between 0 and 1")
     out = Path(opts.out)
-    inputs = collect_inputs(opts.images, out)
+    inputs = collect_sources(opts.images, out, tars=False)  # files, or image objects at fsspec URLs
     if not inputs:
         raise VitsegError(f"no images found in {', '.join(opts.images)}")
     names, palette = class_table(opts.classes, opts.weights)

@@ -18,7 +18,7 @@ from torch import nn
 
 from ..errors import VitsegError
 from .keys import count_indices
-from .msda import MSDeformAttn, get_msda_impl
+from .msda import MSDeformAttn, get_msda_impl, split_levels
 
 Shapes = list[tuple[int, int]]
 
@@ -48,7 +48,8 @@ class SpatialPriorModule(nn.Module):
         self.fc4 = nn.Conv2d(4 * c, embed_dim, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        run = _folded if not (self.training or torch.is_grad_enabled() or get_msda_impl() == "reference") else None
+        plain = self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or get_msda_impl() == "reference"
+        run = None if plain else _folded
         c1 = run(self.stem, x) if run else self.stem(x)
         c2 = run(self.conv2, c1) if run else self.conv2(c1)
         c3 = run(self.conv3, c2) if run else self.conv3(c2)
@@ -86,8 +87,8 @@ class DWConv(nn.Module):
 
     def forward(self, x: torch.Tensor, shapes: Shapes) -> torch.Tensor:
         b, _, ch = x.shape
-        parts = x.split([h * w for h, w in shapes], dim=1)
-        if get_msda_impl() != "reference" and not torch.is_grad_enabled():
+        parts = split_levels(x, [h * w for h, w in shapes])
+        if get_msda_impl() != "reference" and not torch.is_grad_enabled() and not torch.jit.is_tracing():
             # fast inference: each level's tokens are a channels_last map as they are, and so is the conv's output,
             # so no transpose copies on either side (the official NCHW form is kept as the reference and for training)
             out = [self.dwconv(p.unflatten(1, (h, w)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, ch)
@@ -179,8 +180,12 @@ def _reference_points(shapes: Shapes, device: torch.device) -> torch.Tensor:
     """Pixel-centre (x, y) points in [0, 1] for every position of every level, shape (1, sum(h*w), 2)."""
     refs = []
     for h, w in shapes:
-        ys, xs = torch.meshgrid(torch.linspace(0.5, h - 0.5, h, device=device) / h,
-                                torch.linspace(0.5, w - 0.5, w, device=device) / w, indexing="ij")
+        if torch.jit.is_tracing():  # ONNX export: h, w are traced tensors, which linspace's count cannot take
+            ys, xs = ((torch.arange(n, dtype=torch.float32, device=device) + 0.5) / n for n in (h, w))
+        else:
+            ys = torch.linspace(0.5, h - 0.5, h, device=device) / h
+            xs = torch.linspace(0.5, w - 0.5, w, device=device) / w
+        ys, xs = torch.meshgrid(ys, xs, indexing="ij")
         refs.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
     return torch.cat(refs, 0)[None]
 
@@ -201,7 +206,7 @@ class _Geometry:
 
 def _resized(x: torch.Tensor, size: "torch.Size") -> torch.Tensor:
     """A token map resized bilinearly (align_corners=False) to a pyramid level; the level of its own size as is."""
-    if x.shape[-2:] == size:
+    if not torch.jit.is_tracing() and x.shape[-2:] == size:  # traced sizes (ONNX export) may differ at run time
         return x
     return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)
 
@@ -321,10 +326,11 @@ class AdapterBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         height, width = x.shape[-2:]
-        if height % 32 or width % 32:
+        tracing = torch.jit.is_tracing()  # an ONNX export: sizes are traced tensors, nothing size-bound is cached
+        if not tracing and (height % 32 or width % 32):
             raise ValueError(f"the adapter needs H and W divisible by 32, got {height}x{width} "
                              "(the segmentor pads for you)")
-        geometry = _geometry(height, width, x.device, self.patch_size)
+        geometry = (_Geometry if tracing else _geometry)(height, width, x.device, self.patch_size)
         fast = get_msda_impl() != "reference"  # 'reference' keeps every official form, as the oracle and the baseline
         if fast:
             # channels_last: mkldnn/cuDNN convs run faster and the conv-map -> token flatten becomes a free view
@@ -343,7 +349,8 @@ class AdapterBackbone(nn.Module):
 
         def as_map(tokens: torch.Tensor, hh: int, ww: int) -> torch.Tensor:
             if views:
-                return tokens.unflatten(1, (hh, ww)).permute(0, 3, 1, 2)
+                # reshape, not unflatten: the ONNX exporter bakes unflatten's sizes in as constants
+                return tokens.reshape(bs, hh, ww, dim).permute(0, 3, 1, 2)
             return tokens.transpose(1, 2).reshape(bs, dim, hh, ww).contiguous()
 
         outs = []
@@ -352,7 +359,7 @@ class AdapterBackbone(nn.Module):
             x, c, cls = layer(x, c, cls, run, geometry)
             outs.append(as_map(x, h, w))
         hc, wc = height // 16, width // 16  # the pyramid's own grid (the token grid too, for patch 16)
-        c2, c3, c4 = c.split(sizes, dim=1)
+        c2, c3, c4 = split_levels(c, sizes)
         up = _upsample2x(self.up, c2, hc * 2, wc * 2) if fast else None
         c2 = as_map(c2, hc * 2, wc * 2)
         if up is None:

@@ -223,6 +223,18 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: Shapes, sampling_locatio
     return fn(value, spatial_shapes, sampling_locations, attention_weights)
 
 
+def split_levels(x: torch.Tensor, sizes: list, dim: int = 1) -> list[torch.Tensor]:
+    """`x.split(sizes, dim)` of level-concatenated tokens. While tracing for ONNX export the sizes are traced tensors,
+    which `split` would bake in as constants: there the parts are slices at traced offsets instead."""
+    if not torch.jit.is_tracing():
+        return list(x.split(sizes, dim=dim))
+    parts, start, lead = [], 0, (slice(None),) * (dim % x.dim())
+    for size in sizes:
+        parts.append(x[(*lead, slice(start, start + size))])
+        start = start + size
+    return parts
+
+
 class MSDeformAttn(nn.Module):
     """Deformable attention over L feature levels; `ratio` shrinks the value dimension (ViT-Adapter's deform_ratio)."""
 
@@ -264,7 +276,7 @@ class MSDeformAttn(nn.Module):
             dtype = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
             query, value = query.to(dtype), value.to(dtype)
             value = value.view(n, feat.shape[1], m, -1)
-            bag = _impl == "bag" or (_impl == "fast" and value.device.type == "cpu")
+            bag = not torch.jit.is_tracing() and (_impl == "bag" or (_impl == "fast" and value.device.type == "cpu"))
             offsets, logits = self._offsets_and_logits(query, fused=bag)
             offsets = offsets.view(n, lq, m, n_levels, n_points, 2)
             weights = _softmax_short_rows(logits.reshape(n, lq, m, n_levels * n_points))
@@ -273,7 +285,10 @@ class MSDeformAttn(nn.Module):
                 out = ms_deform_attn_bag_offsets(value, spatial_shapes, reference_points, offsets, weights)
             else:
                 # offsets are in pixels of each level: normalise by that level's (W, H)
-                normalizer = _normalizer(tuple(spatial_shapes), query.device, dtype)
+                if torch.jit.is_tracing():  # ONNX export: the level sizes are traced tensors, nothing to cache
+                    normalizer = torch.stack([torch.stack([w, h]) for h, w in spatial_shapes]).to(dtype)[:, None, :]
+                else:
+                    normalizer = _normalizer(tuple(spatial_shapes), query.device, dtype)
                 locations = reference_points.to(dtype)[:, :, None, None, None, :] + offsets / normalizer
                 out = ms_deform_attn(value, spatial_shapes, locations, weights)
         return self.output_proj(out)

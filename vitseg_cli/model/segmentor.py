@@ -47,11 +47,18 @@ class Segmentor(nn.Module):
     def _pad(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         fixed = self.backbone.fixed_input_size
+        # (while tracing for ONNX export this is checked on the example input only; the exported graph's runner
+        # checks its inputs against the size recorded with it)
+        if fixed is not None and (h > fixed[0] or w > fixed[1]):
+            raise VitsegError(f"this {self.spec.model.backbone.type} backbone takes inputs of at most "
+                              f"{fixed[1]}x{fixed[0]} (W x H; its img_size), got {w}x{h}: use slide mode with "
+                              f"crop {fixed[0]}x{fixed[1]}")
+        if torch.jit.is_tracing():
+            # an ONNX export: h and w are traced tensors; pad by arithmetic on them so any input size stays symbolic
+            d = self.backbone.size_divisor  # non-negative operands only: ONNX's integer Div and Mod truncate
+            th, tw = fixed if fixed is not None else ((h + d - 1) // d * d, (w + d - 1) // d * d)
+            return F.pad(x, (0, tw - w, 0, th - h))
         if fixed is not None:
-            if h > fixed[0] or w > fixed[1]:
-                raise VitsegError(f"this {self.spec.model.backbone.type} backbone takes inputs of at most "
-                                  f"{fixed[1]}x{fixed[0]} (W x H; its img_size), got {w}x{h}: use slide mode with "
-                                  f"crop {fixed[0]}x{fixed[1]}")
             th, tw = fixed
         else:
             d = self.backbone.size_divisor
@@ -77,7 +84,8 @@ class Segmentor(nn.Module):
             padded = (4 * feats[0].shape[-2], 4 * feats[0].shape[-1])
             return at_size(feats, padded, score_dtype)[..., :h, :w]
         scores = self.decode_head(feats)
-        return scores[..., :math.ceil(h / 4), :math.ceil(w / 4)]
+        # ceil(h / 4), written so that it also holds for the traced sizes of an ONNX export
+        return scores[..., :(h + 3) // 4, :(w + 3) // 4]
 
     def loss(self, x: torch.Tensor, target: torch.Tensor) -> dict[str, torch.Tensor]:
         """Weighted losses of a training batch: the decode head's, plus `loss_aux` (the auxiliary head's losses times

@@ -89,7 +89,7 @@ class VisionTransformer(nn.Module):
         """Position embedding for an h x w token grid (cls slot dropped, bicubic resize)."""
         g = self.pretrain_grid
         pos = self.pos_embed[:, 1:].reshape(1, g, g, -1).permute(0, 3, 1, 2)
-        if (h, w) != (g, g):
+        if torch.jit.is_tracing() or (h, w) != (g, g):  # traced sizes (ONNX export) are free at run time
             pos = F.interpolate(pos, size=(h, w), mode="bicubic", align_corners=False)
         return pos.reshape(1, -1, h * w).permute(0, 2, 1)
 

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..msda import MSDeformAttn
+from ..msda import MSDeformAttn, split_levels
 
 NUM_LEVELS = 3  # encoder levels and transformer-decoder levels: 1/32, 1/16, 1/8
 
@@ -164,7 +164,9 @@ class MSDeformAttnPixelDecoder(nn.Module):
         memory = self.encoder(torch.cat(tokens, 1), torch.cat(positions, 1),
                               torch.cat(centres, 0).unsqueeze(0).to(feats[0].dtype), shapes)
         memory = memory.transpose(1, 2)
-        outs = [m.unflatten(-1, hw) for m, hw in zip(memory.split([h * w for h, w in shapes], dim=-1), shapes)]
+        levels = split_levels(memory, [h * w for h, w in shapes], -1)
+        # reshape, not unflatten: the ONNX exporter bakes unflatten's sizes in as constants
+        outs = [m.reshape(m.shape[0], m.shape[1], h, w) for m, (h, w) in zip(levels, shapes)]
         lateral = self.lateral_convs[0](feats[0])
         up = F.interpolate(outs[-1], size=lateral.shape[-2:], mode="bilinear", align_corners=False)
         return self.mask_feature(self.output_convs[0](lateral + up)), outs
