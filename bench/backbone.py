@@ -24,15 +24,15 @@ from vitseg_cli.model.msda import msda_impl
 from vitseg_cli.model.segmentor import build_model
 
 
-def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32) -> float:
+def matmul_gflops(n: int = 1024, repeats: int = 5, dtype: torch.dtype = torch.float32, clock=time.perf_counter) -> float:
     """Achieved GEMM rate of this machine (median of repeats), the practical ceiling."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
     a @ b
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         a @ b
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return 2 * n ** 3 / statistics.median(times) / 1e9
 
 

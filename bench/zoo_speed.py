@@ -13,7 +13,8 @@ does not depend on them); nothing is downloaded.
     python bench/zoo_speed.py --device cpu --full # real sizes on the CPU (hours)
 
 On the CPU a full row takes minutes (BEiT-L at 896 is ~1 min per crop on 2 cores), so by default the CPU table is a
-REDUCED set: the backbone cut to 4 blocks (one per interaction) and crop, stride and test scale divided by 8. Those
+REDUCED set: the backbone cut to 4 blocks (one per interaction), crop, stride and test scale divided by 8, and
+Mask2Former's pixel decoder cut to 1 layer of 6 and its transformer decoder to 3 of 9 (one per feature level). Those
 rows compare paths and presets with each other; they are not the releases' real cost.
 """
 
@@ -34,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 QUICK = ["upernet_deit_adapter_tiny_512_160k_ade20k", "upernet_beit_adapter_large_640_160k_ade20k",
          "mask2former_beit_adapter_large_896_80k_ade20k"]
 REDUCED_DEPTH, REDUCED_DIVISOR = 4, 8
+REDUCED_PIXEL_DECODER, REDUCED_DECODER = 1, 3  # Mask2Former layers in the reduced set (of 6 and 9)
 
 
 def release_presets() -> list[str]:
@@ -83,7 +85,12 @@ def reduced_overrides(spec: Any) -> dict[str, Any]:
         test["resize"] = resize
     if getattr(spec.test, "short_side", None):  # the DINOv3 procedure sizes its views by the short side
         test["short_side"] = crop
-    return {"model": {"backbone": over}, "test": test}
+    model: dict[str, Any] = {"backbone": over}
+    head = spec.model.decode_head
+    if hasattr(head, "pixel_decoder"):  # Mask2Former: its 1024-wide decoders would dominate a crop / 8
+        model["decode_head"] = {"pixel_decoder": {"num_layers": REDUCED_PIXEL_DECODER},
+                                "transformer_decoder": {"num_layers": REDUCED_DECODER}}
+    return {"model": model, "test": test}
 
 
 def _peak_mb(device: str) -> float:
@@ -137,7 +144,9 @@ def child(name: str, device: str, reduced: bool, repeats: int) -> dict[str, Any]
     if not _native_half(device):  # the pipeline refuses --half here; emulated bf16 would only measure emulation
         del runs["half"], runs["img_half"]
     times: dict[str, list[float]] = {k: [] for k in runs}
-    for fn in runs.values():  # warm-up
+    # warm-up: every column on CUDA (kernel selection, Triton compiles); on the CPU one crop forward is enough (the
+    # columns share allocations and weights) and a reduced row then takes ~40% less of a shared machine
+    for fn in (runs.values() if device == "cuda" else [runs["fp32"]]):
         fn()
     for _ in range(repeats):  # alternating, so a load change hits every column alike
         for key, fn in runs.items():
@@ -171,6 +180,11 @@ def run_row(name: str, device: str, reduced: bool, repeats: int, timeout: float)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def _rate(x: float) -> str:
+    """images/s with two significant digits below 0.1 (a reduced ViT-7B row is ~0.003), else two decimals."""
+    return f"{x:.2f}" if x >= 0.1 else f"{x:.2g}"
+
+
 def table(rows: list[dict[str, Any]], half_name: str) -> str:
     head = (f"| preset | crop | mode | s/crop fp32 | s/crop official | speedup | s/crop {half_name} | "
             f"img/s fp32 | img/s {half_name} | peak MB |")
@@ -181,9 +195,9 @@ def table(rows: list[dict[str, Any]], half_name: str) -> str:
             continue
         mode = r["mode"] + ("+flip" if r["flip"] else "")
         half = "n/a" if r["half"] is None else f"{r['half']:.3f}"
-        img_half = "n/a" if r["img_half"] is None else f"{r['img_half']:.2f}"
+        img_half = "n/a" if r["img_half"] is None else _rate(r["img_half"])
         lines.append(f"| {r['name']} | {r['crop']} | {mode} | {r['fp32']:.3f} | {r['official']:.3f} | "
-                     f"{r['official'] / r['fp32']:.2f}x | {half} | {r['img_fp32']:.2f} | {img_half} | "
+                     f"{r['official'] / r['fp32']:.2f}x | {half} | {_rate(r['img_fp32'])} | {img_half} | "
                      f"{r['peak_mb']:.0f} |")
     return "\n".join(lines)
 
@@ -213,7 +227,9 @@ def main(argv: "list[str] | None" = None) -> str:
     half_name = "fp16" if device == "cuda" else "bf16"
     out = [f"machine: {machine_line(device)}",
            f"device: {device}; " + (f"REDUCED SET on the CPU: backbone cut to {REDUCED_DEPTH} blocks, crop, stride "
-                                    f"and test scale / {REDUCED_DIVISOR}" if reduced else "full presets")
+                                    f"and test scale / {REDUCED_DIVISOR}, Mask2Former pixel decoder "
+                                    f"{REDUCED_PIXEL_DECODER} layer, transformer decoder {REDUCED_DECODER}"
+                                    if reduced else "full presets")
            + f"; median of {repeats}; official = the per-level grid_sample deformable attention", ""]
     rows = []
     start = time.perf_counter()
@@ -223,7 +239,9 @@ def main(argv: "list[str] | None" = None) -> str:
             rows.append({"name": name, "error": f"not run (over the {args.budget:.0f} s budget)"})
             continue
         rows.append(run_row(name, device, reduced, repeats, args.timeout))
-        print(f"  {name}: {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        # each row as soon as it is measured, so a long run that is cut off still leaves its rows
+        print(f"  {time.perf_counter() - t0:.0f} s {table(rows[-1:], half_name).splitlines()[-1]}",
+              file=sys.stderr, flush=True)
     out.append(table(rows, half_name))
     text = "\n".join(out)
     print(text)

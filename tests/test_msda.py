@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from vitseg_cli import build_model, load_model
+from vitseg_cli.model import msda_bag
 from vitseg_cli.model.msda import (MSDeformAttn, get_msda_impl, ms_deform_attn_fast, ms_deform_attn_gather,
                                    ms_deform_attn_reference, msda_impl, set_msda_impl)
+from vitseg_cli.model.msda_bag import ms_deform_attn_bag
 
-TORCH_IMPLS = {"fast": ms_deform_attn_fast, "gather": ms_deform_attn_gather}
+TORCH_IMPLS = {"fast": ms_deform_attn_fast, "gather": ms_deform_attn_gather, "bag": ms_deform_attn_bag}
 
 CASES = [  # (spatial shapes, batch, queries, heads, head dim, points)
     ([(5, 7), (3, 4), (2, 2)], 2, 11, 2, 8, 4),
@@ -120,3 +122,66 @@ def test_backbone_gradients_match_reference():
         grads[impl] = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
     scale = grads["reference"].abs().max()
     assert (grads["fast"] - grads["reference"]).abs().max() <= 1e-4 * scale
+
+
+def _module_inputs(dtype=torch.float64):
+    torch.manual_seed(3)
+    attn = MSDeformAttn(32, 3, 4, 4).to(dtype)
+    with torch.no_grad():  # non-trivial offsets and weights (their init is zero)
+        for p in attn.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    shapes = [(8, 6), (4, 3), (2, 2)]
+    query = torch.randn(2, 10, 32, dtype=dtype, requires_grad=True)
+    feat = torch.randn(2, sum(h * w for h, w in shapes), 32, dtype=dtype)
+    refs = torch.rand(1, 10, 2, dtype=dtype)
+    return attn, (query, refs, feat, shapes)
+
+
+def test_module_bag_path_equals_reference_values_and_gradients():
+    attn, args = _module_inputs()
+    out = {}
+    for impl in ("reference", "bag"):
+        with msda_impl(impl):
+            out[impl] = attn(*args)
+    assert torch.allclose(out["bag"], out["reference"], atol=1e-12)
+    grads = [torch.autograd.grad(out[k].square().sum(), [args[0], *attn.parameters()]) for k in ("reference", "bag")]
+    for a, b in zip(*grads):
+        assert torch.allclose(a, b, atol=1e-10)
+
+
+def test_fast_on_cpu_is_the_bag_path(monkeypatch):
+    calls = []
+    real = msda_bag.ms_deform_attn_bag_offsets
+    monkeypatch.setattr("vitseg_cli.model.msda.ms_deform_attn_bag_offsets",
+                        lambda *a: calls.append(1) or real(*a))
+    attn, args = _module_inputs(torch.float32)
+    with torch.no_grad(), msda_impl("fast"):
+        fast = attn(*args)
+    with torch.no_grad(), msda_impl("reference"):
+        ref = attn(*args)
+    assert calls and (fast - ref).abs().max().item() < 1e-5
+
+
+def test_bag_wide_index_path_for_large_tables(monkeypatch):
+    """Past 2**24 rows float32 arithmetic is no longer exact, past 2**31 int32 overflows: float64 / int64 then
+    (forced here by lowering the limits, a real table that large would not fit a test)."""
+    shapes, *dims = CASES[0]
+    value, loc, weights = _inputs(shapes, *dims, seed=5, dtype=torch.float32)
+    ref = ms_deform_attn_reference(value, shapes, loc, weights)
+    monkeypatch.setattr(msda_bag, "FLOAT32_ROWS", 0)
+    monkeypatch.setattr(msda_bag, "INT32_ROWS", 0)
+    assert msda_bag._dtypes(value, loc) == (torch.float64, torch.int64)
+    assert (ms_deform_attn_bag(value, shapes, loc, weights) - ref).abs().max().item() < 1e-5
+
+
+def test_bag_nan_or_inf_location_gives_nan_as_the_reference_not_an_out_of_range_row():
+    shapes = [(3, 4), (2, 2)]
+    value = torch.randn(1, 16, 1, 5)
+    loc = torch.rand(1, 3, 1, 2, 1, 2)
+    loc[0, 1, 0, 0, 0, 0] = float("nan")
+    loc[0, 2, 0, 1, 0, 1] = float("inf")
+    weights = torch.ones(1, 3, 1, 2, 1)
+    out = ms_deform_attn_bag(value, shapes, loc, weights)
+    ref = ms_deform_attn_reference(value, shapes, loc, weights)
+    assert torch.isnan(ref[0, 1:]).all() and torch.isnan(out[0, 1:]).all()
+    assert torch.allclose(out[0, 0], ref[0, 0], atol=1e-6)

@@ -48,12 +48,34 @@ class SpatialPriorModule(nn.Module):
         self.fc4 = nn.Conv2d(4 * c, embed_dim, 1)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        c1 = self.stem(x)
-        c2 = self.conv2(c1)
-        c3 = self.conv3(c2)
-        c4 = self.conv4(c3)
+        plain = self.training or torch.is_grad_enabled() or torch.jit.is_tracing() or get_msda_impl() == "reference"
+        run = None if plain else _folded
+        c1 = run(self.stem, x) if run else self.stem(x)
+        c2 = run(self.conv2, c1) if run else self.conv2(c1)
+        c3 = run(self.conv3, c2) if run else self.conv3(c2)
+        c4 = run(self.conv4, c3) if run else self.conv4(c3)
         tokens = [fc(c).flatten(2).transpose(1, 2) for fc, c in ((self.fc2, c2), (self.fc3, c3), (self.fc4, c4))]
         return self.fc1(c1), *tokens
+
+
+def _folded(seq: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """`seq` in inference with each eval-mode BatchNorm folded into the conv before it: conv(x, w * s) + (b - m * s),
+    s = gamma / sqrt(var + eps), the same affine map with one pass over the activations fewer. The folded weights
+    are recomputed on every call (a few hundred thousand numbers), so nothing goes stale when the weights change."""
+    mods = list(seq)
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        bn = mods[i + 1] if i + 1 < len(mods) else None
+        if isinstance(m, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and m.bias is None and bn.track_running_stats:
+            scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)
+            x = F.conv2d(x, m.weight * scale.view(-1, 1, 1, 1), bn.bias - bn.running_mean * scale, m.stride,
+                         m.padding, m.dilation, m.groups)
+            i += 2
+        else:
+            x = m(x)
+            i += 1
+    return x
 
 
 class DWConv(nn.Module):
@@ -66,8 +88,14 @@ class DWConv(nn.Module):
     def forward(self, x: torch.Tensor, shapes: Shapes) -> torch.Tensor:
         b, _, ch = x.shape
         parts = split_levels(x, [h * w for h, w in shapes])
-        out = [self.dwconv(p.transpose(1, 2).reshape(b, ch, h, w)).flatten(2).transpose(1, 2)
-               for p, (h, w) in zip(parts, shapes)]
+        if get_msda_impl() != "reference" and not torch.is_grad_enabled() and not torch.jit.is_tracing():
+            # fast inference: each level's tokens are a channels_last map as they are, and so is the conv's output,
+            # so no transpose copies on either side (the official NCHW form is kept as the reference and for training)
+            out = [self.dwconv(p.unflatten(1, (h, w)).permute(0, 3, 1, 2)).permute(0, 2, 3, 1).reshape(b, h * w, ch)
+                   for p, (h, w) in zip(parts, shapes)]
+        else:
+            out = [self.dwconv(p.transpose(1, 2).reshape(b, ch, h, w)).flatten(2).transpose(1, 2)
+                   for p, (h, w) in zip(parts, shapes)]
         return torch.cat(out, dim=1)
 
 

@@ -8,12 +8,14 @@ Interchangeable implementations of the sampling core, all with the same contract
   vectorises along the long query axis, and the weighted sum done in place when no gradient is needed.
 - `ms_deform_attn_gather`: bilinear sampling written as index arithmetic and one gather, with no `grid_sample` and
   no shape-dependent Python, so an ONNX graph of it runs at any input size on any runtime.
+- `ms_deform_attn_bag` (`msda_bag.py`): every point's four bilinear taps and attention weight as one weighted
+  `embedding_bag` per (query, head), with no sampled tensor and no output transpose; the fastest on a CPU.
 - the fused Triton kernel in `msda_triton.py`, imported only when used.
 
 Names for `set_msda_impl`, the `msda_impl(...)` context manager and the environment variable `VITSEG_MSDA` (read at
-import): 'fast' (default: the Triton kernel for CUDA tensors when Triton imports, the packed grid_sample
-otherwise), 'grid' (always the packed grid_sample), 'triton' (always the kernel; on the CPU only under
-`TRITON_INTERPRET=1`), 'gather' and 'reference'. 'reference' also keeps the backbone's other official forms (NCHW convs,
+import): 'fast' (default: the Triton kernel for CUDA tensors when Triton imports, the embedding_bag form on a CPU,
+the packed grid_sample otherwise), 'grid' (always the packed grid_sample), 'bag' (always the embedding_bag form),
+'triton' (always the kernel; on the CPU only under `TRITON_INTERPRET=1`), 'gather' and 'reference'. 'reference' also keeps the backbone's other official forms (NCHW convs,
 ConvTranspose2d upsampling; see adapter.py), so it is the whole-model baseline too. `MSDeformAttn` is the module with the official parameter names and
 initialisation; under autocast it samples in float32 (half-precision sampling locations are off by whole pixels).
 """
@@ -31,8 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .msda_bag import ms_deform_attn_bag, ms_deform_attn_bag_offsets
+
 Shapes = list[tuple[int, int]]
-IMPLS = ("fast", "reference", "grid", "gather", "triton")
+IMPLS = ("fast", "reference", "grid", "gather", "triton", "bag")
 _impl = os.environ.get("VITSEG_MSDA", "fast").strip().lower() or "fast"
 if _impl not in IMPLS:
     raise ValueError(f"VITSEG_MSDA must be one of {IMPLS}, got {_impl!r}")
@@ -187,6 +191,8 @@ def ms_deform_attn_gather(value: torch.Tensor, spatial_shapes: Shapes, sampling_
 def _fast(value: torch.Tensor, *args) -> torch.Tensor:
     if value.is_cuda and _triton_importable():
         return _triton_fn()(value, *args)
+    if value.device.type == "cpu":
+        return ms_deform_attn_bag(value, *args)
     return ms_deform_attn_fast(value, *args)
 
 
@@ -212,7 +218,7 @@ def ms_deform_attn(value: torch.Tensor, spatial_shapes: Shapes, sampling_locatio
     elif _impl == "triton":
         fn = _triton_fn()
     else:
-        fn = {"grid": ms_deform_attn_fast, "gather": ms_deform_attn_gather,
+        fn = {"grid": ms_deform_attn_fast, "gather": ms_deform_attn_gather, "bag": ms_deform_attn_bag,
               "reference": ms_deform_attn_reference}[_impl]
     return fn(value, spatial_shapes, sampling_locations, attention_weights)
 
@@ -270,17 +276,30 @@ class MSDeformAttn(nn.Module):
             dtype = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
             query, value = query.to(dtype), value.to(dtype)
             value = value.view(n, feat.shape[1], m, -1)
-            offsets = self.sampling_offsets(query).view(n, lq, m, n_levels, n_points, 2)
-            weights = _softmax_short_rows(self.attention_weights(query).view(n, lq, m, n_levels * n_points))
+            bag = not torch.jit.is_tracing() and (_impl == "bag" or (_impl == "fast" and value.device.type == "cpu"))
+            offsets, logits = self._offsets_and_logits(query, fused=bag)
+            offsets = offsets.view(n, lq, m, n_levels, n_points, 2)
+            weights = _softmax_short_rows(logits.reshape(n, lq, m, n_levels * n_points))
             weights = weights.view(n, lq, m, n_levels, n_points)
-            # offsets are in pixels of each level: normalise by that level's (W, H)
-            if torch.jit.is_tracing():  # ONNX export: the level sizes are traced tensors, nothing to cache
-                normalizer = torch.stack([torch.stack([w, h]) for h, w in spatial_shapes]).to(dtype)[:, None, :]
+            if bag:
+                out = ms_deform_attn_bag_offsets(value, spatial_shapes, reference_points, offsets, weights)
             else:
-                normalizer = _normalizer(tuple(spatial_shapes), query.device, dtype)
-            locations = reference_points.to(dtype)[:, :, None, None, None, :] + offsets / normalizer
-            out = ms_deform_attn(value, spatial_shapes, locations, weights)
+                # offsets are in pixels of each level: normalise by that level's (W, H)
+                if torch.jit.is_tracing():  # ONNX export: the level sizes are traced tensors, nothing to cache
+                    normalizer = torch.stack([torch.stack([w, h]) for h, w in spatial_shapes]).to(dtype)[:, None, :]
+                else:
+                    normalizer = _normalizer(tuple(spatial_shapes), query.device, dtype)
+                locations = reference_points.to(dtype)[:, :, None, None, None, :] + offsets / normalizer
+                out = ms_deform_attn(value, spatial_shapes, locations, weights)
         return self.output_proj(out)
+
+    def _offsets_and_logits(self, query: torch.Tensor, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two projections of the query; `fused`: as one matmul (the query is read once, one wider GEMM)."""
+        if not fused:
+            return self.sampling_offsets(query), self.attention_weights(query)
+        a, b = self.sampling_offsets, self.attention_weights
+        both = F.linear(query, torch.cat([a.weight, b.weight]), torch.cat([a.bias, b.bias]))
+        return both.split([a.out_features, b.out_features], dim=-1)
 
 
 def _softmax_short_rows(logits: torch.Tensor) -> torch.Tensor:
