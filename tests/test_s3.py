@@ -150,3 +150,83 @@ def test_visualize_reads_images_from_s3(s3):
                                  "--weights", str(weights), "--out", str(out), "--quiet"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in (out / "overlay").iterdir()) == ["img00.jpg", "img01.jpg"]
+
+
+def _upload_folder(fs, folder: Path, prefix: str) -> None:
+    for p in sorted(folder.rglob("*")):
+        if p.is_file():
+            fs.pipe_file(f"{prefix}/{p.relative_to(folder).as_posix()}", p.read_bytes())
+
+
+def _no_credentials(fs, prefix: str, output: str) -> None:
+    fs.invalidate_cache()
+    written = [fs.cat_file(p) for p in fs.find(prefix)]
+    assert written and not [w for w in written if KEY_ID.encode() in w or SECRET.encode() in w]
+    assert KEY_ID not in output and SECRET not in output
+
+
+def test_eval_dataset_and_reports_at_urls_match_local(s3, tmp_path, monkeypatch):
+    """eval --data s3://... --out s3://...: the dataset prefix is staged, the reports uploaded; the same metrics
+    (JSON and CSV) as the local eval of the same folder, the URL named in the report, no temporary folder left."""
+    from conftest import nano_folder_dataset
+
+    _, _, fs = s3
+    ds, ckpt = nano_folder_dataset(tmp_path, 3)
+    _upload_folder(fs, ds, "src/evalds")
+    args = ["eval", "--weights", str(ckpt), "--workers", "0", "--quiet"]
+    local = runner.invoke(app, [*args, "--data", str(ds), "--out", str(tmp_path / "rep")])
+    assert local.exit_code == 0, local.output
+    staging = tmp_path / "tmp"
+    staging.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(staging))
+    remote = runner.invoke(app, [*args, "--data", "s3://src/evalds", "--out", "s3://out/evalrep"])
+    assert remote.exit_code == 0, remote.output
+    assert list(staging.iterdir()) == []  # both stand-ins removed
+    fs.invalidate_cache()
+    for name in ("per_class.csv", "per_image.csv", "confusion.csv", "confusion.png"):
+        assert fs.cat_file(f"out/evalrep/{name}") == (tmp_path / "rep" / name).read_bytes(), name
+    got, want = json.loads(fs.cat_file("out/evalrep/metrics.json")), json.loads((tmp_path / "rep" / "metrics.json")
+                                                                               .read_text())
+    assert got.pop("run")["dataset"] == "s3://src/evalds"
+    want.pop("run")
+    assert got == want and got["num_images"] == 3
+    _no_credentials(fs, "out/evalrep", remote.output)
+
+    pairs = ["eval", "--pred", "s3://src/evalds/masks", "--gt", "s3://src/evalds/masks", "--num-classes", "6",
+             "--out", "s3://out/pairrep", "--quiet"]  # masks scored against themselves: every score 1
+    result = runner.invoke(app, pairs)
+    assert result.exit_code == 0, result.output
+    doc = json.loads(fs.cat_file("out/pairrep/metrics.json"))
+    assert doc["aAcc"] == 1.0 and doc["run"]["pred"] == "s3://src/evalds/masks"
+
+
+def test_url_out_inside_inputs_and_size_cap_refused(s3, monkeypatch):
+    _, weights, fs = s3
+    fs.pipe_file("src/capds/images/0.png", b"x" * 64)
+    inside = runner.invoke(app, ["eval", "--pred", "s3://src/capds", "--gt", "s3://src/capds", "--num-classes", "2",
+                                 "--out", "s3://src/capds/rep", "--quiet"])
+    assert inside.exit_code != 0 and "is inside --pred s3://src/capds" in inside.output
+    vis = runner.invoke(app, ["visualize", "s3://src/images/img0[01].png", "--pred", "s3://src/capds", "--weights",
+                              str(weights), "--out", "s3://src/images/vis", "--quiet"])
+    assert vis.exit_code != 0 and "is inside the image source" in vis.output
+    monkeypatch.setenv("VITSEG_STAGE_MAX_BYTES", "10")
+    capped = runner.invoke(app, ["eval", "--data", "s3://src/capds", "--out", "s3://out/caprep", "--quiet"])
+    assert capped.exit_code != 0 and "64 bytes to download is above the 10-byte cap" in capped.output
+    fs.invalidate_cache()
+    assert not fs.exists("out/caprep")
+
+
+def test_visualize_to_url_out_matches_local(s3):
+    root, weights, fs = s3
+    args = ["visualize", "s3://src/images/img0[01].png", "--pred", str(root / "base" / "masks"), "--weights",
+            str(weights), "--gallery", "--quiet"]
+    local = runner.invoke(app, [*args, "--out", str(root / "vis_local")])
+    assert local.exit_code == 0, local.output
+    remote = runner.invoke(app, [*args, "--out", "s3://out/vis"])
+    assert remote.exit_code == 0, remote.output
+    fs.invalidate_cache()
+    files = {p.relative_to(root / "vis_local").as_posix(): p.read_bytes()
+             for p in (root / "vis_local").rglob("*") if p.is_file()}
+    assert "overlay/img00.jpg" in files and "index.html" in files
+    assert {p[len("out/vis/"):]: fs.cat_file(p) for p in fs.find("out/vis")} == files
+    _no_credentials(fs, "out/vis", remote.output)

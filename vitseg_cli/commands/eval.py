@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,8 @@ import typer
 
 from ..data.formats import FORMATS
 from ..data.io import check_output_dir
+from ..data.storage import is_url, join, redact
+from ..data.url_stage import refuse_url_out_inside, staged_input, staged_output
 from ..errors import VitsegError, not_one_of
 from ..torchrun import rank_and_world
 from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOption, DeviceOption, FlipOption,
@@ -21,8 +24,9 @@ from .common import (BackboneWeightsOption, BatchOption, CompileOption, CropOpti
 
 @friendly_errors
 def eval_cmd(
-    data: Optional[Path] = typer.Option(None, "--data", "-d", help="Dataset root (not with --pred/--gt)."),
-    dataset: Optional[Path] = typer.Argument(None, hidden=True),  # the old spelling of --data
+    data: Optional[str] = typer.Option(None, "--data", "-d", help="Dataset root, a folder or an fsspec URL prefix "
+                                                                 "(s3://bucket/ds; not with --pred/--gt)."),
+    dataset: Optional[str] = typer.Argument(None, hidden=True),  # the old spelling of --data
     fmt: Optional[str] = typer.Option(None, "--format", "-f",
                                       help=f"Dataset layout: {', '.join(FORMATS)} [default: the release's for a zoo name "
                                            "or official preset, else folder]"),
@@ -31,7 +35,7 @@ def eval_cmd(
     backbone_weights: BackboneWeightsOption = None,
     spec: SpecOption = None,
     set_values: SetOption = None,
-    out: Path = typer.Option(Path("vitseg-eval"), "--out", "-o", help="Report folder."),
+    out: str = typer.Option("vitseg-eval", "--out", "-o", help="Report folder, or an fsspec URL prefix."),
     mode: ModeOption = None,
     crop_size: CropOption = None,
     stride: StrideOption = None,
@@ -56,8 +60,10 @@ def eval_cmd(
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names file (YAML/JSON/txt)."),
     coco_json: Optional[Path] = typer.Option(None, "--coco-json", help="COCO instances/stuff JSON (--format coco)."),
     limit: Optional[int] = typer.Option(None, "--limit", min=1, help="Evaluate only the first N images."),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted masks (class-index PNGs)."),
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth masks, matched by relative path."),
+    pred: Optional[str] = typer.Option(None, "--pred", help="Folder (or URL prefix) of predicted masks (class-index "
+                                                            "PNGs)."),
+    gt: Optional[str] = typer.Option(None, "--gt", help="Folder (or URL prefix) of ground-truth masks, matched by "
+                                                        "relative path."),
     num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Class count (--pred/--gt)."),
     ignore_index: int = typer.Option(255, "--ignore-index", help="Label value left out of the metrics (--pred/--gt)."),
     reduce_zero_label: bool = typer.Option(False, "--reduce-zero-label",
@@ -82,35 +88,52 @@ def eval_cmd(
     dataset = renamed(data, dataset, "--data", "a positional DATASET")
     if pred is not None or gt is not None:
         _check_pair_mode(pred, gt, num_classes, dataset, weights)
-        _refuse_out_inside(out, {"--pred": pred, "--gt": gt})
-        check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
-        result = evaluate_pairs(PairOptions(pred=pred, gt=gt, num_classes=num_classes, ignore_index=ignore_index,
-                                            reduce_zero_label=reduce_zero_label, classes=classes, quiet=quiet))
-    else:
-        if dataset is None:
-            raise VitsegError("give --data DATASET (with --format), or --pred and --gt")
-        fmt = _dataset_format(dataset, fmt, weights, spec)
-        if label_offset and not save_predictions:
-            raise VitsegError("--label-offset changes the masks --save-predictions writes: give both")
-        layout = custom_layout(fmt, img_dir, ann_dir, img_suffix, seg_map_suffix, split_file)
-        if reduce_zero_label:
-            set_values = [*(set_values or []), "data.reduce_zero_label=true"]
-        overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
-        # a dataset's formats read only their own subfolders: a report folder inside --data is fine, --data itself is not
-        _refuse_out_inside(out, {"--data": dataset}, nested=False)
-        check_output_dir(out)  # a read-only --out fails now, not after the whole evaluation
-        set_threads(threads, workers)
-        result = evaluate_model(ModelEvalOptions(
-            dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes, coco_json=coco_json,
-            backbone_weights=backbone_weights, backend=backend,
-            overrides=overrides, spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
-            workers=workers,
-            save_predictions=out / "predictions" if save_predictions else None, label_offset=label_offset,
-            overwrite=overwrite, quiet=quiet, limit=limit, label_map=label_map, layout=layout),
-            note=None if quiet else note)
-    if result is None or rank != 0:  # other ranks: rank 0 writes
-        return
-    _report(result, out, quiet)
+    elif dataset is None:
+        raise VitsegError("give --data DATASET (with --format), or --pred and --gt")
+    urls = {"--data": dataset, "--pred": pred, "--gt": gt}
+    refuse_url_out_inside(out, urls.items(), nested=dataset is None)
+    with ExitStack() as stack:  # URL folders: downloaded, and the reports uploaded, through local stand-ins
+        local = {flag: stack.enter_context(staged_input(value, flag)) for flag, value in urls.items()}
+        dataset, pred, gt = local["--data"], local["--pred"], local["--gt"]
+        local_out = stack.enter_context(staged_output(out))
+        if pred is not None:
+            _refuse_out_inside(local_out, {"--pred": pred, "--gt": gt})
+            check_output_dir(local_out)  # a read-only --out fails now, not after the whole evaluation
+            result = evaluate_pairs(PairOptions(pred=pred, gt=gt, num_classes=num_classes, ignore_index=ignore_index,
+                                                reduce_zero_label=reduce_zero_label, classes=classes, quiet=quiet))
+        else:
+            fmt = _dataset_format(dataset, fmt, weights, spec)
+            if label_offset and not save_predictions:
+                raise VitsegError("--label-offset changes the masks --save-predictions writes: give both")
+            layout = custom_layout(fmt, img_dir, ann_dir, img_suffix, seg_map_suffix, split_file)
+            if reduce_zero_label:
+                set_values = [*(set_values or []), "data.reduce_zero_label=true"]
+            overrides = inference_overrides(mode, crop_size, stride, flip, scales, batch_size, half, compile_model)
+            # a dataset's formats read only their own subfolders: a report folder inside --data is fine, not --data
+            _refuse_out_inside(local_out, {"--data": dataset}, nested=False)
+            check_output_dir(local_out)  # a read-only --out fails now, not after the whole evaluation
+            set_threads(threads, workers)
+            result = evaluate_model(ModelEvalOptions(
+                dataset=dataset, fmt=fmt, split=split, weights=weights, spec=spec, classes=classes,
+                coco_json=coco_json, backbone_weights=backbone_weights, backend=backend,
+                overrides=overrides, spec_overrides=tta_overrides(tta, weights, spec, set_values), device=device,
+                workers=workers,
+                save_predictions=local_out / "predictions" if save_predictions else None, label_offset=label_offset,
+                overwrite=overwrite, quiet=quiet, limit=limit, label_map=label_map, layout=layout),
+                note=None if quiet else note)
+        if result is None or rank != 0:  # other ranks: rank 0 writes
+            return
+        _name_urls(result.meta, urls, out)
+        _report(result, local_out, quiet, shown=redact(out))
+
+
+def _name_urls(meta: dict, urls: dict, out: str) -> None:
+    """The records name a URL input or --out (credentials redacted), not its temporary local stand-in."""
+    for flag, value in urls.items():
+        if value is not None and is_url(value) and flag.lstrip("-") in ("data", "pred", "gt"):
+            meta["dataset" if flag == "--data" else flag.lstrip("-")] = redact(value)
+    if is_url(out) and "predictions" in meta:
+        meta["predictions"] = join(redact(out), "predictions")
 
 
 def _refuse_out_inside(out: Path, inputs: dict[str, Path], nested: bool = True) -> None:
@@ -168,7 +191,7 @@ def custom_layout(fmt: str, img_dir, ann_dir, img_suffix: str, seg_map_suffix: s
     return CustomLayout(img_dir, ann_dir, img_suffix, seg_map_suffix, split_file)
 
 
-def _report(result, out: Path, quiet: bool) -> None:
+def _report(result, out: Path, quiet: bool, shown: Optional[str] = None) -> None:
     from ..engine.eval_report import summary_line, terminal_table, write_reports
     from ..metrics import shifted_label_warning
 
@@ -185,7 +208,7 @@ def _report(result, out: Path, quiet: bool) -> None:
     results_console.print(terminal_table(result.summary, title=f"{result.meta.get('num_images')} images, "
                                                                f"{result.summary['num_classes']} classes (%)"))
     results_console.print(summary_line(result.summary))
-    results_console.print(f"reports in {out}/ ({result.elapsed_s:.1f}s)")
+    results_console.print(f"reports in {shown or out}/ ({result.elapsed_s:.1f}s)", markup=False)
 
 
 def register(app: typer.Typer) -> None:

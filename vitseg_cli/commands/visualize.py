@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
+from ..data.storage import redact
+from ..data.url_stage import refuse_url_out_inside, staged_input, staged_output
 from ..errors import VitsegError
 from .common import console, friendly_errors, renamed
 
@@ -14,12 +17,13 @@ from .common import console, friendly_errors, renamed
 @friendly_errors
 def visualize(
     images: List[str] = typer.Argument(..., help="Images: files, folders (recursive), globs or .txt lists."),
-    pred: Optional[Path] = typer.Option(None, "--pred", help="Folder of predicted index masks (e.g. "
-                                                             "vitseg-out/masks), as eval's --pred."),
-    masks: Optional[Path] = typer.Option(None, "--masks", "-m", hidden=True),  # the old name of --pred
-    gt: Optional[Path] = typer.Option(None, "--gt", help="Folder of ground-truth index masks: adds panels with "
-                                                          "an error map, pixel accuracy and mIoU per image."),
-    out: Path = typer.Option(Path("vitseg-viz"), "--out", "-o", help="Output folder."),
+    pred: Optional[str] = typer.Option(None, "--pred", help="Folder (or URL prefix) of predicted index masks (e.g. "
+                                                            "vitseg-out/masks), as eval's --pred."),
+    masks: Optional[str] = typer.Option(None, "--masks", "-m", hidden=True),  # the old name of --pred
+    gt: Optional[str] = typer.Option(None, "--gt", help="Folder (or URL prefix) of ground-truth index masks: adds "
+                                                         "panels with an error map, pixel accuracy and mIoU per image."),
+    out: str = typer.Option("vitseg-viz", "--out", "-o", help="Output folder, or an fsspec URL prefix (each file "
+                                                               "uploaded whole once drawn)."),
     classes: Optional[Path] = typer.Option(None, "--classes", help="Class names (+ palette): YAML, JSON or txt."),
     weights: Optional[Path] = typer.Option(None, "--weights", "-w",
                                            help="Take class names and palette from this checkpoint or zoo name "
@@ -40,10 +44,15 @@ def visualize(
     masks = renamed(pred, masks, "--pred", "--masks")
     if masks is None:
         raise VitsegError("give --pred FOLDER: the predicted masks to draw (e.g. vitseg-out/masks)")
-    opts = VisualizeOptions(images=images, masks=masks, gt=gt, out=out, classes=classes, weights=weights,
-                            alpha=alpha, legend=legend, panel=panels, gallery=gallery, ignore_index=ignore_index,
-                            reduce_zero_label=reduce_zero_label, quiet=quiet)
-    _, failures = run_visualize(opts, console)
+    refuse_url_out_inside(out, [("--pred", masks), ("--gt", gt), *(("the image source", s) for s in images)])
+    with ExitStack() as stack:  # URL folders: downloaded, and the drawings uploaded, through local stand-ins
+        masks, gt = (stack.enter_context(staged_input(value, flag)) for flag, value in (("--pred", masks),
+                                                                                          ("--gt", gt)))
+        opts = VisualizeOptions(images=images, masks=masks, gt=gt, out=stack.enter_context(staged_output(out)),
+                                classes=classes, weights=weights, alpha=alpha, legend=legend, panel=panels,
+                                gallery=gallery, ignore_index=ignore_index, reduce_zero_label=reduce_zero_label,
+                                quiet=quiet, shown_out=redact(out))
+        _, failures = run_visualize(opts, console)
     if failures:
         raise typer.Exit(1)
 

@@ -47,6 +47,7 @@ class VisualizeOptions:
     ignore_index: int = 255
     reduce_zero_label: bool = False
     quiet: bool = False
+    shown_out: Optional[str] = None  # how the summary names OUT (a URL whose local stand-in `out` is)
 
 
 @dataclass
@@ -115,7 +116,7 @@ def run_visualize(opts: VisualizeOptions, console: Optional[Console] = None) -> 
     if opts.gallery:
         write_gallery(out, entries, has_gt=opts.gt is not None)
     if not opts.quiet:
-        StreamConsole().print(f"drew {len(entries)} images, skipped {failures} -> {out}")  # the result: stdout
+        StreamConsole().print(f"drew {len(entries)} images, skipped {failures} -> {opts.shown_out or out}")  # the result: stdout
     return entries, failures
 
 
