@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional, TextIO
@@ -29,6 +28,7 @@ from typing import Any, Callable, Optional, TextIO
 import numpy as np
 
 from ..data.inputs import InputImage
+from .line_log import LineLog
 
 IDENTITY_MODES = ("stat", "hash")
 PREFIX = "manifest"
@@ -133,35 +133,23 @@ def image_root(item: InputImage) -> str:
     return str(path.parents[depth - 1])
 
 
-class ManifestLog:
+class ManifestLog(LineLog):
     """Appends lines to one manifest part; safe from the writer's threads. `echo`: also print each line (`--json`)."""
 
     def __init__(self, out: Path, part: Optional[str], echo: Optional[TextIO] = None,
                  on_line: Optional[Callable[[dict[str, Any]], None]] = None):
-        self.path = Path(out) / manifest_name(part)
+        super().__init__(Path(out) / manifest_name(part))
         self.echo = echo
         self.on_line = on_line
-        self._lock = threading.Lock()
-        self._file: Optional[TextIO] = None
 
     def append(self, line: dict[str, Any]) -> None:
         text = json.dumps(line, separators=(",", ":"), default=str) + "\n"
-        with self._lock:
-            if self._file is None:
-                torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
-                self._file = open(self.path, "a", encoding="utf-8")
-                if torn:  # a killed run's last line: end it, so that this one starts on its own line
-                    self._file.write("\n")
-            self._file.write(text)
-            self._file.flush()
+
+        def then() -> None:
             if self.echo is not None:
                 self.echo.write(text)
                 self.echo.flush()
             if self.on_line is not None:
                 self.on_line(line)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        self.write_line(text, then)

@@ -10,12 +10,12 @@ under a lock, then flushed), and a run reads the lines already there so that a r
 from __future__ import annotations
 
 import json
-import threading
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 from pycocotools import mask as mask_utils
+
+from .line_log import LineLog
 
 RLE_DIR = "rle"
 
@@ -49,28 +49,11 @@ def done_inputs(out: Path) -> set[str]:
     return done
 
 
-class RleLog:
+class RleLog(LineLog):
     """Appends lines to one `OUT/rle/<part>.jsonl`; safe to call from the writer's threads."""
 
     def __init__(self, out: Path, part: str):
-        self.path = out / RLE_DIR / f"{part}.jsonl"
-        self._lock = threading.Lock()
-        self._file: Optional[object] = None
+        super().__init__(out / RLE_DIR / f"{part}.jsonl")
 
     def append(self, rel: str, labels: np.ndarray) -> None:
-        line = rle_line(rel, labels)
-        with self._lock:
-            if self._file is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                torn = self.path.exists() and self.path.stat().st_size and not self.path.read_bytes().endswith(b"\n")
-                self._file = open(self.path, "a", encoding="utf-8")
-                if torn:  # a killed run's last line: end it, so that this one starts on its own line
-                    self._file.write("\n")
-            self._file.write(line)
-            self._file.flush()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._file is not None:
-                self._file.close()
-                self._file = None
+        self.write_line(rle_line(rel, labels))
