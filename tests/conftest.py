@@ -49,3 +49,13 @@ def nano_folder_dataset(root: Path, count: int) -> tuple[Path, Path]:
     ckpt = root / "nano.safetensors"
     save_model(build_model(load_spec("nano").updated(test={"mode": "whole"})), ckpt)
     return root / "ds", ckpt
+
+
+def nano_train_spec(folder: Path) -> Path:
+    """A spec file for the quickest `vitseg train` run of the nano preset on `nano_folder_dataset` images."""
+    import yaml
+
+    spec = folder / "s.yaml"
+    spec.write_text(yaml.safe_dump({"preset": "nano", "train": {"scale": [64, 64], "crop_size": [32, 32],
+                                                                 "batch_size": 2, "workers": 0, "warmup_iters": 1}}))
+    return spec

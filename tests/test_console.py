@@ -13,7 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import nano_folder_dataset
+from conftest import nano_folder_dataset, nano_train_spec
 from vitseg_cli.cli import app
 from vitseg_cli.engine.eval_report import confusion_png, report_md
 from vitseg_cli.zoo import as_records
@@ -86,10 +86,7 @@ def test_visualize_draws_no_bar_when_piped_and_reports_on_stdout(tmp_path, data)
 
 def test_train_done_line_on_stdout(tmp_path, data):
     ds, _ = data
-    spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump({"preset": "nano", "train": {"scale": [64, 64], "crop_size": [32, 32],
-                                                                 "batch_size": 2, "workers": 0,
-                                                                 "warmup_iters": 1}}))
+    spec = nano_train_spec(tmp_path)
     res = runner.invoke(app, ["train", "--spec", str(spec), "--data", str(ds), "--out", str(tmp_path / "r"),
                               "--iters", "1", "--device", "cpu", "--logger", "none", "--crop-size", "32x24"])
     assert res.exit_code == 0, res.output

@@ -8,11 +8,10 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from conftest import nano_folder_dataset
+from conftest import nano_folder_dataset, nano_train_spec
 from vitseg_cli.cli import app
 from vitseg_cli.engine.progress import ProgressReporter
 
@@ -53,10 +52,7 @@ def test_predict_and_eval_print_plain_lines_in_a_log(tmp_path, data):
 
 def test_train_prints_loss_lines_in_a_log(tmp_path, data):
     ds, _ = data
-    spec = tmp_path / "s.yaml"
-    spec.write_text(yaml.safe_dump({"preset": "nano", "train": {"scale": [64, 64], "crop_size": [32, 32],
-                                                                 "batch_size": 2, "workers": 0,
-                                                                 "warmup_iters": 1}}))
+    spec = nano_train_spec(tmp_path)
     res = runner.invoke(app, ["train", "--spec", str(spec), "--data", str(ds), "--out", str(tmp_path / "r"),
                               "--iters", "2", "--log-every", "1", "--device", "cpu"])
     assert res.exit_code == 0, res.output
