@@ -15,15 +15,19 @@ import argparse
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-from vitseg_cli.engine.export import export_onnx
-from vitseg_cli.engine.onnx_backend import OnnxSegmentor
-from vitseg_cli.model.segmentor import build_model
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from backbone import _perturbed as perturbed  # noqa: E402  (the same random weights as the backbone bench)
+
+from vitseg_cli.engine.export import export_onnx  # noqa: E402
+from vitseg_cli.engine.onnx_backend import OnnxSegmentor  # noqa: E402
+from vitseg_cli.model.segmentor import build_model  # noqa: E402
 
 
 def cpu_name() -> str:
@@ -34,14 +38,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
-
-
-def perturbed(model: torch.nn.Module) -> torch.nn.Module:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.02)
-    return model.eval()
 
 
 def median_time(fn, repeats: int, other) -> tuple[float, float]:
