@@ -76,7 +76,8 @@ def export_onnx(model: Segmentor, out: "str | Path", height: int = 512, width: i
     try:
         import onnx
     except ImportError:
-        raise VitsegError("ONNX export needs the onnx package: pip install 'vitseg[onnx]'") from None
+        raise VitsegError("ONNX export needs the onnx package: pip install onnx onnxruntime, or pip install -e "
+                          "'.[onnx]' in the vitseg clone") from None
     if model.decode_head is None:
         raise VitsegError("the model has no decode head: nothing to export as logits")
     if opset < MIN_OPSET:

@@ -1,9 +1,10 @@
 """Where training metrics go besides log.csv: TensorBoard, MLflow, Weights & Biases, or a logger of one's own.
 
 `vitseg train --logger tb,mlflow` picks them; without the option, TensorBoard is used when its package is installed
-(`pip install 'vitseg[tb]'`), and `--logger none` turns every one off. A logger asked for whose package is missing
-is an error before training starts. MLflow and W&B are used as installed and configured by the user (their own
-environment variables: MLFLOW_TRACKING_URI, WANDB_PROJECT, WANDB_MODE, ...).
+(`pip install tensorboard`, or `pip install -e '.[tb]'` in the vitseg clone), and `--logger none` turns every one
+off. A logger asked for whose package is missing is an error before training starts. MLflow and W&B are used as
+installed and configured by the user (their own environment variables: MLFLOW_TRACKING_URI, WANDB_PROJECT,
+WANDB_MODE, ...).
 
 A logger is any object with `log(metrics: dict[str, float], step: int)` and `close()`; metric names are `train/loss`,
 `train/loss_aux`, `train/lr`, `train/time`, `val/mIoU`, `val/aAcc`, `val/mAcc`. Others plug in by name with
@@ -80,7 +81,7 @@ class _WandB:
 
 # name -> (factory, the module it needs, how to install it)
 _BUILTIN: dict[str, tuple[Factory, str, str]] = {
-    "tb": (_TensorBoard, "tensorboard", "pip install 'vitseg[tb]'"),
+    "tb": (_TensorBoard, "tensorboard", "pip install tensorboard, or pip install -e '.[tb]' in the vitseg clone"),
     "mlflow": (_MLflow, "mlflow", "pip install mlflow"),
     "wandb": (_WandB, "wandb", "pip install wandb"),
 }

@@ -63,7 +63,8 @@ class OnnxSegmentor:
         try:
             import onnxruntime as ort
         except ImportError:
-            raise VitsegError("the ONNX backend needs onnxruntime: pip install 'vitseg[onnx]'") from None
+            raise VitsegError("the ONNX backend needs onnxruntime: pip install onnxruntime, or pip install -e "
+                              "'.[onnx]' in the vitseg clone") from None
         path = Path(onnx_path)
         if not path.is_file():
             raise VitsegError(f"{path}: ONNX file not found")

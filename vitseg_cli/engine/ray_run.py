@@ -25,7 +25,8 @@ def _ray():
         import ray
         import ray.data  # noqa: F401
     except ImportError:
-        raise VitsegError("--engine ray needs Ray Data: pip install 'vitseg[ray]'") from None
+        raise VitsegError("--engine ray needs Ray Data: pip install 'ray[data]', or pip install -e '.[ray]' in the "
+                          "vitseg clone") from None
     return ray
 
 
