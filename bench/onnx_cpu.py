@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -24,20 +23,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from backbone import _perturbed as perturbed  # noqa: E402  (the same random weights as the backbone bench)
+from machine import cpu_name  # noqa: E402
 
 from vitseg_cli.engine.export import export_onnx  # noqa: E402
 from vitseg_cli.engine.onnx_backend import OnnxSegmentor  # noqa: E402
 from vitseg_cli.model.segmentor import build_model  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def median_time(fn, repeats: int, other) -> tuple[float, float]:

@@ -33,6 +33,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
+from machine import cpu_name  # bench/, on the path when run as a script
 from vitseg_cli import build_model, save_model
 from vitseg_cli.data.io import read_image, write_image
 from vitseg_cli.engine.common import default_weights_path, load_inference_model
@@ -43,14 +44,7 @@ from vitseg_cli.engine.threads import allowed_cpus, plan_threads
 
 
 def machine(device: torch.device) -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     gpu = f", GPU {torch.cuda.get_device_name(device)} (x{torch.cuda.device_count()})" if device.type == "cuda" else ""
     return (f"{cpu}, {os.cpu_count()} CPUs ({torch.get_num_threads()} torch threads){gpu}; "
             f"torch {torch.__version__}, Python {platform.python_version()}")
