@@ -151,16 +151,6 @@ def frame_paths(out: Path, rel: str, frame: int, save: Sequence[str]) -> dict[st
     return output_paths(out, f"{rel}/{frame:06d}", [k for k in save if k != "overlay"])
 
 
-def is_done(out: Path, item: InputImage, save: Sequence[str], rle_done: Optional[set[str]] = None) -> bool:
-    """Whether a run already wrote all of the input's outputs (a video's file exists only once it is whole);
-    `rle_done`: the inputs already in the RLE logs, when `rle` is saved."""
-    if item.is_video:
-        return video_path(out, item.rel).exists()
-    if "rle" in save and item.rel not in (rle_done or ()):
-        return False
-    return all(p.exists() for p in output_paths(out, item.rel, save).values())
-
-
 def remove_stale_temporaries(out: Path) -> int:
     """Delete the temporary files a killed run left (`.<name>.*.part` of `atomic_write_bytes`, `.<stem>.part.mp4`
     of a video)."""
