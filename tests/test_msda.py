@@ -151,9 +151,8 @@ def test_module_bag_path_equals_reference_values_and_gradients():
 
 def test_fast_on_cpu_is_the_bag_path(monkeypatch):
     calls = []
-    real = msda_bag.ms_deform_attn_bag_offsets
-    monkeypatch.setattr("vitseg_cli.model.msda.ms_deform_attn_bag_offsets",
-                        lambda *a: calls.append(1) or real(*a))
+    real = msda_bag.sample
+    monkeypatch.setattr(msda_bag, "sample", lambda *a: calls.append(1) or real(*a))
     attn, args = _module_inputs(torch.float32)
     with torch.no_grad(), msda_impl("fast"):
         fast = attn(*args)
@@ -170,7 +169,7 @@ def test_bag_wide_index_path_for_large_tables(monkeypatch):
     ref = ms_deform_attn_reference(value, shapes, loc, weights)
     monkeypatch.setattr(msda_bag, "FLOAT32_ROWS", 0)
     monkeypatch.setattr(msda_bag, "INT32_ROWS", 0)
-    assert msda_bag._dtypes(value, loc) == (torch.float64, torch.int64)
+    assert msda_bag.arithmetic_dtypes(10, torch.float32) == (torch.float64, torch.int64)
     assert (ms_deform_attn_bag(value, shapes, loc, weights) - ref).abs().max().item() < 1e-5
 
 

@@ -33,7 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .msda_bag import ms_deform_attn_bag, ms_deform_attn_bag_offsets
+from . import msda_bag
+from .msda_bag import ms_deform_attn_bag
 
 Shapes = list[tuple[int, int]]
 IMPLS = ("fast", "reference", "grid", "gather", "triton", "bag")
@@ -276,14 +277,15 @@ class MSDeformAttn(nn.Module):
             dtype = torch.float32 if query.dtype in (torch.float16, torch.bfloat16) else query.dtype
             query, value = query.to(dtype), value.to(dtype)
             value = value.view(n, feat.shape[1], m, -1)
-            bag = not torch.jit.is_tracing() and (_impl == "bag" or (_impl == "fast" and value.device.type == "cpu"))
-            offsets, logits = self._offsets_and_logits(query, fused=bag)
-            offsets = offsets.view(n, lq, m, n_levels, n_points, 2)
-            weights = _softmax_short_rows(logits.reshape(n, lq, m, n_levels * n_points))
-            weights = weights.view(n, lq, m, n_levels, n_points)
-            if bag:
-                out = ms_deform_attn_bag_offsets(value, spatial_shapes, reference_points, offsets, weights)
+            if not torch.jit.is_tracing() and (_impl == "bag" or (_impl == "fast" and value.device.type == "cpu")):
+                pixels, logits = self._framed_pixels_and_logits(query, reference_points, spatial_shapes)
+                weights = _softmax_short_rows(logits.view(n * lq, m, n_levels * n_points))
+                out = msda_bag.sample(value, spatial_shapes, pixels, weights, n_points)
             else:
+                offsets, logits = self.sampling_offsets(query), self.attention_weights(query)
+                offsets = offsets.view(n, lq, m, n_levels, n_points, 2)
+                weights = _softmax_short_rows(logits.reshape(n, lq, m, n_levels * n_points))
+                weights = weights.view(n, lq, m, n_levels, n_points)
                 # offsets are in pixels of each level: normalise by that level's (W, H)
                 if torch.jit.is_tracing():  # ONNX export: the level sizes are traced tensors, nothing to cache
                     normalizer = torch.stack([torch.stack([w, h]) for h, w in spatial_shapes]).to(dtype)[:, None, :]
@@ -293,13 +295,25 @@ class MSDeformAttn(nn.Module):
                 out = ms_deform_attn(value, spatial_shapes, locations, weights)
         return self.output_proj(out)
 
-    def _offsets_and_logits(self, query: torch.Tensor, fused: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two projections of the query; `fused`: as one matmul (the query is read once, one wider GEMM)."""
-        if not fused:
-            return self.sampling_offsets(query), self.attention_weights(query)
-        a, b = self.sampling_offsets, self.attention_weights
-        both = F.linear(query, torch.cat([a.weight, b.weight]), torch.cat([a.bias, b.bias]))
-        return both.split([a.out_features, b.out_features], dim=-1)
+    def _framed_pixels_and_logits(self, query: torch.Tensor, reference_points: torch.Tensor,
+                                  spatial_shapes: Shapes) -> tuple[torch.Tensor, torch.Tensor]:
+        """For `msda_bag.sample`: each point's pixel coordinates in its level's zero frame, planar (N*Lq, 2, M*L*P),
+        and the attention logits (N*Lq, M*L*P), from one matmul of the query and one rank-2 update.
+
+        The official locations are reference + offset / size, sampled at location * size - 0.5 (align_corners=False),
+        i.e. at offset + reference * size - 0.5: the offset rows of the projection are reordered (x plane, y plane),
+        the constant goes into their bias and reference * size is added as (N*Lq, 2) @ (2, ...) in place."""
+        n, lq, d = query.shape
+        k = self.n_heads * self.n_levels * self.n_points
+        offsets, logits = self.sampling_offsets, self.attention_weights
+        planar = lambda t: t.view(k, 2, -1).transpose(0, 1).reshape(2 * k, -1)  # noqa: E731 (M, L, P, xy) -> (xy, M, L, P)
+        weight = torch.cat([planar(offsets.weight), logits.weight])
+        bias = torch.cat([planar(offsets.bias.unsqueeze(1)).view(-1) + (msda_bag.FRAME_BEFORE - 0.5), logits.bias])
+        both = torch.addmm(bias, query.reshape(n * lq, d), weight.t())
+        sizes = _level_sizes(tuple(spatial_shapes), self.n_heads, self.n_points, query.device, query.dtype)
+        refs = reference_points.to(query.dtype).expand(n, lq, 2).reshape(n * lq, 2)
+        both = both.addmm_(refs, sizes) if not both.requires_grad else both + refs @ sizes
+        return both[:, :2 * k].view(n * lq, 2, k), both[:, 2 * k:]
 
 
 def _softmax_short_rows(logits: torch.Tensor) -> torch.Tensor:
@@ -309,6 +323,20 @@ def _softmax_short_rows(logits: torch.Tensor) -> torch.Tensor:
         return logits.softmax(-1)
     e = (logits - logits.amax(-1, keepdim=True)).exp_()
     return e.div_(e.sum(-1, keepdim=True))
+
+
+@lru_cache(maxsize=64)
+def _level_sizes(shapes: tuple[tuple[int, int], ...], m: int, p: int, device: torch.device,
+                 dtype: torch.dtype) -> torch.Tensor:
+    """(2, 3 * M*L*P): row 0 holds each point's level width under the x plane, row 1 its height under the y plane,
+    zeros under the logits (the columns of `_framed_pixels_and_logits`' projection)."""
+    with torch.inference_mode(False), torch.no_grad():
+        per_point = lambda i: torch.tensor([s[i] for s in shapes], dtype=dtype, device=device).view(1, -1, 1).expand(
+            m, len(shapes), p).reshape(-1)  # noqa: E731
+        k = m * len(shapes) * p
+        sizes = torch.zeros(2, 3 * k, dtype=dtype, device=device)
+        sizes[0, :k], sizes[1, k:2 * k] = per_point(1), per_point(0)
+        return sizes
 
 
 @lru_cache(maxsize=64)

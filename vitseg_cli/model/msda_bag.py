@@ -4,11 +4,14 @@ Bilinear sampling is linear in the values, so the attention-weighted sum over le
 taps of every point is one weighted sum of value rows per (query, head). `F.embedding_bag(mode="sum")` computes
 exactly that from row indices and per-row weights without materialising the sampled points, and its output rows
 (batch, query, head) are already the (N, Lq, M * Dh) layout the output projection reads, so no transpose follows.
-The value table is the value tensor itself (rows (batch, position, head)): nothing is packed or padded.
 
-Taps outside their level get weight 0 (the official zero padding, `align_corners=False`), with their index clamped
-into the level so it stays a valid row. Per axis: a tap's weight is the product of its x and y factors, each zero
-when that coordinate is outside the level, so validity costs nothing extra.
+The value table is the value tensor with each level framed by zero rows and columns (one before, two after). The
+official zero padding (`align_corners=False`) then needs no per-tap validity test: a pixel coordinate is clamped
+into the frame, and every tap of a point outside its level lands on the zero frame or gets weight 0. Taps (ty, tx)
+of a point sit at fixed row offsets from its top-left tap, so the row arithmetic is done once per point.
+
+The pixel coordinates arrive planar, (N*Lq, 2 axes, M*L*P), already shifted into the frame: `MSDeformAttn` makes
+them with its offset projection (`pixel_projection`), and `ms_deform_attn_bag` from normalised locations.
 """
 
 from __future__ import annotations
@@ -20,26 +23,35 @@ import torch.nn.functional as F
 
 Shapes = list[tuple[int, int]]
 
-
-# float32 pixel arithmetic and int32 rows are exact while the value table has fewer rows than these
+# float32 pixel and row arithmetic is exact while the table has fewer rows than these, int32 rows likewise
 FLOAT32_ROWS, INT32_ROWS = 2 ** 24, 2 ** 31
+FRAME_BEFORE, FRAME_AFTER = 1, 2  # zero rows / columns around each level in the value table
 
 
 class _Levels:
-    """Per-level constants for one (shapes, heads, points), expanded to (M, L, P) so that every elementwise op below
-    runs over long contiguous rows (a broadcast whose innermost run is 2 or 4 elements is ~20x slower on a CPU)."""
+    """Per-level constants for one (shapes, heads, points), expanded over (M, L, P) so that every elementwise op
+    below broadcasts only along its leading (query) axis: a broadcast whose innermost run is 2 or 4 elements is
+    ~20x slower on a CPU."""
 
     def __init__(self, shapes: Shapes, m: int, p: int, device: torch.device, dtype: torch.dtype,
                  index: torch.dtype):
         def per_level(values: list[float], dt: torch.dtype) -> torch.Tensor:
-            return torch.tensor(values, dtype=dt, device=device).view(1, -1, 1).expand(m, len(shapes), p).contiguous()
+            return torch.tensor(values, dtype=dt, device=device).view(1, -1, 1).expand(m, len(shapes), p)
 
-        widths, heights = [w for _, w in shapes], [h for h, _ in shapes]
-        self.size = torch.stack([per_level(widths, dtype), per_level(heights, dtype)])[:, None]  # (2, 1, M, L, P)
-        self.last = self.size - 1
-        self.row_y = per_level([w * m for w in widths], index)  # one step in y moves W positions of M rows
-        starts = [sum(h * w for h, w in shapes[:i]) * m for i in range(len(shapes))]
-        self.row_base = per_level(starts, index) + torch.arange(m, dtype=index, device=device).view(m, 1, 1)
+        framed = [(h + FRAME_BEFORE + FRAME_AFTER, w + FRAME_BEFORE + FRAME_AFTER) for h, w in shapes]
+        lp = len(shapes) * p
+        # clamp range of framed pixel coordinates: [0, size + 1], so a point's taps (floor, floor + 1) stay in frame
+        self.low = torch.zeros(1, dtype=dtype, device=device)
+        self.high = torch.stack([per_level([w + 1 for _, w in shapes], dtype),
+                                 per_level([h + 1 for h, _ in shapes], dtype)]).reshape(2, m * lp)
+        starts = [sum(hh * ww for hh, ww in framed[:i]) * m for i in range(len(shapes))]
+        heads = torch.arange(m, dtype=dtype, device=device).view(m, 1, 1)
+        self.base = (per_level(starts, dtype) + heads).reshape(m, lp)  # row of framed (0, 0) per head and level
+        self.row_y = per_level([ww * m for _, ww in framed], dtype).reshape(m, lp)  # one step in y
+        # row offsets of the taps (ty, tx) from the top-left one, in the bag's (tap, level, point) order
+        row_y = per_level([ww * m for _, ww in framed], index)[0].reshape(lp)
+        self.taps = torch.stack([row_y * ty + m * tx for ty in (0, 1) for tx in (0, 1)])  # (4, L*P)
+        self.rows = sum(hh * ww for hh, ww in framed) * m  # table rows per batch element
 
 
 @lru_cache(maxsize=64)
@@ -49,9 +61,15 @@ def _levels(shapes: tuple[tuple[int, int], ...], m: int, p: int, device: torch.d
         return _Levels(list(shapes), m, p, device, dtype, index)
 
 
-def _dtypes(value: torch.Tensor, locations: torch.Tensor) -> tuple[torch.dtype, torch.dtype]:
-    rows = value.shape[0] * value.shape[1] * value.shape[2]
-    exact32 = rows < FLOAT32_ROWS and locations.dtype != torch.float64
+def framed_rows(value: torch.Tensor, spatial_shapes: Shapes) -> int:
+    """Rows of the framed value table of `value` (N, S, M, Dh)."""
+    per_level = sum((h + FRAME_BEFORE + FRAME_AFTER) * (w + FRAME_BEFORE + FRAME_AFTER) for h, w in _key(spatial_shapes))
+    return value.shape[0] * per_level * value.shape[2]
+
+
+def arithmetic_dtypes(rows: int, dtype: torch.dtype) -> tuple[torch.dtype, torch.dtype]:
+    """(pixel / row arithmetic dtype, row index dtype) exact for a table of `rows` rows and `dtype` coordinates."""
+    exact32 = rows < FLOAT32_ROWS and dtype != torch.float64
     return (torch.float32 if exact32 else torch.float64), (torch.int32 if rows < INT32_ROWS else torch.int64)
 
 
@@ -60,54 +78,57 @@ def ms_deform_attn_bag(value: torch.Tensor, spatial_shapes: Shapes, sampling_loc
     """value (N, S, M, Dh); locations (N, Lq, M, L, P, 2) in [0, 1] (x, y); weights (N, Lq, M, L, P) -> (N, Lq, M*Dh).
 
     Same contract and result as the reference (one `grid_sample` per level), to float rounding."""
-    dtype, index = _dtypes(value, sampling_locations)
-    lv = _levels(_key(spatial_shapes), value.shape[2], sampling_locations.shape[4], value.device, dtype, index)
-    # (2, N*Lq, M, L, P): x and y planes, each contiguous; pixel coordinates with align_corners=False
-    pixels = (sampling_locations.to(dtype).movedim(-1, 0).flatten(1, 2) * lv.size).sub_(0.5)
-    return _sample(value, pixels, attention_weights, lv, index)
+    n, lq, m, n_levels, p, _ = sampling_locations.shape
+    dtype, index = arithmetic_dtypes(framed_rows(value, spatial_shapes), sampling_locations.dtype)
+    lv = _levels(_key(spatial_shapes), m, p, value.device, dtype, index)
+    sizes = (lv.high - 1).to(dtype)  # (2, K): each level's (W, H)
+    # framed pixel coordinates, align_corners=False: location * size - 0.5 + FRAME_BEFORE
+    pixels = sampling_locations.to(dtype).reshape(n * lq, -1, 2).transpose(1, 2) * sizes + (FRAME_BEFORE - 0.5)
+    return sample(value, spatial_shapes, pixels, attention_weights.reshape(n * lq, m, n_levels * p), p)
 
 
-def ms_deform_attn_bag_offsets(value: torch.Tensor, spatial_shapes: Shapes, reference_points: torch.Tensor,
-                               offsets: torch.Tensor, attention_weights: torch.Tensor) -> torch.Tensor:
-    """The same from the module's raw pieces: reference points (1 or N, Lq, 2) and offsets (N, Lq, M, L, P, 2) in
-    pixels of each level, locations = reference + offsets / (W, H) as the official module computes them, but in the
-    planar layout (no (..., 2)-innermost broadcasts)."""
-    n, lq = offsets.shape[:2]
-    dtype, index = _dtypes(value, offsets)
-    lv = _levels(_key(spatial_shapes), value.shape[2], offsets.shape[4], value.device, dtype, index)
-    refs = reference_points.to(dtype).expand(n, lq, 2).movedim(-1, 0).reshape(2, n * lq, 1, 1, 1)
-    locations = (offsets.to(dtype).movedim(-1, 0).flatten(1, 2) / lv.size).add_(refs)
-    return _sample(value, locations.mul_(lv.size).sub_(0.5), attention_weights, lv, index)
+def sample(value: torch.Tensor, spatial_shapes: Shapes, pixels: torch.Tensor, attention: torch.Tensor,
+           n_points: int) -> torch.Tensor:
+    """value (N, S, M, Dh); framed pixel coordinates (N*Lq, 2 axes, M*L*P), any float (NaN and inf give NaN, as
+    the reference); attention weights (N*Lq, M, L*P) -> the weighted sums (N, Lq, M*Dh) as one embedding_bag."""
+    n, _, m, dh = value.shape
+    nlq, lp = pixels.shape[0], attention.shape[-1]
+    table = _framed_table(value, spatial_shapes)
+    dtype, index = arithmetic_dtypes(table.shape[0], pixels.dtype)
+    lv = _levels(_key(spatial_shapes), m, n_points, value.device, dtype, index)
+    pixels = pixels.to(dtype)
+    clamped = torch.clamp(pixels, lv.low, lv.high)
+    corner = clamped.floor()
+    frac = clamped - corner
+    if not bool(torch.isfinite(pixels).all()):
+        frac = frac + (pixels - pixels)  # NaN where the coordinate is NaN or infinite; a clamped row stays valid
+        corner = corner.nan_to_num(nan=0.0)
+    cx, cy = corner.view(nlq, 2, m, lp).unbind(1)
+    top_left = torch.addcmul(lv.base, cy, lv.row_y).add_(cx, alpha=m)
+    if n > 1:  # each batch element has its own table of lv.rows rows
+        top_left = top_left + (torch.arange(n, dtype=dtype, device=value.device) * lv.rows).repeat_interleave(
+            nlq // n).view(-1, 1, 1)
+    rows = (top_left.to(index).view(nlq * m, 1, lp) + lv.taps).view(nlq * m, 4 * lp)
+    fx, fy = frac.view(nlq, 2, m, lp).unbind(1)
+    attention = attention.to(dtype)
+    lower = attention * fy
+    per_y = torch.stack([attention - lower, lower], 2)  # (N*Lq, M, ty, L*P): attention x the y factor
+    per_x = torch.stack([1 - fx, fx], 2)
+    weights = (per_y.unsqueeze(3) * per_x.unsqueeze(2)).to(value.dtype).view(nlq * m, 4 * lp)
+    out = F.embedding_bag(rows, table, mode="sum", per_sample_weights=weights)
+    return out.view(n, nlq // n, m * dh)
+
+
+def _framed_table(value: torch.Tensor, spatial_shapes: Shapes) -> torch.Tensor:
+    """(N * framed rows * M, Dh): every level of `value` (N, S, M, Dh) inside its frame of zeros."""
+    n, _, m, dh = value.shape
+    shapes = _key(spatial_shapes)
+    levels = value.split([h * w for h, w in shapes], dim=1)
+    framed = [F.pad(level.reshape(n, h, w, m * dh), (0, 0, FRAME_BEFORE, FRAME_AFTER, FRAME_BEFORE, FRAME_AFTER))
+              for level, (h, w) in zip(levels, shapes)]
+    table = framed[0].reshape(n, -1) if len(framed) == 1 else torch.cat([f.reshape(n, -1) for f in framed], 1)
+    return table.reshape(-1, dh)
 
 
 def _key(shapes: Shapes) -> tuple[tuple[int, int], ...]:
     return tuple((int(h), int(w)) for h, w in shapes)
-
-
-def _sample(value: torch.Tensor, pixels: torch.Tensor, attention_weights: torch.Tensor, lv: _Levels,
-            index: torch.dtype) -> torch.Tensor:
-    """pixels (2 axes, N*Lq, M, L, P) -> the weighted sums (N, Lq, M*Dh) as one embedding_bag."""
-    n, s, m, dh = value.shape
-    nlq, k = pixels.shape[1], pixels.shape[3] * pixels.shape[4]
-    corner = pixels.floor().nan_to_num_(nan=-2.0)  # NaN / inf: a valid row; the weight is NaN, as the reference
-    frac = pixels - corner
-    taps = torch.stack([corner, corner + 1])  # (2 taps, 2 axes, N*Lq, M, L, P)
-    # bilinear weight per tap and axis, zero where the tap is outside its level (the official zero padding)
-    weight = torch.stack([1 - frac, frac]).mul_((taps >= 0) & (taps <= lv.last))  # a product: NaN stays NaN
-    tap = torch.minimum(taps.clamp_(min=0), lv.last).to(index)
-    wy = weight[:, 1] * attention_weights.to(pixels.dtype).view(nlq, m, -1, pixels.shape[4])
-    ry = tap[:, 1] * lv.row_y + lv.row_base  # row of (y, x) in the (N*S*M, Dh) table: ry + x * M (+ batch * S * M)
-    if n > 1:
-        ry += (torch.arange(n, dtype=index, device=value.device) * (s * m)).repeat_interleave(nlq // n).view(-1, 1, 1, 1)
-    # each (batch, query, head) is one bag of 4 * L * P rows; the outer products write straight into that layout
-    rows = torch.empty(nlq * m, 2, 2, k, dtype=index, device=value.device)
-    torch.add(ry.view(2, 1, -1, k), (tap[:, 0] * m).view(1, 2, -1, k), out=rows.permute(1, 2, 0, 3))
-    wy, wx = wy.view(2, 1, -1, k).to(value.dtype), weight[:, 0].view(1, 2, -1, k).to(value.dtype)
-    if torch.is_grad_enabled() and (wy.requires_grad or wx.requires_grad):
-        weights = (wy * wx).permute(2, 0, 1, 3)
-    else:
-        weights = torch.empty(nlq * m, 2, 2, k, dtype=value.dtype, device=value.device)
-        torch.mul(wy, wx, out=weights.permute(1, 2, 0, 3))
-    out = F.embedding_bag(rows.view(-1, 4 * k), value.reshape(n * s * m, dh), mode="sum",
-                          per_sample_weights=weights.reshape(-1, 4 * k))
-    return out.view(n, nlq // n, m * dh)
