@@ -26,6 +26,7 @@ from torch import nn
 from ..errors import VitsegError
 from .adapter import (AdapterBackbone, adapter_args, adapter_layout, conventional_num_heads, infer_adapter_fields,
                       load_stack_pretrained)
+from .attention import attention
 from .vit import PatchEmbed
 
 Window = tuple[int, int]
@@ -98,7 +99,7 @@ class Attention(nn.Module):
         mask = None
         if self.relative_position_bias_table is not None:
             mask = _gather_bias(self.relative_position_bias_table, self.relative_position_index)[None].to(q.dtype)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)  # softmax(q k^T / sqrt(d) + bias) v
+        out = attention(q, k, v, mask, scale_query=True)  # softmax(q k^T / sqrt(d) + bias) v
         return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
 

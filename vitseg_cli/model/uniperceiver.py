@@ -20,6 +20,7 @@ from timm.layers import DropPath
 from torch import nn
 
 from .adapter import AdapterBackbone, adapter_args, adapter_layout, conventional_num_heads, infer_adapter_fields
+from .attention import attention
 
 PATCH = 16  # hard-coded in the official position-embedding resize
 
@@ -37,7 +38,7 @@ class SelfAttention(nn.Module):
     def _attend(self, x: torch.Tensor) -> torch.Tensor:
         b, n, c = x.shape
         q, k, v = self.in_proj(x).view(b, n, 3, self.num_heads, -1).permute(2, 0, 3, 1, 4)
-        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, c)
+        return attention(q, k, v).transpose(1, 2).reshape(b, n, c)
 
     def forward(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
         if self.window is None:

@@ -17,12 +17,23 @@ from typing import Any, Callable, Optional
 import torch
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
-from timm.models.vision_transformer import Attention
+from timm.models.vision_transformer import Attention as TimmAttention
 from torch import nn
 
 from ..errors import VitsegError
 from .vit_config import BACKBONE_PRESETS
+from .attention import attention
 from .adapter import AdapterBackbone, adapter_args, adapter_layout, infer_adapter_fields, load_stack_pretrained
+
+
+class Attention(TimmAttention):
+    """timm's attention (its `qkv`/`proj` names are the official ones), through `attention.attention`, so that the
+    'reference' path computes the official explicit form."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4).unbind(0)
+        return self.proj(attention(q, k, v).transpose(1, 2).reshape(b, n, c))
 
 
 class Block(nn.Module):
