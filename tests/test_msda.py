@@ -184,3 +184,27 @@ def test_bag_nan_or_inf_location_gives_nan_as_the_reference_not_an_out_of_range_
     ref = ms_deform_attn_reference(value, shapes, loc, weights)
     assert torch.isnan(ref[0, 1:]).all() and torch.isnan(out[0, 1:]).all()
     assert torch.allclose(out[0, 0], ref[0, 0], atol=1e-6)
+
+
+def test_backbone_fast_path_equals_reference_with_every_weight_and_norm_statistic_perturbed():
+    """Covers what zero-initialised official weights leave out: the upsampling bias folded into the 1/4 norm, folded
+    SPM norms with real statistics, nonzero offsets."""
+    torch.manual_seed(1)
+    backbone = build_model("nano").backbone.eval()
+    with torch.no_grad():
+        for p in backbone.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        for m in backbone.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    assert backbone.up.bias.abs().min() > 0
+    x = torch.randn(2, 3, 96, 128)
+    with torch.no_grad():
+        outs = {}
+        for impl in ("fast", "reference"):
+            with msda_impl(impl):
+                outs[impl] = backbone(x)
+    for fast, ref in zip(outs["fast"], outs["reference"]):
+        assert fast.shape == ref.shape
+        assert (fast - ref).abs().max().item() <= 1e-4 * ref.abs().max().item()
