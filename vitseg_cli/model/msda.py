@@ -15,8 +15,9 @@ Interchangeable implementations of the sampling core, all with the same contract
 Names for `set_msda_impl`, the `msda_impl(...)` context manager and the environment variable `VITSEG_MSDA` (read at
 import): 'fast' (default: the Triton kernel for CUDA tensors when Triton imports, the embedding_bag form on a CPU,
 the packed grid_sample otherwise), 'grid' (always the packed grid_sample), 'bag' (always the embedding_bag form),
-'triton' (always the kernel; on the CPU only under `TRITON_INTERPRET=1`), 'gather' and 'reference'. 'reference' also keeps the backbone's other official forms (NCHW convs,
-ConvTranspose2d upsampling; see adapter.py), so it is the whole-model baseline too. `MSDeformAttn` is the module with the official parameter names and
+'triton' (always the kernel; on the CPU only under `TRITON_INTERPRET=1`), 'gather' and 'reference'. 'reference'
+also keeps the backbone's other official forms (NCHW convs, ConvTranspose2d upsampling, see adapter.py; the blocks'
+explicit attention, see attention.py), so it is the whole-model baseline too. `MSDeformAttn` is the module with the official parameter names and
 initialisation; under autocast it samples in float32 (half-precision sampling locations are off by whole pixels).
 """
 
