@@ -234,3 +234,33 @@ def test_each_shard_appends_to_its_own_manifest_part(tmp_path, weights):
         assert result.exit_code == 0, result.output
     parts = {p.name: [json.loads(t)["name"] for t in p.read_text().splitlines()] for p in out.glob("manifest*")}
     assert parts == {"manifest-0-of-2.jsonl": ["00000", "00002"], "manifest-1-of-2.jsonl": ["00001", "00003"]}
+
+
+def test_a_rerun_into_the_default_out_lists_hashes_and_reads_the_rle_logs_once(tmp_path, weights, monkeypatch):
+    """The default folder is probed before it is claimed; the claim reuses the probe's listing and hashes (at a
+    million inputs, listing and hashing twice doubles the cost of a rerun) and the RLE logs are read once."""
+    from vitseg_cli.engine import manifest as manifest_module, predict_folder, rle
+
+    src = images(tmp_path / "src", 3)
+    monkeypatch.chdir(tmp_path)
+    args = (src, "--weights", weights, "--save", "masks,rle", "--identity", "hash", *FAST)
+    assert invoke(*args).exit_code == 0
+    (tmp_path / "vitseg-out" / "masks" / "00001.png").unlink()  # one image to redo, so the run does real work
+    counts = {"hash": 0, "list": 0, "rle": 0}
+
+    def counting(name, real):
+        def call(*a, **k):
+            counts[name] += 1
+            return real(*a, **k)
+        return call
+
+    monkeypatch.setattr(manifest_module, "_sha256", counting("hash", manifest_module._sha256))
+    monkeypatch.setattr(predict_folder, "collect_sources", counting("list", predict_folder.collect_sources))
+    monkeypatch.setattr(predict_folder, "done_inputs", counting("rle", predict_folder.done_inputs))
+    assert not hasattr(predict_engine, "done_inputs")  # predict takes the plan's set instead of reading again
+    rerun = invoke(*args)
+    assert rerun.exit_code == 0, rerun.output
+    assert record(tmp_path / "vitseg-out")["processed"] == 1 and not (tmp_path / "vitseg-out2").exists()
+    assert counts["hash"] == 3 and counts["list"] == 1
+    assert counts["rle"] <= 2  # the probe, and again under the lock (the folder may change in between)
+    assert rle.done_inputs(tmp_path / "vitseg-out") == {"00000", "00001", "00002"}

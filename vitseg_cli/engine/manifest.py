@@ -51,15 +51,20 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def identity(item: InputImage, mode: str = "stat") -> dict[str, Any]:
-    """What tells this input's file from another under the same name (see the module's docstring)."""
+def identity(item: InputImage, mode: str = "stat", hashes: Optional[dict[tuple, str]] = None) -> dict[str, Any]:
+    """What tells this input's file from another under the same name (see the module's docstring). `hashes`: the
+    sha256 of files already read, by (path, size, mtime_ns), reused while the file's stat is unchanged."""
     if not isinstance(item, InputImage):  # an object in a store or a tar shard: it says itself
         return item.identity(mode)
     st = os.stat(item.path)
     found: dict[str, Any] = {"path": item.source_rel or item.path.name, "size": st.st_size,
                              "mtime_ns": st.st_mtime_ns}
     if mode == "hash" and item.path.is_file():  # never opens a FIFO or a device
-        found["sha256"] = _sha256(item.path)
+        key = (str(item.path), st.st_size, st.st_mtime_ns)
+        digest = hashes.get(key) if hashes is not None else None
+        found["sha256"] = digest or _sha256(item.path)
+        if hashes is not None:
+            hashes[key] = found["sha256"]
     return found
 
 

@@ -53,7 +53,7 @@ from .remote_out import RemoteOutput, open_remote
 from .tar_output import remove_stale_shards
 from .tar_predict import ShardJob, predict_shards
 from .traffic import traffic_fields, traffic_record
-from .rle import RleLog, done_inputs
+from .rle import RleLog
 
 
 # ------------------------------------------------------------------------------------------------- one image
@@ -330,7 +330,7 @@ def _derive(opts: PredictOptions, claim: Claim, spec, manifest: ManifestLog, rle
             summary: PredictSummary) -> None:
     """Rank 0, before the model loads: kinds added to done images from their saved masks (those whose mask cannot
     be read are predicted instead)."""
-    rle_done = done_inputs(claim.out) if rle is not None else set()
+    rle_done = claim.plan.rle_done  # read under the lock by the plan
     for item, line in claim.plan.derive:
         ok = derive_outputs(claim.out, item, line, opts.save, palette=spec.palette, alpha=opts.alpha,
                             class_names=spec.class_names, ident=claim.plan.identities.get(item.rel, {}),

@@ -76,36 +76,52 @@ def _rle_done(req: FolderRequest, out: Path) -> Optional[set[str]]:
     return done_inputs(out) if "rle" in req.save and not req.overwrite and out.is_dir() else None
 
 
-def _usable(req: FolderRequest, out: Path, fingerprint: dict[str, Any]) -> bool:
-    """Whether the default folder candidate `out` takes this run as it is (nothing written to find out)."""
-    if out.exists() and not out.is_dir():
-        return False
-    if not out.exists():
-        return True
-    try:
-        OutputLock(out, req.shard.tag if req.shard else None).check_free()
-        if refusal(out, fingerprint, OUTPUT_DIRS, req.overwrite) is not None:
+class _Probe:
+    """What probing the default folder candidates found, kept for the claim so that nothing is done twice: each
+    candidate's input listing, and the sha256 of every input already read (reused while its stat is unchanged)."""
+
+    def __init__(self, req: FolderRequest):
+        self.req = req
+        self.listings: dict[Path, list[InputImage]] = {}
+        self.hashes: dict[tuple, str] = {}
+
+    def inputs(self, out: Path) -> list[InputImage]:
+        if out not in self.listings:
+            self.listings[out] = _inputs(self.req, out)
+        return self.listings[out]
+
+    def usable(self, out: Path, fingerprint: dict[str, Any]) -> bool:
+        """Whether the default folder candidate `out` takes this run as it is (nothing written to find out)."""
+        req = self.req
+        if out.exists() and not out.is_dir():
             return False
-        plan_run(out, shard_items(_inputs(req, out), req.shard), req.save, req.identity, req.overwrite,
-                 _rle_done(req, out), exists=req.exists)
-    except VitsegError:
-        return False
-    return True
+        if not out.exists():
+            return True
+        try:
+            OutputLock(out, req.shard.tag if req.shard else None).check_free()
+            if refusal(out, fingerprint, OUTPUT_DIRS, req.overwrite) is not None:
+                return False
+            plan_run(out, shard_items(self.inputs(out), req.shard), req.save, req.identity, req.overwrite,
+                     _rle_done(req, out), exists=req.exists, hashes=self.hashes)
+        except VitsegError:
+            return False
+        return True
 
 
 def claim_folder(req: FolderRequest, note: Optional[Callable[[str], None]] = None) -> Claim:
     """Pick the folder, take its lock, check and record the fingerprint, plan each input, remove the old files of
     inputs that changed. On any refusal, nothing is left behind (the lock is released)."""
     fingerprint = make_fingerprint(req.weights, req.backend, req.spec, req.settings, req.alpha, req.vid_stride)
+    probe = _Probe(req)
     out = None
     for candidate, auto in _candidates(req.out):
-        if not auto or _usable(req, candidate, fingerprint):
+        if not auto or probe.usable(candidate, fingerprint):
             out = candidate
             break
     if out is None:
         raise VitsegError(f"no free default output folder up to {DEFAULT_OUT}{MAX_AUTO}: give --out")
     refuse_non_folder(out, "--out")
-    inputs = _inputs(req, out)
+    inputs = probe.inputs(out)
     check_output_dir(out, "--out")
     lock = OutputLock(out, req.shard.tag if req.shard else None)
     notes = lock.acquire()
@@ -113,7 +129,9 @@ def claim_folder(req: FolderRequest, note: Optional[Callable[[str], None]] = Non
         claim_output_folder(out, req.weights, req.backend, req.spec, req.settings, req.save, req.alpha,
                             req.overwrite, vid_stride=req.vid_stride, clean=req.shard is None)
         inputs = shard_items(inputs, req.shard)  # a Slurm array task's share; the ranks split it
-        plan = plan_run(out, inputs, req.save, req.identity, req.overwrite, _rle_done(req, out), exists=req.exists)
+        # planned again under the lock (the folder may have changed since the probe), reading no input again
+        plan = plan_run(out, inputs, req.save, req.identity, req.overwrite, _rle_done(req, out), exists=req.exists,
+                        hashes=probe.hashes)
         remove_stale(plan.stale)
     except BaseException:
         lock.release(failed=True)

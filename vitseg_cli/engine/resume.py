@@ -34,6 +34,7 @@ class Plan:
     keep: dict[str, dict[str, str]] = field(default_factory=dict)  # name -> earlier outputs its new line lists
     changed: list[InputImage] = field(default_factory=list)  # a different file under a name, same root: redone
     stale: list[Path] = field(default_factory=list)  # the changed inputs' old files
+    rle_done: set[str] = field(default_factory=set)  # names the folder's RLE logs already hold
 
 
 def _wanted(item: InputImage, save: Sequence[str]) -> set[str]:
@@ -71,15 +72,16 @@ def _present(out: Path, item: InputImage, line: dict[str, Any], rle_done: Option
 
 def plan_run(out: Path, inputs: Sequence[InputImage], save: Sequence[str], identity_mode: str = "stat",
              overwrite: bool = False, rle_done: Optional[set[str]] = None, option: str = "--out",
-             exists: Optional[Callable[[Path], bool]] = None) -> Plan:
+             exists: Optional[Callable[[Path], bool]] = None, hashes: Optional[dict[tuple, str]] = None) -> Plan:
     """Each input's fate (see the module's docstring); raises the one-line refusal of another source's outputs.
-    `exists`: whether an output file exists (default: on disk; a URL --out also looks among its objects)."""
-    plan = Plan()
+    `exists`: whether an output file exists (default: on disk; a URL --out also looks among its objects);
+    `hashes`: sha256 digests already computed (`manifest.identity`), so that a second plan reads no file again."""
+    plan = Plan(rle_done=set(rle_done or ()))
     lines = {} if overwrite else read_manifest(out)
     others = []
     for item in inputs:
         try:
-            ident = identity(item, identity_mode)
+            ident = identity(item, identity_mode, hashes)
         except OSError:
             ident = {}  # unreadable: predicting it reports why
         plan.identities[item.rel] = ident
