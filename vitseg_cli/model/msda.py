@@ -17,8 +17,9 @@ import): 'fast' (default: the Triton kernel for CUDA tensors when Triton imports
 the packed grid_sample otherwise), 'grid' (always the packed grid_sample), 'bag' (always the embedding_bag form),
 'triton' (always the kernel; on the CPU only under `TRITON_INTERPRET=1`), 'gather' and 'reference'. 'reference'
 also keeps the backbone's other official forms (NCHW convs, ConvTranspose2d upsampling, see adapter.py; the blocks'
-explicit attention, see attention.py), so it is the whole-model baseline too. `MSDeformAttn` is the module with the official parameter names and
-initialisation; under autocast it samples in float32 (half-precision sampling locations are off by whole pixels).
+explicit attention, see attention.py), so it is the whole-model baseline too. `MSDeformAttn` is the module with the
+official parameter names and initialisation; under autocast it samples in float32 (half-precision sampling locations
+are off by whole pixels).
 """
 
 from __future__ import annotations
@@ -307,7 +308,8 @@ class MSDeformAttn(nn.Module):
         n, lq, d = query.shape
         k = self.n_heads * self.n_levels * self.n_points
         offsets, logits = self.sampling_offsets, self.attention_weights
-        planar = lambda t: t.view(k, 2, -1).transpose(0, 1).reshape(2 * k, -1)  # noqa: E731 (M, L, P, xy) -> (xy, M, L, P)
+        # rows (M, L, P, xy) -> (xy, M, L, P)
+        planar = lambda t: t.view(k, 2, -1).transpose(0, 1).reshape(2 * k, -1)  # noqa: E731
         weight = torch.cat([planar(offsets.weight), logits.weight])
         bias = torch.cat([planar(offsets.bias.unsqueeze(1)).view(-1) + (msda_bag.FRAME_BEFORE - 0.5), logits.bias])
         both = torch.addmm(bias, query.reshape(n * lq, d), weight.t())

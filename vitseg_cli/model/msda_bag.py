@@ -11,7 +11,7 @@ into the frame, and every tap of a point outside its level lands on the zero fra
 of a point sit at fixed row offsets from its top-left tap, so the row arithmetic is done once per point.
 
 The pixel coordinates arrive planar, (N*Lq, 2 axes, M*L*P), already shifted into the frame: `MSDeformAttn` makes
-them with its offset projection (`pixel_projection`), and `ms_deform_attn_bag` from normalised locations.
+them with its offset projection (`_framed_pixels_and_logits`), and `ms_deform_attn_bag` from normalised locations.
 """
 
 from __future__ import annotations
@@ -62,7 +62,8 @@ def _levels(shapes: tuple[tuple[int, int], ...], m: int, p: int, device: torch.d
 
 def framed_rows(value: torch.Tensor, spatial_shapes: Shapes) -> int:
     """Rows of the framed value table of `value` (N, S, M, Dh)."""
-    per_level = sum((h + FRAME_BEFORE + FRAME_AFTER) * (w + FRAME_BEFORE + FRAME_AFTER) for h, w in _key(spatial_shapes))
+    frame = FRAME_BEFORE + FRAME_AFTER
+    per_level = sum((h + frame) * (w + frame) for h, w in _key(spatial_shapes))
     return value.shape[0] * per_level * value.shape[2]
 
 
@@ -99,7 +100,7 @@ def sample(value: torch.Tensor, spatial_shapes: Shapes, pixels: torch.Tensor, at
     clamped = torch.clamp(pixels, lv.low, lv.high)
     corner = clamped.floor()
     frac = clamped - corner
-    if not math.isfinite(pixels.sum().item()):  # one pass; a sum of finite coordinates cannot overflow
+    if not math.isfinite(pixels.sum().item()):  # one pass (huge finite coordinates may land here too: harmless)
         frac = frac + (pixels - pixels)  # NaN where the coordinate is NaN or infinite; a clamped row stays valid
         corner = corner.nan_to_num(nan=0.0)
     cx, cy = corner.view(nlq, 2, m, lp).unbind(1)
