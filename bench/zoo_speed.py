@@ -224,7 +224,8 @@ def main(argv: "list[str] | None" = None) -> str:
                                     f"and test scale / {REDUCED_DIVISOR}, Mask2Former pixel decoder "
                                     f"{REDUCED_PIXEL_DECODER} layer, transformer decoder {REDUCED_DECODER}"
                                     if reduced else "full presets")
-           + f"; median of {repeats}; official = the per-level grid_sample deformable attention", ""]
+           + f"; median of {repeats}; official = the reference path, every official form (per-level grid_sample "
+           "deformable attention, explicit block attention, NCHW convs)", ""]
     rows = []
     start = time.perf_counter()
     for name in names:
