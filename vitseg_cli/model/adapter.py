@@ -372,9 +372,11 @@ class AdapterBackbone(nn.Module):
             outs.append(as_map(x, h, w))
         hc, wc = height // 16, width // 16  # the pyramid's own grid (the token grid too, for patch 16)
         c2, c3, c4 = split_levels(c, sizes)
-        if views and self.add_vit_feature and not self.norm1.training and self.norm1.track_running_stats:
+        if (views and self.add_vit_feature and not tracing and not self.norm1.training
+                and self.norm1.track_running_stats):
             # the 1/4 level, the largest map, in three passes: interpolate, add c1, add the upsampled c2 in place;
-            # the upsampling's bias joins the norm
+            # the upsampling's bias joins the norm (not in an ONNX trace: it records the in-place add into a view
+            # wrongly, so the exported graph would differ)
             f1 = _resized(outs[0], c1.shape[-2:])
             f1 = (f1 if f1 is not outs[0] else f1.clone()).add_(c1)
             f1 = _norm_with_shift(self.norm1, _upsample2x(self.up, c2, hc * 2, wc * 2, into=f1), self.up.bias)
