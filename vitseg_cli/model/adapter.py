@@ -371,7 +371,8 @@ class AdapterBackbone(nn.Module):
             x, c, cls = layer(x, c, cls, run, geometry)
             outs.append(as_map(x, h, w))
         hc, wc = height // 16, width // 16  # the pyramid's own grid (the token grid too, for patch 16)
-        c2, c3, c4 = split_levels(c, sizes)
+        c2_tokens, c3, c4 = split_levels(c, sizes)
+        c2, c3, c4 = as_map(c2_tokens, hc * 2, wc * 2), as_map(c3, hc, wc), as_map(c4, hc // 2, wc // 2)
         if (views and self.add_vit_feature and not tracing and not self.norm1.training
                 and self.norm1.track_running_stats):
             # the 1/4 level, the largest map, in three passes: interpolate, add c1, add the upsampled c2 in place;
@@ -379,21 +380,15 @@ class AdapterBackbone(nn.Module):
             # wrongly, so the exported graph would differ)
             f1 = _resized(outs[0], c1.shape[-2:])
             f1 = (f1 if f1 is not outs[0] else f1.clone()).add_(c1)
-            f1 = _norm_with_shift(self.norm1, _upsample2x(self.up, c2, hc * 2, wc * 2, into=f1), self.up.bias)
-            c2, c3, c4 = as_map(c2, hc * 2, wc * 2), as_map(c3, hc, wc), as_map(c4, hc // 2, wc // 2)
-            c2, c3, c4 = (level + _resized(tokens, level.shape[-2:]) for level, tokens in zip((c2, c3, c4), outs[1:]))
-            return [f1, self.norm2(c2), self.norm3(c3), self.norm4(c4)]
-        up = _upsample2x(self.up, c2, hc * 2, wc * 2) if fast else None
-        c2 = as_map(c2, hc * 2, wc * 2)
-        if up is None:
-            up = self.up(c2)
-        c1 = up + c1
-        c3 = as_map(c3, hc, wc)
-        c4 = as_map(c4, hc // 2, wc // 2)
+            f1 = _norm_with_shift(self.norm1, _upsample2x(self.up, c2_tokens, hc * 2, wc * 2, into=f1), self.up.bias)
+        else:
+            c1 = (_upsample2x(self.up, c2_tokens, hc * 2, wc * 2) if fast else self.up(c2)) + c1
+            if self.add_vit_feature:
+                c1 = c1 + _resized(outs[0], c1.shape[-2:])
+            f1 = self.norm1(c1)
         if self.add_vit_feature:
-            c1, c2, c3, c4 = (level + _resized(tokens, level.shape[-2:])
-                              for level, tokens in zip((c1, c2, c3, c4), outs))
-        return [self.norm1(c1), self.norm2(c2), self.norm3(c3), self.norm4(c4)]
+            c2, c3, c4 = (level + _resized(tokens, level.shape[-2:]) for level, tokens in zip((c2, c3, c4), outs[1:]))
+        return [f1, self.norm2(c2), self.norm3(c3), self.norm4(c4)]
 
 
 # ------------------------------------------------------------------------- shared by every adapter family
