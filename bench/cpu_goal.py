@@ -40,6 +40,7 @@ from backbone import _perturbed, matmul_gflops  # noqa: E402
 
 from vitseg_cli.model import attention as block_attention  # noqa: E402
 from vitseg_cli.model.msda import msda_impl  # noqa: E402
+from vitseg_cli.model.segmentor import build_model  # noqa: E402
 
 PATHS = {"reference": "official per-level path", "reference+fused": "official path, fused block attention",
          "fast": "vitseg"}
@@ -59,7 +60,6 @@ def path(name: str):
             yield
         finally:
             block_attention.get_msda_impl = real
-from vitseg_cli.model.segmentor import build_model  # noqa: E402
 
 
 def part_times(backbone, x, clock=time.perf_counter) -> dict[str, float]:

@@ -49,7 +49,7 @@ class _Levels:
         heads = torch.arange(m, dtype=dtype, device=device).view(m, 1, 1)
         self.base = (per_level(starts, dtype) + heads).reshape(m, lp)  # row of framed (0, 0) per head and level
         self.row_y = per_level([ww * m for _, ww in framed], dtype).reshape(m, lp)  # one step in y
-        self.step_y = per_level([ww * m for _, ww in framed], index).reshape(m, lp)  # the same, as row indices
+        self.step_y = self.row_y.to(index)  # the same, as row indices
         self.rows = sum(hh * ww for hh, ww in framed) * m  # table rows per batch element
 
 
